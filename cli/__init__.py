@@ -1,0 +1,1 @@
+"""The ``msvit-edge`` command line: a thin Typer shell over the library."""

@@ -1,0 +1,84 @@
+"""``msvit-edge``: each command parses its options and calls one library function.
+
+Heavy libraries (torch, onnxruntime, ModelOpt, TensorRT) are imported inside the commands, so ``--help`` works
+without any of them installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from msvit_edge import __version__
+from msvit_edge.errors import MsvitEdgeError
+
+app = typer.Typer(
+    help="Train, export and deploy MSViT, a ViT with dynamic mixed-scale tokens.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"msvit-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Train, export and deploy MSViT, a ViT with dynamic mixed-scale tokens."""
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1, never a traceback."""
+    try:
+        app()
+    except MsvitEdgeError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(1)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(Path("runs/demo"), help="Output folder (checkpoints, logs, resolved config)."),
+    data: str = typer.Option("fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."),
+    stage: str = typer.Option("msvit", help="'backbone': all-fine ViT (stage 1); 'msvit': gate + backbone with gBaS."),
+    preset: str = typer.Option("vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."),
+    init: str | None = typer.Option(None, help="Start from an msvit-edge checkpoint or timm/DeiT ViT weights."),
+    num_classes: int | None = typer.Option(None, help="Replace the preset's classifier (fine-tuning a DeiT checkpoint)."),
+    epochs: int = typer.Option(5, min=1),
+    batch_size: int = typer.Option(128, min=2, help="Global batch size, split across torchrun processes."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    warmup_epochs: float = typer.Option(0.5, min=0.0),
+    fine_target: float = typer.Option(0.35, help="Compute budget: expected fraction of regions tokenized fine."),
+    gbas_weight: float = typer.Option(1.0, help="Weight of the generalized batch-shaping loss."),
+    gate_lr_mult: float = typer.Option(1.0, help="Learning-rate multiplier for the gate."),
+    train_size: int | None = typer.Option(None, help="Use only the first N training items."),
+    val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
+    clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
+    seed: int = typer.Option(0),
+    workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors and OUT/state.pt."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
+    from msvit_edge.data import SceneConfig
+    from msvit_edge.loss import GBaSConfig
+    from msvit_edge.train import TrainConfig, train as run
+
+    if stage not in ("backbone", "msvit"):
+        raise MsvitEdgeError(f"--stage must be 'backbone' or 'msvit', got {stage!r}")
+    cfg = TrainConfig(
+        out=str(out), data=data, stage=stage, preset=preset, init=init, num_classes=num_classes, epochs=epochs,
+        batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, gbas_weight=gbas_weight, gate_lr_mult=gate_lr_mult,
+        gbas=GBaSConfig(target=fine_target), scene=SceneConfig(clutter=clutter, seed=seed), train_size=train_size,
+        val_size=val_size, seed=seed, workers=workers, device=device, resume=resume, progress=progress,
+    )
+    typer.echo(f"trained: {run(cfg)}")

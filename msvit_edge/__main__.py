@@ -1,0 +1,3 @@
+from msvit_edge.cli.app import main
+
+main()

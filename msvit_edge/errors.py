@@ -1,0 +1,18 @@
+"""The one exception type that the CLI turns into a one-line message instead of a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MsvitEdgeError(Exception):
+    """A problem with the user's input or environment, worded for the user.
+
+    Args:
+        message: What is wrong, in one line.
+        path: The file or folder it concerns, put in front of the message.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{path}: {message}" if path is not None else message)

@@ -1,0 +1,185 @@
+"""Checkpoints: users' timm/DeiT weights in, msvit-edge checkpoints in and out.
+
+An msvit-edge checkpoint is ONE safetensors file: the weights plus, in the safetensors header metadata, the model
+config as JSON (key ``msvit_edge.config``) and any extra training state the writer adds. It is written to a temporary
+file and renamed, so an interrupted write never leaves a half-written checkpoint. Third-party files are only ever
+read with ``torch.load(weights_only=True)`` or safetensors: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.msvit import MSViT, MSViTConfig
+
+FORMAT = "msvit-edge/1"
+_WRAPPERS = ("model", "state_dict", "model_state_dict")  # where DeiT / Lightning / others nest the weights
+_MAX_LISTED = 6
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or a ``torch.save`` file (plain, or nested under "model" etc.)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MsvitEdgeError("checkpoint not found", path)
+    sd = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    for key in _WRAPPERS:
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    tensors = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise MsvitEdgeError(f"no tensors found (top-level keys: {_listed(sd)})", path)
+    return tensors
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MsvitEdgeError(f"not a readable safetensors file ({_first_line(e)})", path) from None
+
+
+def _read_torch(path: Path) -> dict:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise MsvitEdgeError(f"not a readable checkpoint ({_first_line(e)})", path) from None
+    if not isinstance(sd, dict):
+        raise MsvitEdgeError(f"expected a state dict, found a {type(sd).__name__}", path)
+    return sd
+
+
+def load_vit_weights(model: nn.Module, path: str | Path, reset_head: bool = False) -> None:
+    """Load a timm/DeiT ViT checkpoint into ``model`` (a ``VisionTransformer`` or ``MSViT``).
+
+    Position embeddings are resized (bicubic, as timm does) when the checkpoint's grid differs. The gate, absent
+    from ViT checkpoints, keeps its initialisation. Anything else missing, unexpected or of the wrong shape is an
+    error that lists it.
+
+    Args:
+        model: The model to fill.
+        path: ``.pth``/``.pt``/``.bin`` or ``.safetensors`` file in timm's key layout.
+        reset_head: Drop the checkpoint's classifier (fine-tuning on a different label set).
+    """
+    sd = read_state_dict(path)
+    if reset_head:
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    if "pos_embed" in sd and sd["pos_embed"].shape != model.pos_embed.shape:
+        sd["pos_embed"] = resize_pos_embed(sd["pos_embed"], model.cfg.grid)
+    expected = model.state_dict()
+    optional = {k for k in expected if k.startswith("gate.") or (reset_head and k.startswith("head."))}
+    _check_keys(sd, expected, optional, path)
+    model.load_state_dict(sd, strict=False)
+
+
+def resize_pos_embed(pos_embed: Tensor, grid: int) -> Tensor:
+    """Resize [1, 1 + g*g, D] position embeddings to a ``grid`` x ``grid`` patch grid; the CLS entry is kept."""
+    cls, patches = pos_embed[:, :1], pos_embed[:, 1:]
+    g = int(patches.shape[1] ** 0.5)
+    if g * g != patches.shape[1]:
+        raise MsvitEdgeError(f"pos_embed has {patches.shape[1]} patch entries, not a square grid")
+    D = patches.shape[-1]
+    grid_map = patches.reshape(1, g, g, D).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(grid_map, size=(grid, grid), mode="bicubic", align_corners=False, antialias=g > grid)
+    return torch.cat([cls, resized.permute(0, 2, 3, 1).reshape(1, grid * grid, D).to(pos_embed.dtype)], dim=1)
+
+
+def _check_keys(sd: dict[str, Tensor], expected: dict[str, Tensor], optional: set[str], path: Path) -> None:
+    missing = [k for k in expected if k not in sd and k not in optional]
+    unexpected = [k for k in sd if k not in expected]
+    shapes = [f"{k} {list(sd[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
+    problems = [f"{name}: {_listed(keys)}" for name, keys in
+                (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+    if problems:
+        raise MsvitEdgeError("does not fit the model; " + "; ".join(problems), path)
+
+
+def save_checkpoint(model: MSViT, path: str | Path, meta: dict | None = None, half: bool = False) -> Path:
+    """Write ``model`` (weights + config + ``meta``) atomically as one safetensors file.
+
+    Args:
+        model: The model to save.
+        path: Destination ``.safetensors`` file.
+        meta: JSON-serialisable extras stored in the header (training state, provenance).
+        half: Store floating-point weights as fp16 (half the size; loading casts back to fp32).
+    """
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().to("cpu", torch.float16 if half and v.is_floating_point() else v.dtype).contiguous()
+          for k, v in model.state_dict().items()}
+    header = {"format": FORMAT, "msvit_edge.config": json.dumps(model.mcfg.to_dict())}
+    header |= {"msvit_edge.meta": json.dumps(meta or {})}
+    with atomic_path(path, ".safetensors") as tmp:
+        save_file(sd, tmp, metadata=header)
+    return Path(path)
+
+
+def read_checkpoint_header(path: str | Path) -> dict[str, str]:
+    """The safetensors metadata of an msvit-edge checkpoint (cheap: reads only the header)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MsvitEdgeError("checkpoint not found", path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MsvitEdgeError(f"not an msvit-edge checkpoint: not a readable safetensors file ({_first_line(e)})", path) from None
+    if header.get("format") != FORMAT:
+        raise MsvitEdgeError("not an msvit-edge checkpoint (a plain ViT/DeiT state dict? pass it as --init)", path)
+    return header
+
+
+def load_checkpoint(path: str | Path) -> tuple[MSViT, dict]:
+    """Build the model an msvit-edge checkpoint describes and load its weights; returns (model in eval mode, meta)."""
+    header = read_checkpoint_header(path)
+    try:
+        cfg = MSViTConfig.from_dict(json.loads(header["msvit_edge.config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise MsvitEdgeError(f"checkpoint config is unreadable ({_first_line(e)})", path) from None
+    model = MSViT(cfg)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}
+    _check_keys(sd, model.state_dict(), set(), Path(path))
+    model.load_state_dict(sd)
+    return model.eval(), json.loads(header.get("msvit_edge.meta", "{}"))
+
+
+def _listed(keys) -> str:
+    keys = list(keys)
+    more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+    return ", ".join(map(str, keys[:_MAX_LISTED])) + more
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

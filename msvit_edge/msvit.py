@@ -1,0 +1,193 @@
+"""MSViT: dynamic mixed-scale tokenization (Havtorn et al., ICCV 2023 workshops, arXiv 2307.02321).
+
+A gate looks at each coarse region (2x2 fine patches) on its own and decides whether it becomes ONE coarse token or
+its FOUR fine tokens. The backbone (blocks, norm, head) is an unchanged ViT, so the token count varies per image:
+``R + 3k + 1`` for R regions of which k are fine.
+
+``MSViT`` subclasses ``VisionTransformer`` and changes only the tokenization; its state dict is timm's layout plus
+``gate.*``. The forward is split as the exporter's two graphs: ``tokenize`` (static shapes: every candidate token,
+the selected ones first) and ``encode`` (dynamic token count), glued by ``pack``. Training, evaluation and export
+all run this one code path.
+
+Choices where the paper is silent (and why):
+- The gate output is the probability that a region is tokenized FINE (the paper's means "keep coarse").
+- Gate: 4-layer MLP (GELU, hidden width ``GateConfig.hidden``) on the region's raw normalised pixels; no input
+  normalisation, since a region's contrast is exactly what tells clutter from background.
+- Coarse tokens: the image is 2x2 average-pooled (an area resize of each coarse region to the fine patch size) and
+  embedded with the SAME patch embedding. Their position embeddings are the 2x2 means of the fine grid's, i.e. the
+  fine grid linearly interpolated to the coarse grid.
+- Training: Gumbel-sigmoid (logistic noise, temperature ``GateConfig.temperature``), hard 0/1 forward,
+  straight-through gradient; every candidate token is multiplied by its hard decision (1.0 when kept) so the task
+  loss reaches the gate. Inference: deterministic ``logit(p) > logit(threshold)``, so threshold 0 is all-fine and 1
+  all-coarse without special cases.
+- Candidate order: CLS, fine tokens (row-major fine grid), coarse tokens (row-major coarse grid). The selected
+  tokens keep that order, so an all-fine selection is exactly the plain ViT's token sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.vit import ViTConfig, VisionTransformer
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    hidden: int = 64  # a few % of the backbone's MACs even for DeiT-Ti
+    layers: int = 4  # the paper's 4-layer MLP
+    threshold: float = 0.5  # inference: fine iff p > threshold; a deploy-time knob, no retraining
+    temperature: float = 1.0  # Gumbel-sigmoid temperature in training
+    noise: bool = True  # logistic noise in training; off makes training deterministic (e.g. DDP equivalence tests)
+
+
+@dataclass(frozen=True)
+class MSViTConfig:
+    vit: ViTConfig = field(default_factory=ViTConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MSViTConfig:
+        vit = {k: tuple(v) if isinstance(v, list) else v for k, v in d["vit"].items()}
+        return cls(ViTConfig(**vit), GateConfig(**d.get("gate", {})))
+
+
+class TokenizerOutput(NamedTuple):
+    """What the tokenizer graph returns (M = 1 + fine patches + regions candidates per image)."""
+
+    tokens: Tensor  # [B, M, D] candidates, the selected ones first (CLS, fine, coarse order), then the rest
+    counts: Tensor  # [B] int64 number of selected tokens
+    probs: Tensor  # [B, R] gate probability that each region is tokenized fine
+    order: Tensor  # [B, M] int64 candidate index of each row of ``tokens``
+
+
+class Gate(nn.Module):
+    """Per-region MLP: region pixels [B, R, C * (2p)^2] -> fine logits [B, R]."""
+
+    def __init__(self, in_features: int, hidden: int, layers: int):
+        super().__init__()
+        dims = [in_features] + [hidden] * (layers - 1)
+        blocks: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(d_in, d_out), nn.GELU()]
+        self.mlp = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
+
+    def forward(self, regions: Tensor) -> Tensor:
+        return self.mlp(regions).squeeze(-1)
+
+
+class MSViT(VisionTransformer):
+    """A ViT with a mixed-scale tokenizer. Changes from the ViT: ``embed`` is replaced by ``tokenize``."""
+
+    def __init__(self, cfg: MSViTConfig):
+        super().__init__(cfg.vit)
+        self.mcfg = cfg
+        p, G = cfg.vit.patch_size, cfg.vit.grid
+        self.gate = Gate(cfg.vit.in_chans * (2 * p) ** 2, cfg.gate.hidden, cfg.gate.layers)
+        # region (row-major coarse grid) that each fine patch (row-major fine grid) belongs to: [G * G]
+        rows = torch.arange(G) // 2
+        self.register_buffer("patch_region", (rows[:, None] * (G // 2) + rows[None, :]).flatten(), persistent=False)
+
+    @property
+    def num_regions(self) -> int:
+        return (self.cfg.grid // 2) ** 2
+
+    @property
+    def num_candidates(self) -> int:
+        return 1 + self.cfg.num_patches + self.num_regions
+
+    def coarse_pos_embed(self) -> Tensor:
+        """Position embeddings of the coarse grid [1, R, D]: 2x2 means of the fine grid's."""
+        G, D = self.cfg.grid, self.cfg.embed_dim
+        fine = self.pos_embed[:, 1:].transpose(1, 2).reshape(1, D, G, G)
+        return F.avg_pool2d(fine, 2).flatten(2).transpose(1, 2)
+
+    def regions(self, images: Tensor) -> Tensor:
+        """Images [B, C, H, W] -> flattened coarse regions [B, R, C * (2p)^2], row-major."""
+        B, C, H, W = images.shape
+        s = 2 * self.cfg.patch_size
+        x = images.reshape(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(B, (H // s) * (W // s), C * s * s)
+
+    def decide(self, logits: Tensor, threshold: Tensor | float | None = None) -> Tensor:
+        """Gate logits [B, R] -> fine decisions [B, R] as floats: hard 0/1 forward, straight-through when training."""
+        if not self.training:
+            t = torch.as_tensor(self.mcfg.gate.threshold if threshold is None else threshold, dtype=logits.dtype)
+            return (logits > torch.log(t) - torch.log1p(-t)).to(logits.dtype)  # logit(t); 0 -> -inf, 1 -> inf
+        noise = torch.zeros_like(logits)
+        if self.mcfg.gate.noise:
+            u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+            noise = torch.log(u) - torch.log1p(-u)
+        soft = torch.sigmoid((logits + noise) / self.mcfg.gate.temperature)
+        return (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
+
+    def tokenize(
+        self, images: Tensor, threshold: Tensor | float | None = None, decisions: Tensor | None = None
+    ) -> TokenizerOutput:
+        """Gate, embed and order the candidate tokens of images [B, C, H, W].
+
+        Args:
+            images: Normalised images.
+            threshold: Gate threshold at inference (default: the config's).
+            decisions: Fine decisions [B, R] that override the gate's (e.g. a random-gate baseline).
+        """
+        self.check_images(images)
+        B = images.shape[0]
+        logits = self.gate(self.regions(images))
+        fine_region = self.decide(logits, threshold) if decisions is None else decisions.to(images.dtype)
+        fine_patch = fine_region[:, self.patch_region]  # [B, G*G]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
+        fine = self.patch_embed(images) + self.pos_embed[:, 1:]
+        coarse = self.patch_embed(F.avg_pool2d(images, 2)) + self.coarse_pos_embed()
+        keep = torch.cat([torch.ones_like(fine_region[:, :1]), fine_patch, 1 - fine_region], dim=1)  # [B, M]
+        candidates = torch.cat([cls, fine, coarse], dim=1) * keep[..., None]  # x1.0 forward: the gate's gradient path
+        hard = keep.detach()
+        M = hard.shape[1]
+        # Static-shape stable partition: kept first, each part in candidate order (TopK exports as one ONNX op).
+        key = hard * M + torch.arange(M, 0, -1, device=hard.device, dtype=hard.dtype)
+        order = torch.topk(key, M, dim=1).indices
+        tokens = candidates.gather(1, order[..., None].expand(-1, -1, candidates.shape[-1]))
+        return TokenizerOutput(tokens, hard.sum(1).to(torch.int64), torch.sigmoid(logits), order)
+
+    def forward(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
+        out = self.tokenize(images, threshold)
+        return self.encode(*pack(out.tokens, out.counts))
+
+    def forward_dense(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
+        """Fine-grid feature map [B, D, G, G] for dense heads: each coarse token is copied to its 2x2 fine cells."""
+        out = self.tokenize(images, threshold)
+        feats = self.features(*pack(out.tokens, out.counts))  # [B, n, D]
+        G, P = self.cfg.grid, self.cfg.num_patches
+        row_of = torch.argsort(out.order, dim=1)  # candidate index -> row in tokens
+        kept_fine = row_of[:, 1 : 1 + P] < out.counts[:, None]  # [B, P]
+        source = torch.where(kept_fine, 1 + torch.arange(P, device=images.device), 1 + P + self.patch_region)  # candidate per fine cell
+        rows = row_of.gather(1, source)
+        dense = feats.gather(1, rows[..., None].expand(-1, -1, feats.shape[-1]))
+        return dense.transpose(1, 2).reshape(-1, feats.shape[-1], G, G)
+
+
+def pack(tokens: Tensor, counts: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Cut the tokenizer's candidates [B, M, D] to the batch's largest count; a key mask only when counts differ."""
+    n = int(counts.max())
+    if bool((counts == n).all()):
+        return tokens[:, :n], None
+    return tokens[:, :n], torch.arange(n, device=counts.device)[None, :] < counts[:, None]
+
+
+def token_count(cfg: ViTConfig, fine_regions: int | Tensor) -> int | Tensor:
+    """Tokens (with CLS) for an image with ``fine_regions`` fine regions: R + 3k + 1."""
+    return (cfg.grid // 2) ** 2 + 3 * fine_regions + 1
+
+
+def check_threshold(threshold: float) -> float:
+    if not 0.0 <= threshold <= 1.0:
+        raise MsvitEdgeError(f"gate threshold must be in [0, 1] (0 = all fine, 1 = all coarse), got {threshold}")
+    return threshold

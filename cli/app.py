@@ -47,11 +47,17 @@ def main() -> None:
 @app.command()
 def train(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (checkpoints, logs, resolved config)."),
-    data: str = typer.Option("fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."),
+    data: str = typer.Option(
+        "fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."
+    ),
     stage: str = typer.Option("msvit", help="'backbone': all-fine ViT (stage 1); 'msvit': gate + backbone with gBaS."),
-    preset: str = typer.Option("vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."),
+    preset: str = typer.Option(
+        "vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."
+    ),
     init: str | None = typer.Option(None, help="Start from an msvit-edge checkpoint or timm/DeiT ViT weights."),
-    num_classes: int | None = typer.Option(None, help="Replace the preset's classifier (fine-tuning a DeiT checkpoint)."),
+    num_classes: int | None = typer.Option(
+        None, help="Replace the preset's classifier (fine-tuning a DeiT checkpoint)."
+    ),
     epochs: int = typer.Option(5, min=1),
     batch_size: int = typer.Option(128, min=2, help="Global batch size, split across torchrun processes."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
@@ -71,14 +77,54 @@ def train(
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
     from msvit_edge.data import SceneConfig
     from msvit_edge.loss import GBaSConfig
-    from msvit_edge.train import TrainConfig, train as run
+    from msvit_edge.train import TrainConfig
+    from msvit_edge.train import train as run
 
     if stage not in ("backbone", "msvit"):
         raise MsvitEdgeError(f"--stage must be 'backbone' or 'msvit', got {stage!r}")
     cfg = TrainConfig(
-        out=str(out), data=data, stage=stage, preset=preset, init=init, num_classes=num_classes, epochs=epochs,
-        batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, gbas_weight=gbas_weight, gate_lr_mult=gate_lr_mult,
-        gbas=GBaSConfig(target=fine_target), scene=SceneConfig(clutter=clutter, seed=seed), train_size=train_size,
-        val_size=val_size, seed=seed, workers=workers, device=device, resume=resume, progress=progress,
+        out=str(out),
+        data=data,
+        stage=stage,
+        preset=preset,
+        init=init,
+        num_classes=num_classes,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_epochs=warmup_epochs,
+        gbas_weight=gbas_weight,
+        gate_lr_mult=gate_lr_mult,
+        gbas=GBaSConfig(target=fine_target),
+        scene=SceneConfig(clutter=clutter, seed=seed),
+        train_size=train_size,
+        val_size=val_size,
+        seed=seed,
+        workers=workers,
+        device=device,
+        resume=resume,
+        progress=progress,
     )
     typer.echo(f"trained: {run(cfg)}")
+
+
+@app.command("eval")
+def eval_(
+    ckpt: str | None = typer.Option(None, help="msvit-edge checkpoint (default: the embedded demo checkpoint)."),
+    data: str = typer.Option(
+        "fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."
+    ),
+    split: str = typer.Option("test", help="Split to evaluate (scenes: train or test)."),
+    out: Path = typer.Option(Path("runs/eval"), help="Report folder (report.json, report.md, plots, overlays)."),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
+    overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
+    device: str = typer.Option("cpu"),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+) -> None:
+    """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
+    from msvit_edge.evaluate import EvalConfig, evaluate, markdown
+
+    cfg = EvalConfig(
+        ckpt=ckpt, data=data, split=split, out=str(out), limit=limit, overlays=overlays, device=device, force=force
+    )
+    typer.echo(markdown(evaluate(cfg)))

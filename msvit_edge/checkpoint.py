@@ -9,12 +9,8 @@ read with ``torch.load(weights_only=True)`` or safetensors: no pickled code runs
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,25 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import atomic_path
 from msvit_edge.msvit import MSViT, MSViTConfig
 
 FORMAT = "msvit-edge/1"
 _WRAPPERS = ("model", "state_dict", "model_state_dict")  # where DeiT / Lightning / others nest the weights
 _MAX_LISTED = 6
-
-
-@contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -117,9 +100,14 @@ def resize_pos_embed(pos_embed: Tensor, grid: int) -> Tensor:
 def _check_keys(sd: dict[str, Tensor], expected: dict[str, Tensor], optional: set[str], path: Path) -> None:
     missing = [k for k in expected if k not in sd and k not in optional]
     unexpected = [k for k in sd if k not in expected]
-    shapes = [f"{k} {list(sd[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in sd and sd[k].shape != v.shape]
-    problems = [f"{name}: {_listed(keys)}" for name, keys in
-                (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
+    shapes = [
+        f"{k} {list(sd[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in sd and sd[k].shape != v.shape
+    ]
+    problems = [
+        f"{name}: {_listed(keys)}"
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+        if keys
+    ]
     if problems:
         raise MsvitEdgeError("does not fit the model; " + "; ".join(problems), path)
 
@@ -135,8 +123,10 @@ def save_checkpoint(model: MSViT, path: str | Path, meta: dict | None = None, ha
     """
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().to("cpu", torch.float16 if half and v.is_floating_point() else v.dtype).contiguous()
-          for k, v in model.state_dict().items()}
+    sd = {
+        k: v.detach().to("cpu", torch.float16 if half and v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     header = {"format": FORMAT, "msvit_edge.config": json.dumps(model.mcfg.to_dict())}
     header |= {"msvit_edge.meta": json.dumps(meta or {})}
     with atomic_path(path, ".safetensors") as tmp:
@@ -155,7 +145,9 @@ def read_checkpoint_header(path: str | Path) -> dict[str, str]:
         with safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise MsvitEdgeError(f"not an msvit-edge checkpoint: not a readable safetensors file ({_first_line(e)})", path) from None
+        raise MsvitEdgeError(
+            f"not an msvit-edge checkpoint: not a readable safetensors file ({_first_line(e)})", path
+        ) from None
     if header.get("format") != FORMAT:
         raise MsvitEdgeError("not an msvit-edge checkpoint (a plain ViT/DeiT state dict? pass it as --init)", path)
     return header
@@ -183,3 +175,16 @@ def _listed(keys) -> str:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def demo_checkpoint() -> Path:
+    """The embedded default: the demo MSViT trained on Fashion-MNIST scenes, shipped inside the package."""
+    path = Path(__file__).parent / "assets" / "demo.safetensors"
+    if not path.is_file():
+        raise MsvitEdgeError("the embedded demo checkpoint is missing from this installation", path)
+    return path
+
+
+def load_model(path: str | Path | None = None) -> tuple[MSViT, dict]:
+    """Load an msvit-edge checkpoint, or the embedded demo checkpoint when ``path`` is None."""
+    return load_checkpoint(demo_checkpoint() if path is None else path)

@@ -25,7 +25,9 @@ def patch_embed_macs(cfg: ViTConfig, patches: int) -> float:
 
 def gate_macs(cfg: ViTConfig, gate: GateConfig) -> float:
     regions = (cfg.grid // 2) ** 2
-    per_region = cfg.in_chans * (2 * cfg.patch_size) ** 2 * gate.hidden + (gate.layers - 2) * gate.hidden**2 + gate.hidden
+    per_region = (
+        cfg.in_chans * (2 * cfg.patch_size) ** 2 * gate.hidden + (gate.layers - 2) * gate.hidden**2 + gate.hidden
+    )
     return regions * per_region
 
 

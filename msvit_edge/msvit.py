@@ -26,6 +26,7 @@ Choices where the paper is silent (and why):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.vit import ViTConfig, VisionTransformer
+from msvit_edge.vit import VisionTransformer, ViTConfig
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Gate(nn.Module):
         super().__init__()
         dims = [in_features] + [hidden] * (layers - 1)
         blocks: list[nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
+        for d_in, d_out in itertools.pairwise(dims):
             blocks += [nn.Linear(d_in, d_out), nn.GELU()]
         self.mlp = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
 
@@ -168,7 +169,9 @@ class MSViT(VisionTransformer):
         G, P = self.cfg.grid, self.cfg.num_patches
         row_of = torch.argsort(out.order, dim=1)  # candidate index -> row in tokens
         kept_fine = row_of[:, 1 : 1 + P] < out.counts[:, None]  # [B, P]
-        source = torch.where(kept_fine, 1 + torch.arange(P, device=images.device), 1 + P + self.patch_region)  # candidate per fine cell
+        source = torch.where(
+            kept_fine, 1 + torch.arange(P, device=images.device), 1 + P + self.patch_region
+        )  # candidate per fine cell
         rows = row_of.gather(1, source)
         dense = feats.gather(1, rows[..., None].expand(-1, -1, feats.shape[-1]))
         return dense.transpose(1, 2).reshape(-1, feats.shape[-1], G, G)

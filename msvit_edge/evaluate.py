@@ -1,0 +1,247 @@
+"""``msvit-edge eval``: accuracy against compute for a trained MSViT, with the baselines that make it meaningful.
+
+One pass over the data runs every setting on each batch:
+- ``msvit``: the gate at the checkpoint's default threshold;
+- ``t=0.10`` ... : a threshold sweep (accuracy vs GMACs without retraining);
+- ``all-fine`` (threshold 0: the plain ViT with the same weights) and ``all-coarse`` (threshold 1);
+- ``random``: for each image, as many fine regions as ``msvit`` chose, but at random positions, so the token counts
+  (and MACs) are exactly the same and only the gate's choice of WHERE differs.
+On data sets that know where the object is (Fashion-MNIST scenes) the gate is scored against the object's box:
+recall = share of object regions tokenized fine; precision = share of fine regions that touch the object.
+
+Outputs (written atomically into ``out``): ``report.json``, ``report.md``, ``tradeoff.png`` (accuracy vs GMACs) and
+``overlays/*.png`` (images with their fine regions drawn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from msvit_edge.checkpoint import load_model
+from msvit_edge.data import open_dataset, region_overlap
+from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.io import atomic_dir, write_json
+from msvit_edge.msvit import MSViT, pack
+
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class EvalConfig:
+    ckpt: str | None = None  # None: the embedded demo checkpoint
+    data: str = "fashion-mnist-scenes"
+    split: str = "test"
+    out: str = "runs/eval"
+    thresholds: tuple[float, ...] = SWEEP
+    batch_size: int = 250
+    limit: int | None = None  # evaluate the first N items only
+    overlays: int = 8
+    seed: int = 0  # random-gate baseline
+    device: str = "cpu"
+    force: bool = False
+
+
+@dataclass
+class _Tally:
+    """Per-image results of one setting, concatenated over batches."""
+
+    correct: list[Tensor] = field(default_factory=list)
+    counts: list[Tensor] = field(default_factory=list)
+    fine: list[Tensor] = field(default_factory=list)  # [B, R] decisions, kept for the gate and random settings
+
+    def add(self, logits: Tensor, labels: Tensor, counts: Tensor, fine: Tensor | None) -> None:
+        self.correct.append((logits.argmax(1).cpu() == labels).float())
+        self.counts.append(counts.cpu().float())
+        if fine is not None:
+            self.fine.append(fine.cpu())
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Evaluate as ``cfg`` says, write the report files, and return the report."""
+    model, meta = load_model(cfg.ckpt)
+    model.to(cfg.device)
+    vit = model.cfg
+    dataset = open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std)
+    if cfg.limit is not None:
+        dataset = Subset(dataset, range(min(cfg.limit, len(dataset))))
+    settings = _settings(model, cfg.thresholds)
+    tallies = _run(model, dataset, settings, cfg)
+    report = {
+        "checkpoint": cfg.ckpt or "embedded demo",
+        "trained_with": meta.get("train"),
+        "data": cfg.data,
+        "split": cfg.split,
+        "images": len(dataset),
+        "config": asdict(cfg),
+        "settings": {name: _summary(model, name, t) for name, t in tallies.items()},
+    }
+    report |= _object_scores(dataset, tallies, model)
+    with atomic_dir(cfg.out, cfg.force) as tmp:
+        write_json(tmp / "report.json", report)
+        (tmp / "report.md").write_text(markdown(report))
+        plot_tradeoff(report, tmp / "tradeoff.png")
+        write_overlays(model, dataset, tallies["msvit"], tmp / "overlays", cfg.overlays)
+    return report
+
+
+def _settings(model: MSViT, thresholds: tuple[float, ...]) -> dict[str, float | None]:
+    """Setting name -> gate threshold (None: random gate)."""
+    settings = {"msvit": model.mcfg.gate.threshold, "all-fine": 0.0, "all-coarse": 1.0, "random": None}
+    return settings | {f"t={t:.2f}": t for t in thresholds}
+
+
+@torch.no_grad()
+def _run(model: MSViT, dataset: Dataset, settings: dict[str, float | None], cfg: EvalConfig) -> dict[str, _Tally]:
+    from rich.progress import track
+
+    model.eval()
+    tallies = {name: _Tally() for name in settings}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size)
+    for images, labels in track(loader, description=f"eval {len(settings)} settings", transient=True):
+        images = images.to(cfg.device)
+        gate_fine = None
+        for name, threshold in settings.items():
+            decisions = None if threshold is not None else _random_like(gate_fine, generator).to(cfg.device)
+            out = model.tokenize(images, threshold=threshold, decisions=decisions)
+            fine = _fine_regions(out.order, out.counts, model)
+            gate_fine = fine if name == "msvit" else gate_fine
+            keep = fine if name in ("msvit", "random") else None
+            tallies[name].add(model.encode(*pack(out.tokens, out.counts)), labels, out.counts, keep)
+    return tallies
+
+
+def _fine_regions(order: Tensor, counts: Tensor, model: MSViT) -> Tensor:
+    """Which regions were tokenized fine [B, R], read back from the tokenizer's order and counts."""
+    row_of = torch.argsort(order, dim=1)
+    coarse_rows = row_of[:, 1 + model.cfg.num_patches :]
+    return coarse_rows >= counts[:, None]
+
+
+def _random_like(fine: Tensor, generator: torch.Generator) -> Tensor:
+    """Random decisions with the same number of fine regions per image as ``fine`` [B, R]."""
+    k = fine.sum(1, keepdim=True).cpu()
+    ranks = torch.rand(fine.shape, generator=generator).argsort(1).argsort(1)
+    return ranks < k
+
+
+def _summary(model: MSViT, name: str, tally: _Tally) -> dict:
+    counts = torch.cat(tally.counts).numpy()
+    return {
+        "top1": float(torch.cat(tally.correct).mean()),
+        "tokens_mean": float(counts.mean()),
+        "tokens_std": float(counts.std()),
+        "tokens_min": int(counts.min()),
+        "tokens_max": int(counts.max()),
+        "tokens_p10_p50_p90": [float(np.percentile(counts, q)) for q in (10, 50, 90)],
+        "token_ratio": float(counts.mean() / (model.cfg.num_patches + 1)),
+        "gmacs": float(np.mean([_macs(model, name, n) for n in counts])) / 1e9,
+    }
+
+
+def _macs(model: MSViT, name: str, tokens: float) -> float:
+    """MACs per image as each setting would be deployed: all-fine/all-coarse need no gate or second embedding."""
+    vit = model.cfg
+    if name == "all-fine":
+        return vit_macs(vit)
+    if name == "all-coarse":
+        return patch_embed_macs(vit, model.num_regions) + encoder_macs(vit, tokens)
+    return msvit_macs(vit, model.mcfg.gate, tokens)
+
+
+def _object_scores(dataset: Dataset, tallies: dict[str, _Tally], model: MSViT) -> dict:
+    """Gate vs random gate against the object's box, where the data set knows it (scenes)."""
+    base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
+    if not hasattr(base, "box"):
+        return {}
+    indices = indices if indices is not None else range(len(base))
+    region = 2 * model.cfg.patch_size
+    on_object = torch.from_numpy(
+        np.stack([region_overlap(base.box(i), model.cfg.img_size, region).ravel() for i in indices])
+    )
+    scores = {}
+    for name in ("msvit", "random"):
+        fine = torch.cat(tallies[name].fine)
+        hits = (fine & on_object).sum().item()
+        scores[name] = {"recall": hits / on_object.sum().item(), "precision": hits / max(1, fine.sum().item())}
+    lift = scores["msvit"]["precision"] / max(1e-9, scores["random"]["precision"])
+    return {"object": scores | {"precision_vs_random": lift, "object_region_share": float(on_object.float().mean())}}
+
+
+def markdown(report: dict) -> str:
+    """The report as a Markdown page."""
+    lines = [
+        f"# MSViT evaluation: {report['checkpoint']} on {report['data']} ({report['split']}, "
+        f"{report['images']} images)",
+        "",
+        "| setting | top-1 | mean tokens | tokens p10/p50/p90 | token ratio | GMACs/image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in report["settings"].items():
+        p = "/".join(f"{v:.0f}" for v in s["tokens_p10_p50_p90"])
+        lines.append(
+            f"| {name} | {100 * s['top1']:.2f}% | {s['tokens_mean']:.1f} (sd {s['tokens_std']:.1f}) | {p} "
+            f"| {s['token_ratio']:.3f} | {s['gmacs']:.4f} |"
+        )
+    if "object" in report:
+        o = report["object"]
+        lines += ["", "| gate | object recall | object precision |", "|---|---|---|"]
+        lines += [f"| {n} | {o[n]['recall']:.3f} | {o[n]['precision']:.3f} |" for n in ("msvit", "random")]
+        lines += [
+            "",
+            f"Fine regions touch the object {o['precision_vs_random']:.2f}x as often as a random gate's "
+            f"(object regions are {100 * o['object_region_share']:.1f}% of all regions).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(report: dict, path: Path) -> None:
+    """Accuracy vs GMACs: the threshold sweep with the default threshold and the baselines marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["settings"]
+    sweep = sorted((v["gmacs"], 100 * v["top1"]) for k, v in s.items() if k.startswith("t="))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(*zip(*sweep, strict=True), "o-", color="tab:blue", label="MSViT threshold sweep")
+    for name, style in (("msvit", "*"), ("all-fine", "s"), ("all-coarse", "v"), ("random", "x")):
+        ax.plot(s[name]["gmacs"], 100 * s[name]["top1"], style, markersize=10, label=name)
+    ax.set(xlabel="GMACs per image", ylabel="top-1 (%)", title="Accuracy vs compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_overlays(model: MSViT, dataset: Dataset, tally: _Tally, folder: Path, n: int) -> None:
+    """PNGs of the first ``n`` images, 4x enlarged: fine regions show their 2x2 split, coarse regions are dimmed."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir()
+    fine = torch.cat(tally.fine)
+    vit, scale = model.cfg, 4
+    G, region = vit.grid // 2, 2 * vit.patch_size * scale
+    mean, std = np.array(vit.mean), np.array(vit.std)
+    for i in range(min(n, len(dataset))):
+        pixels = (dataset[i][0].permute(1, 2, 0).numpy() * std + mean).clip(0, 1)
+        image = Image.fromarray((pixels * 255).astype(np.uint8)).resize((vit.img_size * scale,) * 2, Image.NEAREST)
+        draw = ImageDraw.Draw(image, "RGBA")
+        for r in range(G * G):
+            x, y = (r % G) * region, (r // G) * region
+            if fine[i, r]:
+                half = region // 2
+                draw.rectangle([x, y, x + region - 1, y + region - 1], outline=(255, 60, 60, 255), width=2)
+                draw.line([x + half, y, x + half, y + region], fill=(255, 60, 60, 200))
+                draw.line([x, y + half, x + region, y + half], fill=(255, 60, 60, 200))
+            else:
+                draw.rectangle([x, y, x + region - 1, y + region - 1], fill=(0, 0, 0, 90), outline=(90, 90, 90, 255))
+        image.save(folder / f"{i:03d}.png")

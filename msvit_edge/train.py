@@ -1,0 +1,362 @@
+"""``msvit-edge train``: stage 1 (backbone at the fine scale) and stage 2 (gate + backbone with gBaS).
+
+Runs single-process or under ``torchrun`` (DistributedDataParallel: NCCL on GPUs, gloo on CPU). The batch size is
+GLOBAL: each of the W processes takes ``batch_size / W`` images, and the gBaS batch CDF is taken over the global batch
+(``msvit_edge.loss.gather_batch``), so W processes train the same model as one process would. Rank 0 logs and writes:
+
+    OUT/config.json        resolved configuration (written first)
+    OUT/train.jsonl        one JSON object per logged step and per epoch (validation)
+    OUT/last.safetensors   model after the last finished epoch   } both atomic; --resume continues from them
+    OUT/state.pt           optimizer, schedule, gBaS priors      }
+    OUT/model.safetensors  the final model (written when training completes)
+
+Recipe choices (the paper gives none beyond "a few epochs"): AdamW, linear warm-up then cosine decay per step,
+weight decay 0.05 (not on norms, biases, embeddings or gBaS priors), label smoothing 0.1. A held-out slice of the
+training split (``val_size`` items) is the validation set, so the test split is never looked at while training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from msvit_edge.checkpoint import (
+    load_checkpoint,
+    load_vit_weights,
+    read_checkpoint_header,
+    save_checkpoint,
+)
+from msvit_edge.data import SceneConfig, open_dataset
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import atomic_path, write_json
+from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
+from msvit_edge.msvit import GateConfig, MSViT, MSViTConfig, pack
+from msvit_edge.vit import preset
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/demo"
+    data: str = "fashion-mnist-scenes"
+    stage: str = "msvit"  # "backbone": all-fine ViT, gate frozen; "msvit": gate + backbone with gBaS
+    preset: str = "vit_demo_patch8_80"
+    num_classes: int | None = None  # overrides the preset's (e.g. a DeiT backbone fine-tuned on 10 classes)
+    init: str | None = None  # msvit-edge checkpoint, or timm/DeiT ViT weights (.pth/.safetensors)
+    epochs: int = 5
+    batch_size: int = 128  # global, across processes
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 0.5
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    gate_lr_mult: float = 1.0  # the gate is new and small: it can take a larger step than a pretrained backbone
+    gbas_weight: float = 1.0
+    gbas: GBaSConfig = field(default_factory=GBaSConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    train_size: int | None = None  # use only the first N training items (quick runs, tests)
+    val_size: int = 5000
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    log_every: int = 20
+    resume: bool = False
+    progress: bool = True
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train as ``cfg`` says; returns the final checkpoint path (``OUT/model.safetensors``)."""
+    rank, world = _init_distributed()
+    device = _device(cfg.device, rank)
+    torch.manual_seed(cfg.seed + rank)  # per-rank noise streams; weights are broadcast by DDP anyway
+    out = Path(cfg.out)
+    model, meta = _build_model(cfg)
+    train_set, val_set = _datasets(cfg, model)
+    step_module = _TrainStep(model, cfg).to(device)
+    optimizer = _optimizer(step_module, cfg)
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    start_epoch = _resume(out, step_module, optimizer, schedule) if cfg.resume else 0
+    if rank == 0:
+        write_json(out / "config.json", asdict(cfg) | {"world_size": world, "init_meta": meta})
+    ddp = _wrap(step_module, device, world)
+    log = _Log(out / "train.jsonl", rank == 0, cfg.progress)
+    for epoch in range(start_epoch, cfg.epochs):
+        _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, world, rank)
+        if rank == 0:
+            log.write({"epoch": epoch + 1, **validate(model, val_set, cfg, device)})
+            _save_state(out, step_module, optimizer, schedule, epoch + 1, cfg)
+        _barrier(world)
+    final = out / "model.safetensors"
+    if rank == 0:
+        save_checkpoint(model, final, {"train": asdict(cfg), "epochs": cfg.epochs})
+    _barrier(world)
+    if world > 1:
+        dist.destroy_process_group()
+    return final
+
+
+class _TrainStep(nn.Module):
+    """The module DDP wraps: one forward with everything the losses need, on MSViT's one code path."""
+
+    def __init__(self, model: MSViT, cfg: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.stage = cfg.stage
+        self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
+        for p in model.gate.parameters():
+            p.requires_grad_(cfg.stage == "msvit")
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Images -> (logits [B, K], gate probabilities [B, R], token counts [B])."""
+        if self.stage == "backbone":
+            logits = self.model.encode(self.model.embed(images))
+            count = self.model.cfg.num_patches + 1
+            return logits, logits.new_ones(len(images), self.model.num_regions), torch.full_like(logits[:, 0], count)
+        out = self.model.tokenize(images)
+        return self.model.encode(*pack(out.tokens, out.counts)), out.probs, out.counts.float()
+
+
+def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, world, rank) -> None:
+    step_module: _TrainStep = ddp.module if world > 1 else ddp
+    loader = _loader(train_set, cfg, epoch, world, rank)
+    ddp.train()
+    with log.progress(f"epoch {epoch + 1}/{cfg.epochs}", len(loader)) as advance:
+        for i, (images, labels) in enumerate(loader):
+            images, labels = images.to(device), labels.to(device)
+            logits, probs, counts = ddp(images)
+            task = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+            loss = task
+            shaping = step_module.gbas(probs) if step_module.gbas is not None else None
+            if shaping is not None:
+                loss = task + cfg.gbas_weight * shaping.total
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            stats = {
+                "loss": loss.item(),
+                "acc": (logits.argmax(1) == labels).float().mean().item(),
+                "tokens": counts.mean().item(),
+            }
+            advance(stats)
+            if i % cfg.log_every == 0:
+                extra = (
+                    {} if shaping is None else {"gbas": shaping.total.item(), "mu": step_module.gbas.mu.mean().item()}
+                )
+                log.write(
+                    {"epoch": epoch, "step": i, "lr": schedule.get_last_lr()[0], "task": task.item(), **stats, **extra}
+                )
+
+
+@torch.no_grad()
+def validate(model: MSViT, dataset: Dataset, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Top-1 and mean token count on ``dataset`` at the gate's default threshold (all-fine for stage 1)."""
+    model.eval()
+    correct = tokens = 0
+    for images, labels in DataLoader(dataset, batch_size=256, num_workers=cfg.workers):
+        images = images.to(device)
+        if cfg.stage == "backbone":
+            logits, n = model.encode(model.embed(images)), torch.full((len(images),), model.cfg.num_patches + 1)
+        else:
+            out = model.tokenize(images)
+            logits, n = model.encode(*pack(out.tokens, out.counts)), out.counts
+        correct += (logits.argmax(1).cpu() == labels).sum().item()
+        tokens += n.sum().item()
+    return {"val_acc": correct / len(dataset), "val_tokens": tokens / len(dataset)}
+
+
+def _build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
+    if cfg.init and _is_msvit_checkpoint(cfg.init):
+        model, meta = load_checkpoint(cfg.init)
+        model.mcfg = replace(model.mcfg, gate=cfg.gate)  # gate hyper-parameters of this run (threshold, noise)
+        return model, meta
+    overrides = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}
+    model = MSViT(MSViTConfig(preset(cfg.preset, **overrides), cfg.gate))
+    if cfg.init:
+        load_vit_weights(model, cfg.init, reset_head=cfg.num_classes is not None)
+    return model, {"init": cfg.init}
+
+
+def _is_msvit_checkpoint(path: str) -> bool:
+    try:
+        read_checkpoint_header(path)
+    except MsvitEdgeError:
+        return False
+    return True
+
+
+def _datasets(cfg: TrainConfig, model: MSViT) -> tuple[Dataset, Dataset]:
+    vit = model.cfg
+    full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene=cfg.scene)
+    if len(full) <= cfg.val_size:
+        raise MsvitEdgeError(f"{len(full)} training items cannot spare {cfg.val_size} for validation", cfg.data)
+    n_train = len(full) - cfg.val_size
+    if cfg.train_size is not None:
+        n_train = min(n_train, cfg.train_size)
+    if n_train < cfg.batch_size:
+        raise MsvitEdgeError(f"{n_train} training items are fewer than one batch of {cfg.batch_size}", cfg.data)
+    return Subset(full, range(n_train)), Subset(full, range(len(full) - cfg.val_size, len(full)))
+
+
+def _loader(dataset: Dataset, cfg: TrainConfig, epoch: int, world: int, rank: int) -> DataLoader:
+    _set_epoch(dataset, epoch)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size // world,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=cfg.workers,
+        persistent_workers=False,
+    )
+
+
+def _set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Let data sets that re-render per epoch (scenes: new positions and backgrounds) know the epoch."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if hasattr(base, "set_epoch"):
+        base.set_epoch(epoch)
+
+
+def _optimizer(step_module: _TrainStep, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay, gate = [], [], []
+    for name, p in step_module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("model.gate."):
+            gate.append(p)
+        elif p.ndim < 2 or name.startswith("gbas.") or name.endswith(("pos_embed", "cls_token")):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if gate:
+        groups.append({"params": gate, "weight_decay": cfg.weight_decay, "lr": cfg.lr * cfg.gate_lr_mult})
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    total, warmup = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    floor = cfg.min_lr / cfg.lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _save_state(out: Path, step_module: _TrainStep, optimizer, schedule, epoch: int, cfg: TrainConfig) -> None:
+    save_checkpoint(step_module.model, out / "last.safetensors", {"epoch": epoch})
+    state = {
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "gbas": step_module.gbas.state_dict() if step_module.gbas is not None else {},
+    }
+    with atomic_path(out / "state.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(out: Path, step_module: _TrainStep, optimizer, schedule) -> int:
+    ckpt, state_path = out / "last.safetensors", out / "state.pt"
+    if not (ckpt.is_file() and state_path.is_file()):
+        raise MsvitEdgeError("nothing to resume: last.safetensors and state.pt are not both there", out)
+    model, _ = load_checkpoint(ckpt)
+    step_module.model.load_state_dict(model.state_dict())
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if step_module.gbas is not None and state["gbas"]:
+        step_module.gbas.load_state_dict(state["gbas"])
+    return int(state["epoch"])
+
+
+def _init_distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _wrap(step_module: _TrainStep, device: torch.device, world: int) -> nn.Module:
+    if world == 1:
+        return step_module
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(step_module, device_ids=ids)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+class _Log:
+    """Rank-0 JSON-lines log plus a rich progress bar showing the running loss, accuracy and token count."""
+
+    def __init__(self, path: Path, active: bool, progress: bool):
+        self.path, self.active, self.show = path, active, progress and active
+        self.t0 = time.time()
+
+    def write(self, record: dict) -> None:
+        if self.active:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"time": round(time.time() - self.t0, 2), **record}) + "\n")
+            if "val_acc" in record:
+                print(
+                    f"epoch {record['epoch']}: val top-1 {record['val_acc']:.4f}, "
+                    f"mean tokens {record['val_tokens']:.1f}",
+                    flush=True,
+                )
+
+    def progress(self, title: str, total: int):
+        from contextlib import contextmanager
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        @contextmanager
+        def bar():
+            if not self.show:
+                yield lambda stats: None
+                return
+            cols = (
+                TextColumn(title),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[s]}"),
+            )
+            with Progress(*cols, transient=False) as p:
+                task = p.add_task(title, total=total, s="")
+                ema: dict[str, float] = {}
+
+                def advance(stats: dict[str, float]) -> None:
+                    for k, v in stats.items():
+                        ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
+                    p.update(task, advance=1, s=" ".join(f"{k} {v:.3g}" for k, v in ema.items()))
+
+                yield advance
+
+        return bar()

@@ -68,6 +68,7 @@ def train(
     train_size: int | None = typer.Option(None, help="Use only the first N training items."),
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
+    gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
     seed: int = typer.Option(0),
     workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
@@ -77,6 +78,7 @@ def train(
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
     from msvit_edge.data import SceneConfig
     from msvit_edge.loss import GBaSConfig
+    from msvit_edge.msvit import GateConfig
     from msvit_edge.train import TrainConfig
     from msvit_edge.train import train as run
 
@@ -96,6 +98,7 @@ def train(
         gbas_weight=gbas_weight,
         gate_lr_mult=gate_lr_mult,
         gbas=GBaSConfig(target=fine_target),
+        gate=GateConfig(noise=gate_noise),
         scene=SceneConfig(clutter=clutter, seed=seed),
         train_size=train_size,
         val_size=val_size,

@@ -131,3 +131,34 @@ def eval_(
         ckpt=ckpt, data=data, split=split, out=str(out), limit=limit, overlays=overlays, device=device, force=force
     )
     typer.echo(markdown(evaluate(cfg)))
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(Path("bundle"), help="Bundle folder to write (refused if it exists, unless --force)."),
+    ckpt: str | None = typer.Option(None, help="msvit-edge checkpoint (default: the embedded demo checkpoint)."),
+    buckets: int = typer.Option(4, min=1, help="Token-count buckets (one TensorRT profile each)."),
+    calib: str = typer.Option("fashion-mnist-scenes", help="Images whose token counts plan the buckets."),
+    calib_images: int = typer.Option(2000, min=1, help="Calibration images for the token-count histogram."),
+    val_images: int = typer.Option(128, min=1, help="Validation images stored with PyTorch's answers."),
+    threshold: float | None = typer.Option(None, help="Gate threshold (default: the checkpoint's)."),
+    simplifier: str = typer.Option("onnxslim", help="onnxslim, onnxsim or none."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (only once the new one is complete)."),
+) -> None:
+    """Export ONNX graphs (tokenizer + encoder) with bucketed token-count profiles, validated against PyTorch."""
+    from msvit_edge.export import ExportConfig
+    from msvit_edge.export import export as run
+
+    run(
+        ExportConfig(
+            out=str(out),
+            ckpt=ckpt,
+            buckets=buckets,
+            calib=calib,
+            calib_images=calib_images,
+            val_images=val_images,
+            threshold=threshold,
+            simplifier=simplifier,
+            force=force,
+        )
+    )

@@ -1,0 +1,58 @@
+"""ONNX Runtime backend: the bundle's graphs in ``onnxruntime.InferenceSession``s (CPU by default)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from msvit_edge.bundle import Bundle
+from msvit_edge.engines.pipeline import Pipeline
+from msvit_edge.errors import MsvitEdgeError
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MsvitEdgeError("this needs onnxruntime>=1.18: pip install onnxruntime") from None
+    return onnxruntime
+
+
+def session(path, threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    """An InferenceSession with full graph optimisation; ``threads`` caps intra-op threads (None: ORT's default)."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
+class OnnxRuntimePipeline(Pipeline):
+    """Runs an export bundle with ONNX Runtime."""
+
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle | str, threads: int | None = None, pad_to_bucket: bool = False):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
+        super().__init__(self.bundle.plan, pad_to_bucket)
+        self.threads = threads
+        self.sessions: dict = {}
+
+    def activate(self) -> None:
+        self.sessions = {
+            name: session(self.bundle.graph(name), self.threads) for name in ("tokenizer", "encoder", "encoder_masked")
+        }
+
+    def deactivate(self) -> None:
+        self.sessions = {}
+
+    def tokenize(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
+        tokens, counts, probs = self.sessions["tokenizer"].run(["tokens", "counts", "probs"], feed)
+        return tokens, counts, probs
+
+    def encode(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        if mask is None:
+            return self.sessions["encoder"].run(["logits"], {"tokens": tokens})[0]
+        return self.sessions["encoder_masked"].run(["logits"], {"tokens": tokens, "mask": mask})[0]

@@ -1,0 +1,70 @@
+"""PyTorch backend: the reference every other backend is compared with.
+
+``TorchPipeline`` runs an ``MSViT`` through the same pipeline glue as the engines; ``TorchRunner`` is a Polygraphy
+runner over any ``nn.Module`` graph (tokenizer or encoder), so Polygraphy's ``Comparator`` can set PyTorch against
+ONNX Runtime or TensorRT runners.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from polygraphy.backend.base import BaseRunner
+from torch import nn
+
+from msvit_edge.buckets import BucketPlan
+from msvit_edge.engines.pipeline import Pipeline
+from msvit_edge.msvit import MSViT
+
+
+class TorchPipeline(Pipeline):
+    """An ``MSViT`` on numpy in, numpy out."""
+
+    name = "pytorch"
+
+    def __init__(self, model: MSViT, plan: BucketPlan | None = None, pad_to_bucket: bool = False, device: str = "cpu"):
+        super().__init__(plan, pad_to_bucket)
+        self.model, self.device = model.eval().to(device), device
+
+    @torch.no_grad()
+    def tokenize(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self.model.tokenize(torch.from_numpy(images).to(self.device), threshold=threshold)
+        return out.tokens.cpu().numpy(), out.counts.cpu().numpy(), out.probs.cpu().numpy()
+
+    @torch.no_grad()
+    def encode(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)
+        return self.model.encode(torch.from_numpy(tokens).to(self.device), mask_t).cpu().numpy()
+
+
+class TorchRunner(BaseRunner):
+    """Polygraphy runner for a PyTorch module whose positional inputs and outputs are named."""
+
+    def __init__(
+        self, module: nn.Module, input_names: Sequence[str], output_names: Sequence[str], name: str = "pytorch"
+    ):
+        super().__init__(name=name, prefix="pytorch-runner")
+        self.module, self.input_names, self.output_names = module.eval(), list(input_names), list(output_names)
+
+    def activate_impl(self) -> None:
+        pass
+
+    def deactivate_impl(self) -> None:
+        pass
+
+    def get_input_metadata_impl(self):
+        from polygraphy.common import TensorMetadata
+
+        return TensorMetadata()
+
+    @torch.no_grad()
+    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
+        start = time.perf_counter()
+        outputs = self.module(*(torch.from_numpy(np.asarray(feed_dict[n])) for n in self.input_names))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        self.inference_time = time.perf_counter() - start  # Polygraphy requires it
+        return OrderedDict((n, o.numpy()) for n, o in zip(self.output_names, outputs, strict=True))

@@ -1,0 +1,363 @@
+"""``msvit-edge export``: a trained MSViT -> an export bundle (see ``msvit_edge.bundle``), validated in ONNX Runtime.
+
+Two graphs, because data-dependent token selection inside a TensorRT engine breaks its transformer fusion and CUDA
+graphs: a static-shape tokenizer (the gate's decision is a TopK partition, not a NonZero) and a dynamic-N encoder.
+Buckets for TensorRT profiles are planned from the gate's token-count histogram on calibration images.
+
+Every step is checked before the bundle appears: the ONNX pipeline in ONNX Runtime must reproduce PyTorch's token
+counts exactly and its FP32 logits within ``FP32_ATOL``; otherwise the export fails with the numbers and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from msvit_edge import __version__
+from msvit_edge.buckets import BucketPlan, plan_buckets
+from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess
+from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
+from msvit_edge.data import open_dataset
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.flops import encoder_macs
+from msvit_edge.io import atomic_dir, write_json
+from msvit_edge.msvit import MSViT, check_threshold
+
+FP32_ATOL = 1e-4
+OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
+SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
+
+
+@dataclass
+class ExportConfig:
+    out: str = "bundle"
+    ckpt: str | None = None  # None: the embedded demo checkpoint
+    buckets: int = 4  # <= 8% expected padding on the demo model (see README); more buckets = more engine profiles
+    calib: str = "fashion-mnist-scenes"  # images whose token counts plan the buckets (training split)
+    calib_images: int = 2000
+    val_images: int = 128  # validation images (test split) stored with PyTorch's answers
+    threshold: float | None = None  # gate threshold baked into the manifest (default: the checkpoint's)
+    simplifier: str = "onnxslim"
+    max_batch: int = 64
+    force: bool = False
+
+
+class TokenizerGraph(nn.Module):
+    """MSViT.tokenize as a graph: (images, threshold) -> (tokens, counts, probs, order)."""
+
+    def __init__(self, model: MSViT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return tuple(self.model.tokenize(images, threshold=threshold))
+
+
+class EncoderGraph(nn.Module):
+    """MSViT.encode as a graph: tokens (+ mask) -> logits."""
+
+    def __init__(self, model: MSViT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.model.encode(tokens, mask)
+
+
+def export(cfg: ExportConfig, log=print) -> Bundle:
+    """Export as ``cfg`` says; returns the validated bundle."""
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else demo_checkpoint()
+    model, _ = load_checkpoint(ckpt)
+    threshold = check_threshold(model.mcfg.gate.threshold if cfg.threshold is None else cfg.threshold)
+    model.set_export(True)
+    log(f"export: {ckpt} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), threshold {threshold}")
+    plan = plan_for(model, cfg, threshold)
+    log(describe_plan(plan))
+    reference = make_reference(model, cfg.calib, cfg.val_images, threshold)
+    with atomic_dir(cfg.out, cfg.force) as tmp:
+        graphs = export_graphs(model, tmp, cfg, log)
+        reference.save(tmp / "reference.npz")
+        manifest = build_manifest(model, ckpt, plan, threshold, graphs, cfg)
+        write_json(tmp / "manifest.json", manifest)
+        manifest["validation"] = validate_bundle(Bundle(tmp), reference)
+        write_json(tmp / "manifest.json", manifest)
+        log(describe_validation(manifest["validation"]))
+        check_validation(manifest["validation"])
+    log(f"bundle: {cfg.out}")
+    return Bundle(cfg.out)
+
+
+# ---- buckets and reference -------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def token_counts(model: MSViT, data: str, split: str, n: int, threshold: float) -> np.ndarray:
+    """The gate's token counts on the first ``n`` images of a data set."""
+    vit = model.cfg
+    dataset = open_dataset(data, split, vit.img_size, vit.mean, vit.std)
+    subset = Subset(dataset, range(min(n, len(dataset))))
+    counts = [model.tokenize(x, threshold=threshold).counts for x, _ in DataLoader(subset, batch_size=250)]
+    return torch.cat(counts).numpy()
+
+
+def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> BucketPlan:
+    counts = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold)
+    lo, hi = model.num_regions + 1, model.cfg.num_patches + 1
+    return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(model.cfg, n), lo, hi)
+
+
+def describe_plan(plan: BucketPlan) -> str:
+    rows = [
+        f"  bucket {i}: tokens {b.min}..{b.max} (opt {b.opt}), {100 * b.share:.1f}% of calibration images"
+        for i, b in enumerate(plan.buckets)
+    ]
+    counts = np.repeat(list(plan.histogram), list(plan.histogram.values()))
+    head = (
+        f"buckets: {len(plan.buckets)} from {len(counts)} calibration images, tokens mean {counts.mean():.1f} "
+        f"(min {counts.min()}, max {counts.max()}); expected padding overhead {100 * plan.expected_overhead:.2f}%"
+    )
+    return "\n".join([head, *rows])
+
+
+@torch.no_grad()
+def make_reference(model: MSViT, data: str, n: int, threshold: float) -> Reference:
+    """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels."""
+    vit = model.cfg
+    dataset = open_dataset(data, "test", vit.img_size, vit.mean, vit.std)
+    images, labels = next(iter(DataLoader(Subset(dataset, range(min(n, len(dataset)))), batch_size=n)))
+    mean, std = torch.tensor(vit.mean)[:, None, None], torch.tensor(vit.std)[:, None, None]
+    pixels = ((images * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
+    out = model.tokenize(x, threshold=threshold)
+    logits = torch.cat([model.encode(out.tokens[i : i + 1, : out.counts[i]]) for i in range(len(x))])
+    return Reference(pixels, labels.numpy().astype(np.int64), logits.numpy(), out.counts.numpy(), out.probs.numpy())
+
+
+# ---- graphs ----------------------------------------------------------------------------------------------------
+
+
+def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[str, dict]:
+    """Write tokenizer.onnx, encoder.onnx and encoder_masked.onnx; returns their I/O descriptions."""
+    from torch.export import Dim
+
+    vit, B = model.cfg, Dim("batch", min=1, max=cfg.max_batch)
+    N = Dim("tokens", min=model.num_regions + 1, max=vit.num_patches + 1)
+    images = torch.zeros(2, vit.in_chans, vit.img_size, vit.img_size)
+    tokens, mask = torch.zeros(2, 50, vit.embed_dim), torch.ones(2, 50, dtype=torch.bool)
+    specs = {
+        "tokenizer": (
+            TokenizerGraph(model),
+            (images, torch.tensor(0.5)),
+            ["images", "threshold"],
+            ["tokens", "counts", "probs", "order"],
+            {"images": {0: B}, "threshold": None},
+        ),
+        "encoder": (EncoderGraph(model), (tokens,), ["tokens"], ["logits"], {"tokens": {0: B, 1: N}}),
+        "encoder_masked": (
+            EncoderGraph(model),
+            (tokens, mask),
+            ["tokens", "mask"],
+            ["logits"],
+            {"tokens": {0: B, 1: N}, "mask": {0: B, 1: N}},
+        ),
+    }
+    graphs = {}
+    for name, (module, args, inputs, outputs, dynamic) in specs.items():
+        path = folder / f"{name}.onnx"
+        onnx_export(module, args, path, inputs, outputs, dynamic)
+        nodes = simplify(path, cfg.simplifier)
+        graphs[name] = io_description(path) | {"file": path.name, "nodes": nodes}
+        log(f"  {path.name}: {nodes} nodes, {path.stat().st_size / 1e6:.2f} MB ({cfg.simplifier})")
+    return graphs
+
+
+def onnx_export(
+    module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict
+) -> None:
+    import logging
+    import warnings
+
+    # torch.onnx logs a warning per torchvision op it cannot register; torchvision is deliberately absent
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module.eval(),
+            args,
+            dynamo=True,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=dynamic,
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def simplify(path: Path, simplifier: str) -> int:
+    """Simplify ``path`` in place, keeping symbolic dims (never overwrite_input_shapes); returns the node count."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if simplifier == "onnxslim":
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    elif simplifier == "onnxsim":
+        import onnxsim
+
+        model, ok = onnxsim.simplify(model, check_n=0)
+        if not ok:
+            raise MsvitEdgeError("onnxsim could not simplify the graph", path)
+    elif simplifier != "none":
+        raise MsvitEdgeError(f"unknown simplifier {simplifier!r}; choose one of {', '.join(SIMPLIFIERS)}")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return len(model.graph.node)
+
+
+def io_description(path: Path) -> dict:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(values) -> list[dict]:
+        return [
+            {
+                "name": v.name,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            }
+            for v in values
+        ]
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+# ---- manifest and validation -----------------------------------------------------------------------------------
+
+
+def build_manifest(
+    model: MSViT, ckpt: Path, plan: BucketPlan, threshold: float, graphs: dict, cfg: ExportConfig
+) -> dict:
+    vit = model.cfg
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model.mcfg.to_dict(),
+        "source": {"checkpoint": str(ckpt), "sha256": sha256(ckpt)},
+        "opset": OPSET,
+        "graphs": graphs,
+        "buckets": plan.to_dict(),
+        "threshold": threshold,
+        "tokens": {"min": model.num_regions + 1, "max": vit.num_patches + 1, "candidates": model.num_candidates},
+        "preprocessing": {
+            "input": "uint8 RGB [B, H, W, C]",
+            "size": vit.img_size,
+            "scale": 1 / 255,
+            "mean": list(vit.mean),
+            "std": list(vit.std),
+            "layout": "NCHW float32",
+        },
+        "export": asdict(cfg),
+        "versions": {
+            name: _version(name)
+            for name in ("msvit-edge", "torch", "onnx", "onnxruntime", cfg.simplifier)
+            if name != "none"
+        }
+        | {"python": platform.python_version()},
+    }
+
+
+def validate_bundle(bundle: Bundle, reference: Reference) -> dict:
+    """Run the bundle in ONNX Runtime, batch 1 and batched (mixed counts, masked), against PyTorch's reference."""
+    from msvit_edge.engines.ort import OnnxRuntimePipeline
+
+    x = bundle.preprocess(reference.images)
+    with OnnxRuntimePipeline(bundle) as pipe:
+        single = [pipe(x[i : i + 1], bundle.threshold) for i in range(len(x))]
+        batched = [pipe(x[i : i + 32], bundle.threshold) for i in range(0, len(x), 32)]
+    report = {}
+    for mode, outs in (("batch1", single), ("batched", batched)):
+        logits, counts = np.concatenate([o.logits for o in outs]), np.concatenate([o.counts for o in outs])
+        probs = np.concatenate([o.probs for o in outs])
+        report[mode] = {
+            "counts_equal": bool(np.array_equal(counts, reference.counts)),
+            "logits": compare(logits, reference.logits),
+            "probs": compare(probs, reference.probs),
+        }
+    report["accuracy"] = {
+        "pytorch": float((reference.logits.argmax(1) == reference.labels).mean()),
+        "onnxruntime": float((logits.argmax(1) == reference.labels).mean()),
+    }
+    report["images"] = len(x)
+    return report
+
+
+def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
+    """Error statistics, and the smallest atol (rtol 0) or rtol (atol 0) that would pass, as Polygraphy prints it."""
+    diff = np.abs(actual.astype(np.float64) - expected)
+    rel = diff / np.maximum(np.abs(expected), np.finfo(np.float32).tiny)
+    out = {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "max_rel": float(rel.max()),
+        "min_atol": float(diff.max()),
+        "min_rtol": float(rel.max()),
+    }
+    if actual.ndim == 2 and actual.shape[1] > 1:
+        out["top1_agreement"] = float((actual.argmax(1) == expected.argmax(1)).mean())
+    return out
+
+
+def describe_validation(v: dict) -> str:
+    lines = [
+        f"validation: ONNX Runtime vs PyTorch on {v['images']} test images "
+        f"(top-1 {100 * v['accuracy']['onnxruntime']:.2f}% vs {100 * v['accuracy']['pytorch']:.2f}%)"
+    ]
+    for mode in ("batch1", "batched"):
+        lg = v[mode]["logits"]
+        lines.append(
+            f"  {mode}: counts {'identical' if v[mode]['counts_equal'] else 'DIFFER'}; logits max abs "
+            f"{lg['max_abs']:.2e}, mean abs {lg['mean_abs']:.2e}, max rel {lg['max_rel']:.2e}, top-1 "
+            f"agreement {100 * lg['top1_agreement']:.2f}%; minimum tolerance: atol={lg['min_atol']:.2e} "
+            f"OR rtol={lg['min_rtol']:.2e}"
+        )
+    return "\n".join(lines)
+
+
+def check_validation(v: dict) -> None:
+    for mode in ("batch1", "batched"):
+        if not v[mode]["counts_equal"]:
+            raise MsvitEdgeError(f"validation failed ({mode}): ONNX token counts differ from PyTorch's")
+        if v[mode]["logits"]["max_abs"] > FP32_ATOL:
+            raise MsvitEdgeError(
+                f"validation failed ({mode}): logits max abs diff {v[mode]['logits']['max_abs']:.3e} "
+                f"> {FP32_ATOL:g} (max rel {v[mode]['logits']['max_rel']:.3e})"
+            )
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _version(name: str) -> str | None:
+    if name == "msvit-edge":
+        return __version__
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

@@ -42,13 +42,24 @@ class TorchPipeline(Pipeline):
 
 
 class TorchRunner(BaseRunner):
-    """Polygraphy runner for a PyTorch module whose positional inputs and outputs are named."""
+    """Polygraphy runner for a PyTorch module whose positional inputs and outputs are named.
+
+    Args:
+        module: The module; called with the inputs in ``inputs`` order.
+        inputs: Input name -> (numpy dtype, shape); a dynamic dim is a name or None (as in a bundle's manifest).
+        output_names: Names of the module's outputs, in order.
+        name: Runner name in Polygraphy's reports.
+    """
 
     def __init__(
-        self, module: nn.Module, input_names: Sequence[str], output_names: Sequence[str], name: str = "pytorch"
+        self,
+        module: nn.Module,
+        inputs: dict[str, tuple[str, Sequence]],
+        output_names: Sequence[str],
+        name: str = "pytorch",
     ):
         super().__init__(name=name, prefix="pytorch-runner")
-        self.module, self.input_names, self.output_names = module.eval(), list(input_names), list(output_names)
+        self.module, self.inputs_meta, self.output_names = module.eval(), dict(inputs), list(output_names)
 
     def activate_impl(self) -> None:
         pass
@@ -59,12 +70,15 @@ class TorchRunner(BaseRunner):
     def get_input_metadata_impl(self):
         from polygraphy.common import TensorMetadata
 
-        return TensorMetadata()
+        metadata = TensorMetadata()
+        for name, (dtype, shape) in self.inputs_meta.items():
+            metadata.add(name, dtype=np.dtype(dtype), shape=list(shape))
+        return metadata
 
     @torch.no_grad()
     def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
         start = time.perf_counter()
-        outputs = self.module(*(torch.from_numpy(np.asarray(feed_dict[n])) for n in self.input_names))
+        outputs = self.module(*(torch.from_numpy(np.asarray(feed_dict[n])) for n in self.inputs_meta))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         self.inference_time = time.perf_counter() - start  # Polygraphy requires it
         return OrderedDict((n, o.numpy()) for n, o in zip(self.output_names, outputs, strict=True))

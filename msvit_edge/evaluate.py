@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from msvit_edge.checkpoint import load_model
 from msvit_edge.data import open_dataset, region_overlap
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
-from msvit_edge.io import atomic_dir, write_json
+from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -64,6 +64,7 @@ class _Tally:
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate as ``cfg`` says, write the report files, and return the report."""
+    check_output(cfg.out, cfg.force)
     model, meta = load_model(cfg.ckpt)
     model.to(cfg.device)
     vit = model.cfg

@@ -29,7 +29,7 @@ from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.data import open_dataset
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.flops import encoder_macs
-from msvit_edge.io import atomic_dir, write_json
+from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, check_threshold
 
 FP32_ATOL = 1e-4
@@ -75,6 +75,7 @@ class EncoderGraph(nn.Module):
 
 def export(cfg: ExportConfig, log=print) -> Bundle:
     """Export as ``cfg`` says; returns the validated bundle."""
+    check_output(cfg.out, cfg.force)
     ckpt = Path(cfg.ckpt) if cfg.ckpt else demo_checkpoint()
     model, _ = load_checkpoint(ckpt)
     threshold = check_threshold(model.mcfg.gate.threshold if cfg.threshold is None else cfg.threshold)

@@ -35,9 +35,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         path: The output folder.
         force: Replace an existing ``path`` (only once the new one is complete); otherwise refuse up front.
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise MsvitEdgeError("output folder exists (pass --force to replace it)", path)
+    path = check_output(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -47,6 +45,14 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output(path: str | Path, force: bool) -> Path:
+    """Refuse an existing output folder unless ``force``: called up front, before any long work."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise MsvitEdgeError("output folder exists (pass --force to replace it)", path)
+    return path
 
 
 def write_json(path: str | Path, obj: object) -> None:

@@ -1,0 +1,193 @@
+"""Export for real: dynamo ONNX export, simplification, bucket plan, ONNX Runtime validation, Polygraphy comparison."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from msvit_edge import export as export_module
+from msvit_edge.bundle import Bundle, preprocess
+from msvit_edge.checkpoint import save_checkpoint
+from msvit_edge.data import load_fashion_mnist
+from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.engines.pytorch import TorchPipeline, TorchRunner
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.export import EncoderGraph, ExportConfig, TokenizerGraph, export, sha256, simplify
+from msvit_edge.msvit import MSViT, MSViTConfig
+from msvit_edge.vit import ViTConfig
+
+TINY = ViTConfig(
+    img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=4, mean=(0.5,) * 3, std=(0.5,) * 3
+)  # 16 regions: 17..65 tokens
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A checkpoint of a tiny MSViT and an npz of 300 real Fashion-MNIST test images, RGB at 32 px."""
+    root = tmp_path_factory.mktemp("export")
+    images, labels = load_fashion_mnist(split="test")
+    rgb = np.repeat(images[:300, :, :, None], 3, axis=3)
+    np.savez(root / "fmnist.npz", images=rgb, labels=labels[:300])
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(TINY))
+    x = torch.nn.functional.interpolate(torch.from_numpy(preprocess(rgb, TINY.mean, TINY.std)), size=32)
+    with torch.no_grad():  # centre the untrained gate on these images so that its decisions vary
+        model.gate.mlp[-1].bias -= model.gate(model.regions(x)).quantile(0.6)
+    save_checkpoint(model, root / "tiny.safetensors")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(workdir) -> Bundle:
+    cfg = ExportConfig(
+        out=str(workdir / "bundle"),
+        ckpt=str(workdir / "tiny.safetensors"),
+        buckets=3,
+        calib=str(workdir / "fmnist.npz"),
+        calib_images=300,
+        val_images=48,
+    )
+    return export(cfg, log=lambda *_: None)
+
+
+def test_bundle_holds_single_file_graphs_manifest_and_reference(bundle, workdir):
+    names = sorted(p.name for p in bundle.path.iterdir())
+    assert names == ["encoder.onnx", "encoder_masked.onnx", "manifest.json", "reference.npz", "tokenizer.onnx"]
+    m = bundle.manifest
+    assert m["source"]["sha256"] == sha256(workdir / "tiny.safetensors") and m["opset"] == 20
+    assert m["tokens"] == {"min": 17, "max": 65, "candidates": 81}
+    assert m["preprocessing"]["mean"] == [0.5] * 3 and m["versions"]["onnxruntime"]
+    enc = {i["name"]: i for i in m["graphs"]["encoder_masked"]["inputs"]}
+    assert isinstance(enc["tokens"]["shape"][0], str) and isinstance(enc["tokens"]["shape"][1], str)  # B, N symbolic
+    assert enc["tokens"]["shape"][2] == 32 and enc["mask"]["dtype"] == "bool"
+    tok = {o["name"]: o["shape"] for o in m["graphs"]["tokenizer"]["outputs"]}
+    assert tok["tokens"][1:] == [81, 32] and tok["probs"][1:] == [16]
+
+
+def test_bucket_plan_covers_every_count_and_matches_the_histogram(bundle):
+    plan = bundle.plan
+    assert plan.buckets[0].min == 17 and plan.buckets[-1].max == 65 and len(plan.buckets) == 3
+    assert sum(plan.histogram.values()) == 300 and 0 <= plan.expected_overhead < 1
+    ref = bundle.reference()
+    assert all(plan.buckets[plan.index(int(c))].min <= c for c in ref.counts)
+
+
+def test_export_validation_is_recorded_and_within_fp32_tolerance(bundle):
+    v = bundle.manifest["validation"]
+    for mode in ("batch1", "batched"):
+        assert v[mode]["counts_equal"]
+        assert v[mode]["logits"]["max_abs"] <= 1e-4 and v[mode]["logits"]["top1_agreement"] == 1.0
+        assert v[mode]["logits"]["min_atol"] == v[mode]["logits"]["max_abs"]
+    assert v["images"] == 48
+
+
+def test_onnxruntime_pipeline_reproduces_pytorch_in_every_mode(bundle, workdir):
+    ref = bundle.reference()
+    x = bundle.preprocess(ref.images)
+    assert len(set(ref.counts.tolist())) > 3  # the untrained gate spreads counts over several buckets
+    with OnnxRuntimePipeline(bundle) as ort_pipe:
+        for pad in (False, True):
+            ort_pipe.pad_to_bucket = pad
+            out = ort_pipe(x[:16], bundle.threshold)
+            np.testing.assert_array_equal(out.counts, ref.counts[:16])
+            np.testing.assert_allclose(out.logits, ref.logits[:16], rtol=0, atol=1e-4)
+            if pad:
+                assert out.encoded_length == bundle.plan.buckets[bundle.plan.index(int(ref.counts[:16].max()))].max
+    model, _ = export_module.load_checkpoint(workdir / "tiny.safetensors")
+    torch_out = TorchPipeline(model)(x[:16], bundle.threshold)
+    np.testing.assert_allclose(torch_out.logits, ref.logits[:16], rtol=0, atol=1e-5)
+
+
+def test_polygraphy_comparator_onnxruntime_against_pytorch(bundle, workdir):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+    model, _ = export_module.load_checkpoint(workdir / "tiny.safetensors")
+    model.set_export(True)
+    ref = bundle.reference()
+    x = bundle.preprocess(ref.images[:8])
+    threshold = np.asarray(bundle.threshold, dtype=np.float32)
+    with torch.no_grad():
+        out = model.tokenize(torch.from_numpy(x), threshold=bundle.threshold)
+    feeds = {
+        "tokenizer": [{"images": x[i : i + 2], "threshold": threshold} for i in range(0, 8, 2)],
+        # real tokens cut to real counts: one feed per image, so several buckets' shapes
+        "encoder": [{"tokens": out.tokens[i : i + 1, : out.counts[i]].numpy()} for i in range(8)],
+    }
+    for name, module in (("tokenizer", TokenizerGraph(model)), ("encoder", EncoderGraph(model))):
+        io = bundle.manifest["graphs"][name]
+        inputs = {i["name"]: (i["dtype"], i["shape"]) for i in io["inputs"]}
+        outputs = [o["name"] for o in io["outputs"]]
+        runners = [
+            OnnxrtRunner(SessionFromOnnx(str(bundle.graph(name)), providers=["cpu"])),
+            TorchRunner(module, inputs, outputs),
+        ]
+        results = Comparator.run(runners, data_loader=feeds[name])
+        assert bool(Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=1e-4, rtol=0)))
+
+
+@pytest.mark.parametrize("simplifier", ["onnxsim", "onnxslim"])
+def test_simplifiers_keep_symbolic_token_dims(bundle, tmp_path, simplifier):
+    path = tmp_path / "encoder.onnx"
+    path.write_bytes(bundle.graph("encoder_masked").read_bytes())
+    assert simplify(path, simplifier) > 0
+    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in onnx.load(path).graph.input]
+    assert all(isinstance(d[0], str) and isinstance(d[1], str) for d in dims)
+
+
+def test_failed_validation_is_an_error_with_numbers_and_leaves_nothing(workdir, monkeypatch):
+    monkeypatch.setattr(export_module, "FP32_ATOL", 0.0)
+    out = workdir / "strict"
+    cfg = ExportConfig(
+        out=str(out),
+        ckpt=str(workdir / "tiny.safetensors"),
+        buckets=2,
+        calib=str(workdir / "fmnist.npz"),
+        calib_images=100,
+        val_images=8,
+    )
+    with pytest.raises(MsvitEdgeError, match=r"logits max abs diff \d\.\d+e-\d+ > 0 \(max rel"):
+        export(cfg, log=lambda *_: None)
+    assert not out.exists() and not list(workdir.glob(".strict*"))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "msvit_edge", "export", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ckpt", "{w}/missing.safetensors"], "{w}/missing.safetensors: checkpoint not found"),
+        (["--buckets", "40"], "cannot plan 40 buckets from"),
+        (["--calib", "fashion-mnist-scenes"], "image size 32 must equal the scene canvas 80"),
+        (["--threshold", "1.5"], "gate threshold must be in [0, 1]"),
+        (["--simplifier", "magic"], "unknown simplifier 'magic'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(workdir, args, message):
+    out = workdir / "cli-out"
+    defaults = {"--ckpt": f"{workdir}/tiny.safetensors", "--calib": f"{workdir}/fmnist.npz", "--calib-images": "100"}
+    defaults.update(dict(zip(args[::2], args[1::2], strict=True)))
+    argv = [a.replace("{w}", str(workdir)) for kv in defaults.items() for a in kv]
+    result = run_cli("--out", str(out), "--val-images", "4", *argv)
+    assert result.returncode == 1, result.stderr[-1000:]
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+    assert message.replace("{w}", str(workdir)) in result.stderr
+    assert not out.exists()
+
+
+def test_existing_output_is_refused_unless_forced(bundle, workdir):
+    before = json.loads((bundle.path / "manifest.json").read_text())
+    result = run_cli("--out", str(bundle.path), "--ckpt", str(workdir / "tiny.safetensors"))
+    assert result.returncode == 1 and "output folder exists (pass --force to replace it)" in result.stderr
+    assert json.loads((bundle.path / "manifest.json").read_text()) == before

@@ -152,3 +152,18 @@ def test_non_divisible_sizes_are_clear_errors():
         ViTConfig(img_size=240, patch_size=16)
     with pytest.raises(MsvitEdgeError, match="embed_dim 100 is not divisible by num_heads 3"):
         ViTConfig(embed_dim=100, num_heads=3)
+
+
+def test_detail_gate_ignores_what_coarse_tokens_already_see():
+    torch.manual_seed(0)
+    detail = MSViT(MSViTConfig(TINY)).eval()
+    pixels = MSViT(MSViTConfig(TINY, GateConfig(input="pixels"))).eval()
+    pixels.load_state_dict(detail.state_dict())
+    smooth = torch.randn(2, 3, 16, 16).repeat_interleave(2, 2).repeat_interleave(2, 3)  # constant 2x2 blocks
+    assert torch.equal(detail.gate_input(smooth), torch.zeros(2, 16, 3 * 8 * 8))
+    assert torch.equal(pixels.gate_input(smooth), pixels.regions(smooth))
+    shifted = smooth + torch.tensor([0.3, -0.2, 0.5])[:, None, None]  # another background colour
+    torch.testing.assert_close(detail.tokenize(shifted).probs, detail.tokenize(smooth).probs)
+    assert not torch.allclose(pixels.tokenize(shifted).probs, pixels.tokenize(smooth).probs)
+    with pytest.raises(MsvitEdgeError, match="gate input must be"):
+        GateConfig(input="edges")

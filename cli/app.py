@@ -72,6 +72,11 @@ def train(
     seed: int = typer.Option(0),
     workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate-threshold/--no-calibrate-threshold",
+        help="Stage 2: set the default gate threshold to meet --fine-target on the validation images.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors and OUT/state.pt."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -105,6 +110,7 @@ def train(
         seed=seed,
         workers=workers,
         device=device,
+        calibrate_threshold=calibrate,
         resume=resume,
         progress=progress,
     )

@@ -53,13 +53,12 @@ class _Tally:
 
     correct: list[Tensor] = field(default_factory=list)
     counts: list[Tensor] = field(default_factory=list)
-    fine: list[Tensor] = field(default_factory=list)  # [B, R] decisions, kept for the gate and random settings
+    fine: list[Tensor] = field(default_factory=list)  # [B, R] fine decisions
 
-    def add(self, logits: Tensor, labels: Tensor, counts: Tensor, fine: Tensor | None) -> None:
+    def add(self, logits: Tensor, labels: Tensor, counts: Tensor, fine: Tensor) -> None:
         self.correct.append((logits.argmax(1).cpu() == labels).float())
         self.counts.append(counts.cpu().float())
-        if fine is not None:
-            self.fine.append(fine.cpu())
+        self.fine.append(fine.cpu())
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -113,8 +112,7 @@ def _run(model: MSViT, dataset: Dataset, settings: dict[str, float | None], cfg:
             out = model.tokenize(images, threshold=threshold, decisions=decisions)
             fine = _fine_regions(out.order, out.counts, model)
             gate_fine = fine if name == "msvit" else gate_fine
-            keep = fine if name in ("msvit", "random") else None
-            tallies[name].add(model.encode(*pack(out.tokens, out.counts)), labels, out.counts, keep)
+            tallies[name].add(model.encode(*pack(out.tokens, out.counts)), labels, out.counts, fine)
     return tallies
 
 
@@ -167,7 +165,7 @@ def _object_scores(dataset: Dataset, tallies: dict[str, _Tally], model: MSViT) -
         np.stack([region_overlap(base.box(i), model.cfg.img_size, region).ravel() for i in indices])
     )
     scores = {}
-    for name in ("msvit", "random"):
+    for name in tallies:
         fine = torch.cat(tallies[name].fine)
         hits = (fine & on_object).sum().item()
         scores[name] = {"recall": hits / on_object.sum().item(), "precision": hits / max(1, fine.sum().item())}
@@ -193,7 +191,7 @@ def markdown(report: dict) -> str:
     if "object" in report:
         o = report["object"]
         lines += ["", "| gate | object recall | object precision |", "|---|---|---|"]
-        lines += [f"| {n} | {o[n]['recall']:.3f} | {o[n]['precision']:.3f} |" for n in ("msvit", "random")]
+        lines += [f"| {n} | {o[n]['recall']:.3f} | {o[n]['precision']:.3f} |" for n in report["settings"] if n in o]
         lines += [
             "",
             f"Fine regions touch the object {o['precision_vs_random']:.2f}x as often as a random gate's "

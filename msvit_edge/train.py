@@ -72,6 +72,7 @@ class TrainConfig:
     log_every: int = 20
     resume: bool = False
     progress: bool = True
+    calibrate_threshold: bool = True  # stage 2 ends by setting the default threshold to meet the fine target
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -99,7 +100,12 @@ def train(cfg: TrainConfig) -> Path:
         _barrier(world)
     final = out / "model.safetensors"
     if rank == 0:
-        save_checkpoint(model, final, {"train": asdict(cfg), "epochs": cfg.epochs})
+        meta = {"train": asdict(cfg), "epochs": cfg.epochs}
+        if cfg.stage == "msvit" and cfg.calibrate_threshold:
+            meta["threshold"] = calibrate_threshold(model, val_set, cfg.gbas.target, device)
+            model.mcfg = replace(model.mcfg, gate=replace(model.mcfg.gate, threshold=meta["threshold"]["threshold"]))
+            log.write({"calibrated": meta["threshold"], **validate(model, val_set, cfg, device)})
+        save_checkpoint(model, final, meta)
     _barrier(world)
     if world > 1:
         dist.destroy_process_group()
@@ -174,6 +180,20 @@ def validate(model: MSViT, dataset: Dataset, cfg: TrainConfig, device: torch.dev
         correct += (logits.argmax(1).cpu() == labels).sum().item()
         tokens += n.sum().item()
     return {"val_acc": correct / len(dataset), "val_tokens": tokens / len(dataset)}
+
+
+@torch.no_grad()
+def calibrate_threshold(model: MSViT, dataset: Dataset, target: float, device: torch.device) -> dict[str, float]:
+    """The gate threshold at which ``target`` of the regions of ``dataset`` are tokenized fine.
+
+    gBaS shapes the gate's probabilities across the batch, but nothing pins them to a 0.5 cut: after a few epochs
+    they rank regions well while sitting below or above 0.5. The threshold is the deploy-time knob, so training
+    ends by setting its default to meet the requested budget on held-out data.
+    """
+    model.eval()
+    probs = torch.cat([model.tokenize(x.to(device)).probs.flatten().cpu() for x, _ in DataLoader(dataset, 256)])
+    threshold = float(torch.quantile(probs.double(), 1 - target))
+    return {"threshold": threshold, "fine_fraction": float((probs > threshold).float().mean()), "target": target}
 
 
 def _build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
@@ -325,11 +345,15 @@ class _Log:
             with self.path.open("a") as f:
                 f.write(json.dumps({"time": round(time.time() - self.t0, 2), **record}) + "\n")
             if "val_acc" in record:
-                print(
-                    f"epoch {record['epoch']}: val top-1 {record['val_acc']:.4f}, "
-                    f"mean tokens {record['val_tokens']:.1f}",
-                    flush=True,
+                head = (
+                    f"epoch {record['epoch']}"
+                    if "epoch" in record
+                    else (
+                        f"threshold {record['calibrated']['threshold']:.4f} (fine fraction "
+                        f"{record['calibrated']['fine_fraction']:.3f})"
+                    )
                 )
+                print(f"{head}: val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}", flush=True)
 
     def progress(self, title: str, total: int):
         from contextlib import contextmanager

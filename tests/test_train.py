@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from msvit_edge import train as train_module
+from msvit_edge.checkpoint import load_checkpoint
 from msvit_edge.data import SceneConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.loss import GBaSConfig
@@ -106,8 +108,12 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     resumed = load_file(train(cfg))
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6)
-    epochs = [line for line in (out / "train.jsonl").read_text().splitlines() if '"val_acc"' in line]
-    assert len(epochs) == 2
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "val_acc" in r and "epoch" in r] == [1, 2]
+    (calibrated,) = [r["calibrated"] for r in records if "calibrated" in r]
+    assert calibrated["fine_fraction"] == pytest.approx(0.35, abs=0.02)  # 32 images x 25 regions: quantile steps
+    model, meta = load_checkpoint(out / "model.safetensors")
+    assert model.mcfg.gate.threshold == meta["threshold"]["threshold"] == calibrated["threshold"]
 
 
 def test_resume_without_state_is_a_clear_error(tmp_path):

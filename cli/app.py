@@ -81,9 +81,9 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
+    from msvit_edge.config import GateConfig
     from msvit_edge.data import SceneConfig
     from msvit_edge.loss import GBaSConfig
-    from msvit_edge.msvit import GateConfig
     from msvit_edge.train import TrainConfig
     from msvit_edge.train import train as run
 

@@ -8,8 +8,7 @@ Per transformer layer with N tokens (CLS included) of width D and MLP ratio r: `
 
 from __future__ import annotations
 
-from msvit_edge.msvit import GateConfig
-from msvit_edge.vit import ViTConfig
+from msvit_edge.config import GateConfig, ViTConfig
 
 
 def encoder_macs(cfg: ViTConfig, tokens: float) -> float:

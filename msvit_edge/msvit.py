@@ -31,43 +31,15 @@ Choices where the paper is silent (and why):
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msvit_edge.config import MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.vit import VisionTransformer, ViTConfig
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    hidden: int = 64  # a few % of the backbone's MACs even for DeiT-Ti
-    layers: int = 4  # the paper's 4-layer MLP
-    threshold: float = 0.5  # inference: fine iff p > threshold; a deploy-time knob, no retraining
-    temperature: float = 1.0  # Gumbel-sigmoid temperature in training
-    noise: bool = True  # logistic noise in training; off makes training deterministic (e.g. DDP equivalence tests)
-    input: str = "detail"  # "detail": region minus its 2x2-block means (what coarse tokens lose); "pixels": raw
-
-    def __post_init__(self) -> None:
-        if self.input not in ("detail", "pixels"):
-            raise MsvitEdgeError(f"gate input must be 'detail' or 'pixels', got {self.input!r}")
-
-
-@dataclass(frozen=True)
-class MSViTConfig:
-    vit: ViTConfig = field(default_factory=ViTConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MSViTConfig:
-        vit = {k: tuple(v) if isinstance(v, list) else v for k, v in d["vit"].items()}
-        return cls(ViTConfig(**vit), GateConfig(**d.get("gate", {})))
+from msvit_edge.vit import VisionTransformer
 
 
 class TokenizerOutput(NamedTuple):

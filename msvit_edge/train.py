@@ -36,12 +36,12 @@ from msvit_edge.checkpoint import (
     read_checkpoint_header,
     save_checkpoint,
 )
+from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import SceneConfig, open_dataset
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import atomic_path, write_json
 from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
-from msvit_edge.msvit import GateConfig, MSViT, MSViTConfig, pack
-from msvit_edge.vit import preset
+from msvit_edge.msvit import MSViT, pack
 
 
 @dataclass

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from msvit_edge.checkpoint import load_checkpoint, load_vit_weights, resize_pos_embed, save_checkpoint
+from msvit_edge.config import MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.msvit import MSViT, MSViTConfig
-from msvit_edge.vit import VisionTransformer, ViTConfig
+from msvit_edge.msvit import MSViT
+from msvit_edge.vit import VisionTransformer
 
 TINY = ViTConfig(
     img_size=32, patch_size=4, num_classes=5, embed_dim=32, depth=2, num_heads=4, mean=(0.5,) * 3, std=(0.5,) * 3

@@ -15,13 +15,13 @@ import torch
 from msvit_edge import export as export_module
 from msvit_edge.bundle import Bundle, preprocess
 from msvit_edge.checkpoint import save_checkpoint
+from msvit_edge.config import MSViTConfig, ViTConfig
 from msvit_edge.data import load_fashion_mnist
 from msvit_edge.engines.ort import OnnxRuntimePipeline
 from msvit_edge.engines.pytorch import TorchPipeline, TorchRunner
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.export import EncoderGraph, ExportConfig, TokenizerGraph, export, sha256, simplify
-from msvit_edge.msvit import MSViT, MSViTConfig
-from msvit_edge.vit import ViTConfig
+from msvit_edge.msvit import MSViT
 
 TINY = ViTConfig(
     img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=4, mean=(0.5,) * 3, std=(0.5,) * 3
@@ -191,3 +191,27 @@ def test_existing_output_is_refused_unless_forced(bundle, workdir):
     result = run_cli("--out", str(bundle.path), "--ckpt", str(workdir / "tiny.safetensors"))
     assert result.returncode == 1 and "output folder exists (pass --force to replace it)" in result.stderr
     assert json.loads((bundle.path / "manifest.json").read_text()) == before
+
+
+NO_TORCH = """
+import sys
+import numpy as np
+sys.modules["torch"] = None  # any import of torch now fails, as on a Jetson without PyTorch
+from msvit_edge.bundle import Bundle
+from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.flops import encoder_macs
+from msvit_edge.config import MSViTConfig
+bundle = Bundle(sys.argv[1])
+ref = bundle.reference()
+with OnnxRuntimePipeline(bundle) as pipe:
+    out = pipe(bundle.preprocess(ref.images[:8]), bundle.threshold)
+assert np.array_equal(out.counts, ref.counts[:8])
+print(float(np.abs(out.logits - ref.logits[:8]).max()), encoder_macs(MSViTConfig.from_dict(bundle.manifest["model"]).vit, 65))
+"""
+
+
+def test_bundle_runs_and_is_checked_without_pytorch(bundle):
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle.path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    max_abs, macs = map(float, result.stdout.split())
+    assert max_abs <= 1e-4 and macs == 2 * (12 * 65 * 32**2 + 2 * 65**2 * 32) + 32 * 10

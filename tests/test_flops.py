@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from msvit_edge.config import GateConfig, ViTConfig, preset
 from msvit_edge.flops import encoder_macs, msvit_macs, vit_macs
-from msvit_edge.msvit import GateConfig
-from msvit_edge.vit import ViTConfig, preset
 
 
 @pytest.mark.parametrize(

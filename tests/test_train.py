@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 
 from msvit_edge import train as train_module
 from msvit_edge.checkpoint import load_checkpoint
+from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import SceneConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.loss import GBaSConfig
-from msvit_edge.msvit import GateConfig, MSViT, MSViTConfig
+from msvit_edge.msvit import MSViT
 from msvit_edge.train import TrainConfig, train
-from msvit_edge.vit import preset
 
 # 64 training items, global batch 16: 4 steps per epoch. Noise off: the Gumbel noise stream depends on how the
 # batch is split over processes, so with it on, 1 and 2 processes could not be compared number for number.

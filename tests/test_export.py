@@ -39,7 +39,7 @@ def workdir(tmp_path_factory) -> Path:
     model = MSViT(MSViTConfig(TINY))
     x = torch.nn.functional.interpolate(torch.from_numpy(preprocess(rgb, TINY.mean, TINY.std)), size=32)
     with torch.no_grad():  # centre the untrained gate on these images so that its decisions vary
-        model.gate.mlp[-1].bias -= model.gate(model.regions(x)).quantile(0.6)
+        model.gate.mlp[-1].bias -= model.gate(model.gate_input(x)).quantile(0.6)
     save_checkpoint(model, root / "tiny.safetensors")
     return root
 
@@ -206,7 +206,8 @@ ref = bundle.reference()
 with OnnxRuntimePipeline(bundle) as pipe:
     out = pipe(bundle.preprocess(ref.images[:8]), bundle.threshold)
 assert np.array_equal(out.counts, ref.counts[:8])
-print(float(np.abs(out.logits - ref.logits[:8]).max()), encoder_macs(MSViTConfig.from_dict(bundle.manifest["model"]).vit, 65))
+vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
+print(float(np.abs(out.logits - ref.logits[:8]).max()), encoder_macs(vit, 65))
 """
 
 

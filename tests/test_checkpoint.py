@@ -153,6 +153,15 @@ def test_msvit_checkpoint_round_trip(tmp_path, half):
     assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
 
 
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    path = save_checkpoint(MSViT(MSViTConfig(TINY)), tmp_path / "m.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_plain_vit_weights_are_not_an_msvit_checkpoint(tmp_path):
     save_file({k: v.contiguous() for k, v in vit().state_dict().items()}, tmp_path / "vit.safetensors")
     with pytest.raises(MsvitEdgeError, match="not an msvit-edge checkpoint"):

@@ -52,18 +52,35 @@ class TokenizerOutput(NamedTuple):
 
 
 class Gate(nn.Module):
-    """Per-region MLP: region pixels [B, R, C * (2p)^2] -> fine logits [B, R]."""
+    """Per-region MLP: images [B, C, H, W] -> fine logits [B, R], each region seen on its own.
 
-    def __init__(self, in_features: int, hidden: int, layers: int):
+    The first layer is an ``nn.Linear`` over a region's flattened pixels (C, y, x order) but runs as a convolution
+    with stride = kernel = region size: the same weights, without materialising the regions. With ``detail`` the
+    input transform (subtract each 2x2 pixel block's mean) is linear, so it is folded into those weights; exported
+    graphs constant-fold it away.
+    """
+
+    def __init__(self, in_chans: int, region: int, hidden: int, layers: int, detail: bool):
         super().__init__()
-        dims = [in_features] + [hidden] * (layers - 1)
+        self.in_chans, self.region, self.detail = in_chans, region, detail
+        dims = [in_chans * region**2] + [hidden] * (layers - 1)
         blocks: list[nn.Module] = []
         for d_in, d_out in itertools.pairwise(dims):
             blocks += [nn.Linear(d_in, d_out), nn.GELU()]
         self.mlp = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
 
-    def forward(self, regions: Tensor) -> Tensor:
-        return self.mlp(regions).squeeze(-1)
+    def first_layer_kernel(self) -> Tensor:
+        """The first layer's weights as a conv kernel [hidden, C, s, s], detail transform folded in."""
+        s = self.region
+        w = self.mlp[0].weight.view(-1, self.in_chans, s, s)
+        if self.detail:  # w (I - P) for the symmetric 2x2-block averaging P: subtract each block's mean weight
+            blocks = w.view(-1, self.in_chans, s // 2, 2, s // 2, 2)
+            w = (blocks - blocks.mean((3, 5), keepdim=True)).view_as(w)
+        return w
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = F.conv2d(images, self.first_layer_kernel(), self.mlp[0].bias, stride=self.region)  # [B, h, G, G]
+        return self.mlp[1:](x.flatten(2).transpose(1, 2)).squeeze(-1)
 
 
 class MSViT(VisionTransformer):
@@ -73,7 +90,7 @@ class MSViT(VisionTransformer):
         super().__init__(cfg.vit)
         self.mcfg = cfg
         p, G = cfg.vit.patch_size, cfg.vit.grid
-        self.gate = Gate(cfg.vit.in_chans * (2 * p) ** 2, cfg.gate.hidden, cfg.gate.layers)
+        self.gate = Gate(cfg.vit.in_chans, 2 * p, cfg.gate.hidden, cfg.gate.layers, cfg.gate.input == "detail")
         # region (row-major coarse grid) that each fine patch (row-major fine grid) belongs to: [G * G]
         rows = torch.arange(G) // 2
         self.register_buffer("patch_region", (rows[:, None] * (G // 2) + rows[None, :]).flatten(), persistent=False)
@@ -99,14 +116,6 @@ class MSViT(VisionTransformer):
         x = images.reshape(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)
         return x.reshape(B, (H // s) * (W // s), C * s * s)
 
-    def gate_input(self, images: Tensor) -> Tensor:
-        """What the gate sees of each region [B, R, C * (2p)^2] (see ``GateConfig.input``)."""
-        if self.mcfg.gate.input == "detail":
-            B, C, H, W = images.shape
-            blocks = images.reshape(B, C, H // 2, 2, W // 2, 2)
-            images = (blocks - blocks.mean((3, 5), keepdim=True)).reshape(B, C, H, W)
-        return self.regions(images)
-
     def decide(self, logits: Tensor, threshold: Tensor | float | None = None) -> Tensor:
         """Gate logits [B, R] -> fine decisions [B, R] as floats: hard 0/1 forward, straight-through when training."""
         if not self.training:
@@ -131,7 +140,7 @@ class MSViT(VisionTransformer):
         """
         self.check_images(images)
         B = images.shape[0]
-        logits = self.gate(self.gate_input(images))
+        logits = self.gate(images)
         fine_region = self.decide(logits, threshold) if decisions is None else decisions.to(images.dtype)
         fine_patch = fine_region[:, self.patch_region]  # [B, G*G]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)

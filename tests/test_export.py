@@ -39,7 +39,7 @@ def workdir(tmp_path_factory) -> Path:
     model = MSViT(MSViTConfig(TINY))
     x = torch.nn.functional.interpolate(torch.from_numpy(preprocess(rgb, TINY.mean, TINY.std)), size=32)
     with torch.no_grad():  # centre the untrained gate on these images so that its decisions vary
-        model.gate.mlp[-1].bias -= model.gate(model.gate_input(x)).quantile(0.6)
+        model.gate.mlp[-1].bias -= model.gate(x).quantile(0.6)
     save_checkpoint(model, root / "tiny.safetensors")
     return root
 

@@ -155,14 +155,30 @@ def test_non_divisible_sizes_are_clear_errors():
         ViTConfig(embed_dim=100, num_heads=3)
 
 
+def reference_gate(model: MSViT, images: torch.Tensor) -> torch.Tensor:
+    """The gate by its definition: the MLP on each flattened region, detail-transformed when configured."""
+    if model.mcfg.gate.input == "detail":
+        blocks = images.reshape(*images.shape[:2], 16, 2, 16, 2)
+        images = (blocks - blocks.mean((3, 5), keepdim=True)).reshape(images.shape)
+    return model.gate.mlp(model.regions(images)).squeeze(-1)
+
+
+@pytest.mark.parametrize("gate_input", ["detail", "pixels"])
+def test_convolutional_gate_equals_the_per_region_mlp(gate_input):
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(TINY, GateConfig(input=gate_input))).eval()
+    x = images(3)
+    torch.testing.assert_close(model.gate(x), reference_gate(model, x), rtol=1e-5, atol=1e-5)
+
+
 def test_detail_gate_ignores_what_coarse_tokens_already_see():
     torch.manual_seed(0)
     detail = MSViT(MSViTConfig(TINY)).eval()
     pixels = MSViT(MSViTConfig(TINY, GateConfig(input="pixels"))).eval()
     pixels.load_state_dict(detail.state_dict())
     smooth = torch.randn(2, 3, 16, 16).repeat_interleave(2, 2).repeat_interleave(2, 3)  # constant 2x2 blocks
-    assert torch.equal(detail.gate_input(smooth), torch.zeros(2, 16, 3 * 8 * 8))
-    assert torch.equal(pixels.gate_input(smooth), pixels.regions(smooth))
+    bias_only = detail.gate.mlp[1:](detail.gate.mlp[0].bias.expand(2, 16, -1)).squeeze(-1)
+    torch.testing.assert_close(detail.gate(smooth), bias_only, rtol=1e-5, atol=1e-5)  # input contributes nothing
     shifted = smooth + torch.tensor([0.3, -0.2, 0.5])[:, None, None]  # another background colour
     torch.testing.assert_close(detail.tokenize(shifted).probs, detail.tokenize(smooth).probs)
     assert not torch.allclose(pixels.tokenize(shifted).probs, pixels.tokenize(smooth).probs)

@@ -1,0 +1,103 @@
+"""ONNX Runtime latency of an export bundle at batch 1 on this machine: the ratios the export issue sets targets for.
+
+    python benchmarks/ort_latency.py [--bundle DIR] [--threads N] [--repeats R]
+
+Without --bundle, the embedded demo checkpoint is exported to a temporary folder first. The three stages are timed
+interleaved (A B C A B C ...) so that machine noise hits them alike; medians are reported, and only ratios measured
+in this one run are compared with the targets:
+- tokenizer + selection <= 5% of the all-fine encoder's latency;
+- encoder at the demo's mean token count <= 1.1x the ideal share (MACs ratio) of the all-fine encoder's latency;
+- expected padding overhead of the bucket plan <= 8% (from the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from msvit_edge.bundle import Bundle
+from msvit_edge.config import MSViTConfig
+from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.flops import encoder_macs
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Bundle(args.bundle) if args.bundle else export_demo(Path(tmp) / "bundle")
+        report(bundle, args.threads, args.repeats)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, help="export bundle (default: export the embedded demo checkpoint)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
+    p.add_argument("--repeats", type=int, default=500)
+    return p.parse_args()
+
+
+def export_demo(out: Path) -> Bundle:
+    from msvit_edge.export import ExportConfig, export
+
+    return export(ExportConfig(out=str(out)), log=lambda *_: None)
+
+
+def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
+    vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
+    ref = bundle.reference()
+    images = bundle.preprocess(ref.images)
+    mean_tokens = float(np.mean(np.repeat(list(bundle.plan.histogram), list(bundle.plan.histogram.values()))))
+    n_mean, n_fine = round(mean_tokens), vit.num_patches + 1
+    with OnnxRuntimePipeline(bundle, threads=threads) as pipe:
+        fine_tokens = pipe.tokenize(images[:1], 0.0)[0][:, :n_fine].copy()  # real all-fine tokens of one image
+        stages = {
+            "tokenizer+selection": lambda i: select(pipe, images[i % len(images)][None], bundle.threshold),
+            f"encoder @ {n_fine} (all fine)": lambda i: pipe.encode(fine_tokens, None),
+            f"encoder @ {n_mean} (mean)": lambda i: pipe.encode(np.ascontiguousarray(fine_tokens[:, :n_mean]), None),
+            "pipeline (real images)": lambda i: pipe(images[i % len(images)][None], bundle.threshold),
+        }
+        times = interleaved(stages, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    names = list(med)
+    tok, fine, mean, full = (med[n] for n in names)
+    macs_ratio = encoder_macs(vit, n_mean) / encoder_macs(vit, n_fine)
+    print(f"ONNX Runtime, batch 1, threads={threads or 'default'}, {repeats} interleaved repeats, medians:")
+    for n in names:
+        print(f"  {n:<28} {1e3 * med[n]:8.3f} ms")
+    print("ratios (this run):")
+    check("tokenizer+selection / all-fine encoder", tok / fine, 0.05)
+    check(f"encoder @ {n_mean} / ideal share ({macs_ratio:.3f} of all-fine)", mean / fine / macs_ratio, 1.10)
+    check("expected padding overhead of the bucket plan", bundle.plan.expected_overhead, 0.08)
+    print(
+        f"  end-to-end speed-up over the all-fine encoder alone: {fine / full:.2f}x "
+        f"(mean tokens {mean_tokens:.1f} of {n_fine})"
+    )
+
+
+def select(pipe: OnnxRuntimePipeline, image: np.ndarray, threshold: float) -> np.ndarray:
+    tokens, counts, _ = pipe.tokenize(image, threshold)
+    return np.ascontiguousarray(tokens[:, : int(counts.max())])
+
+
+def interleaved(stages: dict, repeats: int, warmup: int = 20) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for i in range(warmup + repeats):
+        for name, fn in stages.items():
+            start = time.perf_counter()
+            fn(i)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def check(label: str, value: float, limit: float) -> None:
+    print(f"  {label:<58} {value:7.3f}  (target <= {limit:g}: {'met' if value <= limit else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -95,7 +95,8 @@ def train(cfg: TrainConfig) -> Path:
     for epoch in range(start_epoch, cfg.epochs):
         _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, world, rank)
         if rank == 0:
-            log.write({"epoch": epoch + 1, **validate(model, val_set, cfg, device)})
+            log.write(record := {"epoch": epoch + 1, **validate(model, val_set, cfg, device)})
+            log.say(f"epoch {epoch + 1}: val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}")
             _save_state(out, step_module, optimizer, schedule, epoch + 1, cfg)
         _barrier(world)
     final = out / "model.safetensors"
@@ -104,7 +105,11 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.stage == "msvit" and cfg.calibrate_threshold:
             meta["threshold"] = calibrate_threshold(model, val_set, cfg.gbas.target, device)
             model.mcfg = replace(model.mcfg, gate=replace(model.mcfg.gate, threshold=meta["threshold"]["threshold"]))
-            log.write({"calibrated": meta["threshold"], **validate(model, val_set, cfg, device)})
+            log.write(record := {"calibrated": meta["threshold"], **validate(model, val_set, cfg, device)})
+            log.say(
+                f"threshold {meta['threshold']['threshold']:.4f} meets the fine target on validation data: "
+                f"val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}"
+            )
         save_checkpoint(model, final, meta)
     _barrier(world)
     if world > 1:
@@ -137,7 +142,7 @@ def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, w
     step_module: _TrainStep = ddp.module if world > 1 else ddp
     loader = _loader(train_set, cfg, epoch, world, rank)
     ddp.train()
-    with log.progress(f"epoch {epoch + 1}/{cfg.epochs}", len(loader)) as advance:
+    with _Progress(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), log.show) as progress:
         for i, (images, labels) in enumerate(loader):
             images, labels = images.to(device), labels.to(device)
             logits, probs, counts = ddp(images)
@@ -155,7 +160,7 @@ def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, w
                 "acc": (logits.argmax(1) == labels).float().mean().item(),
                 "tokens": counts.mean().item(),
             }
-            advance(stats)
+            progress.advance(stats)
             if i % cfg.log_every == 0:
                 extra = (
                     {} if shaping is None else {"gbas": shaping.total.item(), "mu": step_module.gbas.mu.mean().item()}
@@ -344,43 +349,40 @@ class _Log:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps({"time": round(time.time() - self.t0, 2), **record}) + "\n")
-            if "val_acc" in record:
-                head = (
-                    f"epoch {record['epoch']}"
-                    if "epoch" in record
-                    else (
-                        f"threshold {record['calibrated']['threshold']:.4f} (fine fraction "
-                        f"{record['calibrated']['fine_fraction']:.3f})"
-                    )
-                )
-                print(f"{head}: val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}", flush=True)
 
-    def progress(self, title: str, total: int):
-        from contextlib import contextmanager
+    def say(self, text: str) -> None:
+        if self.active:
+            print(text, flush=True)
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        @contextmanager
-        def bar():
-            if not self.show:
-                yield lambda stats: None
-                return
-            cols = (
-                TextColumn(title),
+class _Progress:
+    """A rich progress bar showing moving averages of the step statistics; silent when ``show`` is false."""
+
+    def __init__(self, title: str, total: int, show: bool):
+        self.title, self.total, self.show = title, total, show
+        self.ema: dict[str, float] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (
+                TextColumn(self.title),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[s]}"),
+                TextColumn("{task.fields[stats]}"),
             )
-            with Progress(*cols, transient=False) as p:
-                task = p.add_task(title, total=total, s="")
-                ema: dict[str, float] = {}
+            self.bar = Progress(*columns).__enter__()
+            self.task = self.bar.add_task(self.title, total=self.total, stats="")
+        return self
 
-                def advance(stats: dict[str, float]) -> None:
-                    for k, v in stats.items():
-                        ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
-                    p.update(task, advance=1, s=" ".join(f"{k} {v:.3g}" for k, v in ema.items()))
+    def __exit__(self, *exc) -> None:
+        if self.show:
+            self.bar.__exit__(*exc)
 
-                yield advance
-
-        return bar()
+    def advance(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self.ema[k] = v if k not in self.ema else 0.9 * self.ema[k] + 0.1 * v
+        if self.show:
+            self.bar.update(self.task, advance=1, stats=" ".join(f"{k} {v:.3g}" for k, v in self.ema.items()))

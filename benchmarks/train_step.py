@@ -1,0 +1,83 @@
+"""Training-step cost of MSViT at its budget against the all-fine ViT step, measured interleaved in one run.
+
+    python benchmarks/train_step.py [--ckpt CKPT] [--batch-size 128] [--repeats 20] [--device cpu]
+
+Both steps are forward + backward + AdamW on the same model and the same real scene images: "all-fine" is stage 1's
+step (every fine token, gate frozen), "msvit" is stage 2's (gate with Gumbel noise, mixed tokens padded to the batch
+maximum, gBaS). Reported: median step times, their ratio, and the ideal ratio from the MAC model at the tokens the
+MSViT steps actually used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from msvit_edge.checkpoint import load_model
+from msvit_edge.data import FashionMNISTScenes
+from msvit_edge.flops import encoder_macs
+from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
+from msvit_edge.msvit import pack
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", help="msvit-edge checkpoint (default: the embedded demo)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    model, meta = load_model(args.ckpt)
+    model.to(args.device).train()
+    target = (meta.get("train") or {}).get("gbas", {}).get("target", 0.35)
+    gbas = GeneralizedBatchShaping(model.num_regions, GBaSConfig(target=target)).to(args.device)
+    optimizer = torch.optim.AdamW([*model.parameters(), *gbas.parameters()], lr=1e-5)
+    scenes = FashionMNISTScenes.from_split("train")
+    images = torch.stack([scenes[i][0] for i in range(args.batch_size)]).to(args.device)
+    labels = torch.tensor([scenes[i][1] for i in range(args.batch_size)], device=args.device)
+    tokens: list[float] = []
+
+    def fine_step() -> None:
+        step(model.encode(model.embed(images)), labels, optimizer)
+
+    def msvit_step() -> None:
+        out = model.tokenize(images)
+        tokens.append(out.counts.float().mean().item())
+        step(model.encode(*pack(out.tokens, out.counts)), labels, optimizer, gbas(out.probs).total)
+
+    times = interleaved({"all-fine": fine_step, "msvit": msvit_step}, args.repeats, args.device)
+    fine, dyn = statistics.median(times["all-fine"]), statistics.median(times["msvit"])
+    n = statistics.mean(tokens)
+    ideal = encoder_macs(model.cfg, n) / encoder_macs(model.cfg, model.cfg.num_patches + 1)
+    print(f"training step, batch {args.batch_size}, {args.device}, median of {args.repeats} interleaved:")
+    print(f"  all-fine (101 tokens)      {1e3 * fine:8.1f} ms")
+    print(f"  msvit ({n:5.1f} tokens mean)  {1e3 * dyn:8.1f} ms")
+    print(f"  msvit / all-fine = {dyn / fine:.3f}   (ideal encoder MACs ratio {ideal:.3f})")
+
+
+def step(logits: torch.Tensor, labels: torch.Tensor, optimizer, extra: torch.Tensor | None = None) -> None:
+    loss = F.cross_entropy(logits, labels) + (0 if extra is None else extra)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def interleaved(steps: dict, repeats: int, device: str, warmup: int = 3) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The CUDA path of the PyTorch model and training: runs where a GPU exists, skips elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msvit_edge.config import GateConfig, MSViTConfig, preset
+from msvit_edge.msvit import MSViT, pack
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cuda_forward_matches_cpu():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80"))).eval()
+    x = torch.randn(16, 3, 80, 80)
+    with torch.no_grad():
+        cpu = model.tokenize(x, threshold=0.5)
+        cpu_logits = model.encode(*pack(cpu.tokens, cpu.counts))
+        model.cuda()
+        gpu = model.tokenize(x.cuda(), threshold=0.5)
+        gpu_logits = model.encode(*pack(gpu.tokens, gpu.counts))
+    assert torch.equal(gpu.counts.cpu(), cpu.counts)
+    torch.testing.assert_close(gpu_logits.cpu(), cpu_logits, rtol=0, atol=1e-4)
+
+
+def test_cuda_training_step_reaches_the_gate():
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=True))).cuda().train()
+    out = model.tokenize(torch.randn(32, 3, 80, 80, device="cuda"))
+    logits = model.encode(*pack(out.tokens, out.counts))
+    torch.nn.functional.cross_entropy(logits, torch.arange(32, device="cuda") % 10).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.gate.parameters())

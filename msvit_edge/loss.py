@@ -220,12 +220,16 @@ def gather_batch(x: Tensor) -> Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    # Imported here: builds without distributed support lack it. torch.distributed.nn.functional.all_gather, the
-    # older differentiable gather, warns that it is deprecated (torch 2.13) in favour of this and fails under
-    # torch.compile; both backward passes sum over ranks.
-    from torch.distributed._functional_collectives import all_gather_single
+    # torch.distributed.nn.functional.all_gather, the public differentiable gather, warns that it is deprecated
+    # (torch 2.13) in favour of all_gather_single and fails under torch.compile; older torch lacks the latter.
+    # Both backward passes sum over ranks. Collectives need contiguous memory.
+    try:
+        from torch.distributed._functional_collectives import all_gather_single
+    except ImportError:
+        from torch.distributed.nn.functional import all_gather
 
-    return all_gather_single(x.contiguous(), 0, dist.group.WORLD)  # collectives need contiguous memory
+        return torch.cat(all_gather(x.contiguous()), dim=0)
+    return all_gather_single(x.contiguous(), 0, dist.group.WORLD)
 
 
 @dataclass(frozen=True)

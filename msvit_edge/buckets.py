@@ -70,12 +70,13 @@ def plan_buckets(counts: Sequence[int], k: int, cost: Callable[[int], float], lo
         raise MsvitEdgeError("no calibration token counts to plan buckets from")
     if values[0] < lo or values[-1] > hi:
         raise MsvitEdgeError(f"token counts {values[0]}..{values[-1]} fall outside the model's range [{lo}, {hi}]")
-    if not 1 <= k <= len(values):
+    most = len(values) + (values[-1] < hi)  # + an overflow-only last bucket when the observed counts stop short
+    if not 1 <= k <= most:
         raise MsvitEdgeError(
             f"cannot plan {k} buckets from {len(values)} distinct token counts "
-            f"({', '.join(map(str, values))}); use --buckets between 1 and {len(values)}"
+            f"({', '.join(map(str, values))}); use --buckets between 1 and {most}"
         )
-    ends = _optimal_ends(values, [histogram[v] for v in values], k, cost, cost(hi))
+    ends = _optimal_ends(values, [histogram[v] for v in values], k, cost, cost(hi), overflow=values[-1] < hi)
     ends[-1] = hi
     starts = [lo] + [e + 1 for e in ends[:-1]]
     total = len(counts)
@@ -89,12 +90,14 @@ def plan_buckets(counts: Sequence[int], k: int, cost: Callable[[int], float], lo
 
 
 def _optimal_ends(
-    values: list[int], freq: list[int], k: int, cost: Callable[[int], float], last_cost: float
+    values: list[int], freq: list[int], k: int, cost: Callable[[int], float], last_cost: float, overflow: bool
 ) -> list[int]:
     """Largest observed count of each bucket; best[j][i] = cheapest cover of values[:i] by j buckets.
 
     The last bucket pads to the model's maximum (cost ``last_cost`` per image) whatever its observed end, so only
     where it starts matters: the recursion places the first k - 1 buckets, then the start of the last is chosen.
+    With ``overflow`` the last bucket may hold no observed count at all (it starts after the largest one): then it
+    costs nothing and only guarantees that every possible count has a profile.
     """
     m, inf = len(values), float("inf")
     prefix = [0]
@@ -109,7 +112,8 @@ def _optimal_ends(
                 c = best[j - 1][t] + (prefix[i] - prefix[t]) * cost(values[i - 1])
                 if c < best[j][i]:
                     best[j][i], cut[j][i] = c, t
-    last_start = min(range(k - 1, m), key=lambda t: best[k - 1][t] + (prefix[m] - prefix[t]) * last_cost)
+    starts = range(k - 1, m + 1 if overflow and k > 1 else m)
+    last_start = min(starts, key=lambda t: best[k - 1][t] + (prefix[m] - prefix[t]) * last_cost)
     ends, i = [values[-1]], last_start
     for j in range(k - 1, 0, -1):
         ends.append(values[i - 1])

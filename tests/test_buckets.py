@@ -31,11 +31,22 @@ def test_plan_is_optimal_against_brute_force(seed, k):
     values = sorted(set(counts))
     if k > len(values):
         pytest.skip("fewer distinct counts than buckets")
-    best = min(padded_cost(counts, [*ends, values[-1]]) for ends in itertools.combinations(values[:-1], k - 1))
+    # interior ends are best placed at observed counts; the largest observed count may end a bucket too, leaving an
+    # overflow-only last bucket up to HI
+    best = min(padded_cost(counts, [*ends, HI]) for ends in itertools.combinations(values, k - 1))
     plan = plan_buckets(counts, k, cost, LO, HI)
     got = padded_cost(counts, [b.max for b in plan.buckets])
     assert got == pytest.approx(best, rel=1e-12)
     assert plan.expected_overhead == pytest.approx(got / sum(cost(c) for c in counts) - 1, rel=1e-9)
+
+
+def test_an_overflow_only_last_bucket_is_considered():
+    plan = plan_buckets([26] * 50 + [29] * 50, 2, cost, LO, HI)  # review case: [26] + [27..101] costs 148% more
+    assert [(b.min, b.max) for b in plan.buckets] == [(26, 29), (30, 101)]
+    assert plan.buckets[1].share == 0 and plan.expected_overhead == pytest.approx(
+        100 * cost(29) / (50 * cost(26) + 50 * cost(29)) - 1
+    )
+    assert len(plan_buckets([26, 29], 3, cost, LO, HI).buckets) == 3  # K may exceed the distinct counts by one
 
 
 def test_buckets_are_contiguous_and_cover_every_possible_count():
@@ -67,7 +78,8 @@ def test_plan_round_trips_through_json_dict():
 @pytest.mark.parametrize(
     "counts, k, message",
     [
-        ([26, 29, 29], 3, "cannot plan 3 buckets from 2 distinct token counts"),
+        ([26, 29, 29], 4, "cannot plan 4 buckets from 2 distinct token counts .* between 1 and 3"),
+        ([26, 101], 3, "cannot plan 3 buckets from 2 distinct token counts .* between 1 and 2"),
         ([26, 29], 0, "cannot plan 0 buckets"),
         ([], 1, "no calibration token counts"),
         ([20, 29], 1, "outside the model's range"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from msvit_edge.bundle import Bundle
 from msvit_edge.config import MSViTConfig
 from msvit_edge.engines.ort import OnnxRuntimePipeline
 from msvit_edge.flops import encoder_macs
+from msvit_edge.timing import interleaved
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
     vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
     ref = bundle.reference()
     images = bundle.preprocess(ref.images)
-    mean_tokens = float(np.mean(np.repeat(list(bundle.plan.histogram), list(bundle.plan.histogram.values()))))
+    mean_tokens = bundle.plan.mean_count
     n_mean, n_fine = round(mean_tokens), vit.num_patches + 1
     with OnnxRuntimePipeline(bundle, threads=threads) as pipe:
         fine_tokens = pipe.tokenize(images[:1], 0.0)[0][:, :n_fine].copy()  # real all-fine tokens of one image
@@ -61,7 +61,7 @@ def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
             f"encoder @ {n_mean} (mean)": lambda i: pipe.encode(np.ascontiguousarray(fine_tokens[:, :n_mean]), None),
             "pipeline (real images)": lambda i: pipe(images[i % len(images)][None], bundle.threshold),
         }
-        times = interleaved(stages, repeats)
+        times = interleaved(stages, repeats, warmup=20)
     med = {k: statistics.median(v) for k, v in times.items()}
     names = list(med)
     tok, fine, mean, full = (med[n] for n in names)
@@ -82,17 +82,6 @@ def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
 def select(pipe: OnnxRuntimePipeline, image: np.ndarray, threshold: float) -> np.ndarray:
     tokens, counts, _ = pipe.tokenize(image, threshold)
     return np.ascontiguousarray(tokens[:, : int(counts.max())])
-
-
-def interleaved(stages: dict, repeats: int, warmup: int = 20) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in stages}
-    for i in range(warmup + repeats):
-        for name, fn in stages.items():
-            start = time.perf_counter()
-            fn(i)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 def check(label: str, value: float, limit: float) -> None:

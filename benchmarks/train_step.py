@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +21,7 @@ from msvit_edge.data import FashionMNISTScenes
 from msvit_edge.flops import encoder_macs
 from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
 from msvit_edge.msvit import pack
+from msvit_edge.timing import interleaved
 
 
 def main() -> None:
@@ -41,15 +41,16 @@ def main() -> None:
     labels = torch.tensor([scenes[i][1] for i in range(args.batch_size)], device=args.device)
     tokens: list[float] = []
 
-    def fine_step() -> None:
+    def fine_step(_: int) -> None:
         step(model.encode(model.embed(images)), labels, optimizer)
 
-    def msvit_step() -> None:
+    def msvit_step(_: int) -> None:
         out = model.tokenize(images)
         tokens.append(out.counts.float().mean().item())
         step(model.encode(*pack(out.tokens, out.counts)), labels, optimizer, gbas(out.probs).total)
 
-    times = interleaved({"all-fine": fine_step, "msvit": msvit_step}, args.repeats, args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    times = interleaved({"all-fine": fine_step, "msvit": msvit_step}, args.repeats, warmup=3, sync=sync)
     fine, dyn = statistics.median(times["all-fine"]), statistics.median(times["msvit"])
     n = statistics.mean(tokens)
     ideal = encoder_macs(model.cfg, n) / encoder_macs(model.cfg, model.cfg.num_patches + 1)
@@ -64,19 +65,6 @@ def step(logits: torch.Tensor, labels: torch.Tensor, optimizer, extra: torch.Ten
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-
-
-def interleaved(steps: dict, repeats: int, device: str, warmup: int = 3) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(warmup + repeats):
-        for name, fn in steps.items():
-            start = time.perf_counter()
-            fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 if __name__ == "__main__":

@@ -87,8 +87,6 @@ def train(
     from msvit_edge.train import TrainConfig
     from msvit_edge.train import train as run
 
-    if stage not in ("backbone", "msvit"):
-        raise MsvitEdgeError(f"--stage must be 'backbone' or 'msvit', got {stage!r}")
     cfg = TrainConfig(
         out=str(out),
         data=data,

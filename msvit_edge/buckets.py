@@ -33,6 +33,11 @@ class BucketPlan:
     histogram: dict[int, int]  # token count -> number of calibration images
     expected_overhead: float  # padded cost / unpadded cost - 1, by the cost model
 
+    @property
+    def mean_count(self) -> float:
+        """Mean token count of the calibration images."""
+        return sum(c * n for c, n in self.histogram.items()) / sum(self.histogram.values())
+
     def index(self, tokens: int) -> int:
         """The bucket that holds ``tokens``."""
         if not self.buckets[0].min <= tokens <= self.buckets[-1].max:

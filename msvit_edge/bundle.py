@@ -75,11 +75,21 @@ class Bundle:
         return float(self.manifest["threshold"])
 
     def reference(self) -> Reference:
-        return Reference.load(self.path / "reference.npz")
+        path = self.path / "reference.npz"
+        if not path.is_file():
+            raise MsvitEdgeError("bundle has no reference.npz (PyTorch's answers on the validation images)", self.path)
+        return Reference.load(path)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 images [B, H, W, C] -> the tokenizer's normalised float32 input [B, C, H, W]."""
         return preprocess(images, self.manifest["preprocessing"]["mean"], self.manifest["preprocessing"]["std"])
+
+
+def to_uint8(images: np.ndarray, mean, std) -> np.ndarray:
+    """The inverse of ``preprocess``: normalised float [B, C, H, W] -> uint8 [B, H, W, C], rounded and clipped."""
+    mean = np.asarray(mean, np.float32)[None, :, None, None]
+    std = np.asarray(std, np.float32)[None, :, None, None]
+    return (np.clip(images * std + mean, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def preprocess(images: np.ndarray, mean, std) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from msvit_edge.errors import MsvitEdgeError
 
@@ -586,3 +586,20 @@ def _norm_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tens
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise MsvitEdgeError(f"mean and std need 3 values each with std > 0, got mean={mean}, std={std}")
     return torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+
+def random_subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """``n`` items drawn without replacement by a seeded permutation (all items when ``n`` is None or too large).
+
+    Data sets may be ordered (an ImageFolder is sorted by class), so "the first n" would miss whole classes.
+    """
+    if n is None or n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return Subset(dataset, order[:n].tolist())
+
+
+def split(dataset: Dataset, held_out: int, seed: int = 0) -> tuple[Subset, Subset]:
+    """(rest, held-out) partition of ``dataset`` by a seeded permutation; the held-out part is ``held_out`` items."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, order[held_out:]), Subset(dataset, order[:held_out])

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from msvit_edge.bundle import to_uint8
 from msvit_edge.checkpoint import load_model
-from msvit_edge.data import open_dataset, region_overlap
+from msvit_edge.data import open_dataset, random_subset, region_overlap
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
@@ -68,8 +69,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     model.to(cfg.device)
     vit = model.cfg
     dataset = open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std)
-    if cfg.limit is not None:
-        dataset = Subset(dataset, range(min(cfg.limit, len(dataset))))
+    dataset = random_subset(dataset, cfg.limit)
     settings = _settings(model, cfg.thresholds)
     tallies = _run(model, dataset, settings, cfg)
     report = {
@@ -110,17 +110,10 @@ def _run(model: MSViT, dataset: Dataset, settings: dict[str, float | None], cfg:
         for name, threshold in settings.items():
             decisions = None if threshold is not None else _random_like(gate_fine, generator).to(cfg.device)
             out = model.tokenize(images, threshold=threshold, decisions=decisions)
-            fine = _fine_regions(out.order, out.counts, model)
+            fine = model.fine_regions(out)
             gate_fine = fine if name == "msvit" else gate_fine
             tallies[name].add(model.encode(*pack(out.tokens, out.counts)), labels, out.counts, fine)
     return tallies
-
-
-def _fine_regions(order: Tensor, counts: Tensor, model: MSViT) -> Tensor:
-    """Which regions were tokenized fine [B, R], read back from the tokenizer's order and counts."""
-    row_of = torch.argsort(order, dim=1)
-    coarse_rows = row_of[:, 1 + model.cfg.num_patches :]
-    return coarse_rows >= counts[:, None]
 
 
 def _random_like(fine: Tensor, generator: torch.Generator) -> Tensor:
@@ -229,10 +222,9 @@ def write_overlays(model: MSViT, dataset: Dataset, tally: _Tally, folder: Path, 
     fine = torch.cat(tally.fine)
     vit, scale = model.cfg, 4
     G, region = vit.grid // 2, 2 * vit.patch_size * scale
-    mean, std = np.array(vit.mean), np.array(vit.std)
     for i in range(min(n, len(dataset))):
-        pixels = (dataset[i][0].permute(1, 2, 0).numpy() * std + mean).clip(0, 1)
-        image = Image.fromarray((pixels * 255).astype(np.uint8)).resize((vit.img_size * scale,) * 2, Image.NEAREST)
+        pixels = to_uint8(dataset[i][0][None].numpy(), vit.mean, vit.std)[0]
+        image = Image.fromarray(pixels).resize((vit.img_size * scale,) * 2, Image.NEAREST)
         draw = ImageDraw.Draw(image, "RGBA")
         for r in range(G * G):
             x, y = (r % G) * region, (r // G) * region

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from msvit_edge import __version__
 from msvit_edge.buckets import BucketPlan, plan_buckets
-from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess
+from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess, to_uint8
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
-from msvit_edge.data import open_dataset
+from msvit_edge.data import open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
@@ -49,6 +49,19 @@ class ExportConfig:
     simplifier: str = "onnxslim"
     max_batch: int = 64
     force: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            f"--simplifier must be one of {', '.join(SIMPLIFIERS)}, got {self.simplifier!r}": self.simplifier
+            in SIMPLIFIERS,
+            f"--buckets must be >= 1, got {self.buckets}": self.buckets >= 1,
+            f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images >= 1,
+            f"--val-images must be >= 1, got {self.val_images}": self.val_images >= 1,
+            f"max_batch must be >= 2 (the batch dim is traced at 2), got {self.max_batch}": self.max_batch >= 2,
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise MsvitEdgeError(message)
 
 
 class TokenizerGraph(nn.Module):
@@ -105,7 +118,7 @@ def token_counts(model: MSViT, data: str, split: str, n: int, threshold: float) 
     """The gate's token counts on the first ``n`` images of a data set."""
     vit = model.cfg
     dataset = open_dataset(data, split, vit.img_size, vit.mean, vit.std)
-    subset = Subset(dataset, range(min(n, len(dataset))))
+    subset = random_subset(dataset, n)
     counts = [model.tokenize(x, threshold=threshold).counts for x, _ in DataLoader(subset, batch_size=250)]
     return torch.cat(counts).numpy()
 
@@ -121,10 +134,10 @@ def describe_plan(plan: BucketPlan) -> str:
         f"  bucket {i}: tokens {b.min}..{b.max} (opt {b.opt}), {100 * b.share:.1f}% of calibration images"
         for i, b in enumerate(plan.buckets)
     ]
-    counts = np.repeat(list(plan.histogram), list(plan.histogram.values()))
     head = (
-        f"buckets: {len(plan.buckets)} from {len(counts)} calibration images, tokens mean {counts.mean():.1f} "
-        f"(min {counts.min()}, max {counts.max()}); expected padding overhead {100 * plan.expected_overhead:.2f}%"
+        f"buckets: {len(plan.buckets)} from {sum(plan.histogram.values())} calibration images, tokens mean "
+        f"{plan.mean_count:.1f} (min {min(plan.histogram)}, max {max(plan.histogram)}); expected padding overhead "
+        f"{100 * plan.expected_overhead:.2f}%"
     )
     return "\n".join([head, *rows])
 
@@ -134,9 +147,8 @@ def make_reference(model: MSViT, data: str, n: int, threshold: float) -> Referen
     """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels."""
     vit = model.cfg
     dataset = open_dataset(data, "test", vit.img_size, vit.mean, vit.std)
-    images, labels = next(iter(DataLoader(Subset(dataset, range(min(n, len(dataset)))), batch_size=n)))
-    mean, std = torch.tensor(vit.mean)[:, None, None], torch.tensor(vit.std)[:, None, None]
-    pixels = ((images * std + mean).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    images, labels = next(iter(DataLoader(random_subset(dataset, n), batch_size=n)))
+    pixels = to_uint8(images.numpy(), vit.mean, vit.std)
     x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
     out = model.tokenize(x, threshold=threshold)
     logits = torch.cat([model.encode(out.tokens[i : i + 1, : out.counts[i]]) for i in range(len(x))])
@@ -151,9 +163,11 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
     from torch.export import Dim
 
     vit, B = model.cfg, Dim("batch", min=1, max=cfg.max_batch)
-    N = Dim("tokens", min=model.num_regions + 1, max=vit.num_patches + 1)
+    lo, hi = model.num_regions + 1, vit.num_patches + 1
+    N = Dim("tokens", min=lo, max=hi)
+    # example values strictly inside the dynamic ranges: 0/1 or a bound would be specialised into the graph
     images = torch.zeros(2, vit.in_chans, vit.img_size, vit.img_size)
-    tokens, mask = torch.zeros(2, 50, vit.embed_dim), torch.ones(2, 50, dtype=torch.bool)
+    tokens, mask = torch.zeros(2, (lo + hi) // 2, vit.embed_dim), torch.ones(2, (lo + hi) // 2, dtype=torch.bool)
     specs = {
         "tokenizer": (
             TokenizerGraph(model),

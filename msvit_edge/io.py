@@ -39,14 +39,16 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     path = check_output(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.parent / f".{path.name}.old"
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)  # set aside, not deleted, until the new folder is in place
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_output(path: str | Path, force: bool) -> Path:

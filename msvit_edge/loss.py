@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from msvit_edge.errors import MsvitEdgeError
+
 __all__ = [
     "GBaSConfig",
     "GBaSLoss",
@@ -269,7 +271,7 @@ class GBaSConfig:
         }
         for message, ok in checks.items():
             if not ok:
-                raise ValueError(message)
+                raise MsvitEdgeError(f"gBaS: {message}")  # user-facing: these come from command-line options
 
 
 class GBaSLoss(NamedTuple):

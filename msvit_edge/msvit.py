@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msvit_edge.config import MSViTConfig, ViTConfig
+from msvit_edge.config import MSViTConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.vit import VisionTransformer
 
@@ -56,31 +56,40 @@ class Gate(nn.Module):
 
     The first layer is an ``nn.Linear`` over a region's flattened pixels (C, y, x order) but runs as a convolution
     with stride = kernel = region size: the same weights, without materialising the regions. With ``detail`` the
-    input transform (subtract each 2x2 pixel block's mean) is linear, so it is folded into those weights; exported
-    graphs constant-fold it away.
+    input is the image minus each 2x2 pixel block's mean. That transform is linear, so export mode folds it into the
+    kernel (exported graphs then constant-fold it away). Training keeps it on the input: folded, the weight gradient
+    becomes g - blockmean(g), which cancels to rounding noise on smooth regions, and Adam's per-element scaling
+    turns that noise into full steps (1 and 2 data-parallel processes then drifted apart by 1e-3 in 4 steps).
     """
 
     def __init__(self, in_chans: int, region: int, hidden: int, layers: int, detail: bool):
         super().__init__()
         self.in_chans, self.region, self.detail = in_chans, region, detail
+        self.fold = False
         dims = [in_chans * region**2] + [hidden] * (layers - 1)
         blocks: list[nn.Module] = []
         for d_in, d_out in itertools.pairwise(dims):
             blocks += [nn.Linear(d_in, d_out), nn.GELU()]
         self.mlp = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
 
-    def first_layer_kernel(self) -> Tensor:
-        """The first layer's weights as a conv kernel [hidden, C, s, s], detail transform folded in."""
-        s = self.region
-        w = self.mlp[0].weight.view(-1, self.in_chans, s, s)
-        if self.detail:  # w (I - P) for the symmetric 2x2-block averaging P: subtract each block's mean weight
-            blocks = w.view(-1, self.in_chans, s // 2, 2, s // 2, 2)
-            w = (blocks - blocks.mean((3, 5), keepdim=True)).view_as(w)
-        return w
+    def set_export(self, enable: bool) -> None:
+        self.fold = enable
 
     def forward(self, images: Tensor) -> Tensor:
-        x = F.conv2d(images, self.first_layer_kernel(), self.mlp[0].bias, stride=self.region)  # [B, h, G, G]
+        kernel = self.mlp[0].weight.view(-1, self.in_chans, self.region, self.region)
+        if self.detail and self.fold:
+            kernel = subtract_block_means(kernel)  # w (I - P): P, the 2x2-block averaging, is symmetric
+        elif self.detail:
+            images = subtract_block_means(images)
+        x = F.conv2d(images, kernel, self.mlp[0].bias, stride=self.region)  # [B, hidden, G, G]
         return self.mlp[1:](x.flatten(2).transpose(1, 2)).squeeze(-1)
+
+
+def subtract_block_means(x: Tensor) -> Tensor:
+    """[..., H, W] minus the mean of each 2x2 block of its last two dims."""
+    *lead, H, W = x.shape
+    blocks = x.reshape(*lead, H // 2, 2, W // 2, 2)
+    return (blocks - blocks.mean((-3, -1), keepdim=True)).reshape(x.shape)
 
 
 class MSViT(VisionTransformer):
@@ -108,13 +117,6 @@ class MSViT(VisionTransformer):
         G, D = self.cfg.grid, self.cfg.embed_dim
         fine = self.pos_embed[:, 1:].transpose(1, 2).reshape(1, D, G, G)
         return F.avg_pool2d(fine, 2).flatten(2).transpose(1, 2)
-
-    def regions(self, images: Tensor) -> Tensor:
-        """Images [B, C, H, W] -> flattened coarse regions [B, R, C * (2p)^2], row-major."""
-        B, C, H, W = images.shape
-        s = 2 * self.cfg.patch_size
-        x = images.reshape(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(B, (H // s) * (W // s), C * s * s)
 
     def decide(self, logits: Tensor, threshold: Tensor | float | None = None) -> Tensor:
         """Gate logits [B, R] -> fine decisions [B, R] as floats: hard 0/1 forward, straight-through when training."""
@@ -148,7 +150,7 @@ class MSViT(VisionTransformer):
         coarse = self.patch_embed(F.avg_pool2d(images, 2)) + self.coarse_pos_embed()
         keep = torch.cat([torch.ones_like(fine_region[:, :1]), fine_patch, 1 - fine_region], dim=1)  # [B, M]
         candidates = torch.cat([cls, fine, coarse], dim=1) * keep[..., None]  # x1.0 forward: the gate's gradient path
-        hard = keep.detach()
+        hard = keep.detach().float()  # float32 whatever the model's dtype: bf16/fp16 cannot hold distinct keys
         M = hard.shape[1]
         # Static-shape stable partition: kept first, each part in candidate order (TopK exports as one ONNX op).
         key = hard * M + torch.arange(M, 0, -1, device=hard.device, dtype=hard.dtype)
@@ -160,17 +162,21 @@ class MSViT(VisionTransformer):
         out = self.tokenize(images, threshold)
         return self.encode(*pack(out.tokens, out.counts))
 
-    def forward_dense(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
+    def fine_regions(self, out: TokenizerOutput) -> Tensor:
+        """Which regions were tokenized fine [B, R], read back from the tokenizer's order and counts."""
+        rows = torch.argsort(out.order, dim=1)[:, 1 + self.cfg.num_patches :]  # row of each coarse candidate
+        return rows >= out.counts[:, None]  # a region is fine iff its coarse token was not selected
+
+    def forward_dense(
+        self, images: Tensor, threshold: Tensor | float | None = None, decisions: Tensor | None = None
+    ) -> Tensor:
         """Fine-grid feature map [B, D, G, G] for dense heads: each coarse token is copied to its 2x2 fine cells."""
-        out = self.tokenize(images, threshold)
+        out = self.tokenize(images, threshold, decisions)
         feats = self.features(*pack(out.tokens, out.counts))  # [B, n, D]
         G, P = self.cfg.grid, self.cfg.num_patches
-        row_of = torch.argsort(out.order, dim=1)  # candidate index -> row in tokens
-        kept_fine = row_of[:, 1 : 1 + P] < out.counts[:, None]  # [B, P]
-        source = torch.where(
-            kept_fine, 1 + torch.arange(P, device=images.device), 1 + P + self.patch_region
-        )  # candidate per fine cell
-        rows = row_of.gather(1, source)
+        fine = self.fine_regions(out)[:, self.patch_region]  # [B, P]: is each fine cell's region fine?
+        source = torch.where(fine, 1 + torch.arange(P, device=images.device), 1 + P + self.patch_region)
+        rows = torch.argsort(out.order, dim=1).gather(1, source)  # candidate -> its row in tokens
         dense = feats.gather(1, rows[..., None].expand(-1, -1, feats.shape[-1]))
         return dense.transpose(1, 2).reshape(-1, feats.shape[-1], G, G)
 
@@ -181,11 +187,6 @@ def pack(tokens: Tensor, counts: Tensor) -> tuple[Tensor, Tensor | None]:
     if bool((counts == n).all()):
         return tokens[:, :n], None
     return tokens[:, :n], torch.arange(n, device=counts.device)[None, :] < counts[:, None]
-
-
-def token_count(cfg: ViTConfig, fine_regions: int | Tensor) -> int | Tensor:
-    """Tokens (with CLS) for an image with ``fine_regions`` fine regions: R + 3k + 1."""
-    return (cfg.grid // 2) ** 2 + 3 * fine_regions + 1
 
 
 def check_threshold(threshold: float) -> float:

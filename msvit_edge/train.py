@@ -37,7 +37,7 @@ from msvit_edge.checkpoint import (
     save_checkpoint,
 )
 from msvit_edge.config import GateConfig, MSViTConfig, preset
-from msvit_edge.data import SceneConfig, open_dataset
+from msvit_edge.data import SceneConfig, open_dataset, random_subset, split
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import atomic_path, write_json
 from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
@@ -74,13 +74,30 @@ class TrainConfig:
     progress: bool = True
     calibrate_threshold: bool = True  # stage 2 ends by setting the default threshold to meet the fine target
 
+    def __post_init__(self) -> None:
+        checks = {
+            f"--stage must be 'backbone' or 'msvit', got {self.stage!r}": self.stage in ("backbone", "msvit"),
+            f"--epochs must be >= 1, got {self.epochs}": self.epochs >= 1,
+            f"--batch-size must be >= 2, got {self.batch_size}": self.batch_size >= 2,
+            f"--lr must be > 0, got {self.lr}": self.lr > 0,
+            f"--val-size must be >= 1, got {self.val_size}": self.val_size >= 1,
+            f"--train-size must be >= 1, got {self.train_size}": self.train_size is None or self.train_size >= 1,
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise MsvitEdgeError(message)
+
 
 def train(cfg: TrainConfig) -> Path:
     """Train as ``cfg`` says; returns the final checkpoint path (``OUT/model.safetensors``)."""
+    out = Path(cfg.out)
+    if not cfg.resume and (out / "train.jsonl").exists():
+        raise MsvitEdgeError("holds a training run already (pass --resume to continue it, or another --out)", out)
     rank, world = _init_distributed()
+    if cfg.batch_size % world:
+        raise MsvitEdgeError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
     device = _device(cfg.device, rank)
     torch.manual_seed(cfg.seed + rank)  # per-rank noise streams; weights are broadcast by DDP anyway
-    out = Path(cfg.out)
     model, meta = _build_model(cfg)
     train_set, val_set = _datasets(cfg, model)
     step_module = _TrainStep(model, cfg).to(device)
@@ -196,15 +213,19 @@ def calibrate_threshold(model: MSViT, dataset: Dataset, target: float, device: t
     ends by setting its default to meet the requested budget on held-out data.
     """
     model.eval()
-    probs = torch.cat([model.tokenize(x.to(device)).probs.flatten().cpu() for x, _ in DataLoader(dataset, 256)])
-    threshold = float(torch.quantile(probs.double(), 1 - target))
-    return {"threshold": threshold, "fine_fraction": float((probs > threshold).float().mean()), "target": target}
+    # on the logits in float64: probabilities saturate to exactly 1.0 in float32 and would lose their order
+    logits = torch.cat([model.gate(x.to(device)).flatten().double().cpu() for x, _ in DataLoader(dataset, 256)])
+    cut = torch.quantile(logits, 1 - target)
+    fine_fraction = float((logits > cut).double().mean())  # the model decides fine iff logit > logit(threshold)
+    return {"threshold": float(torch.sigmoid(cut)), "fine_fraction": fine_fraction, "target": target}
 
 
 def _build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
     if cfg.init and _is_msvit_checkpoint(cfg.init):
         model, meta = load_checkpoint(cfg.init)
-        model.mcfg = replace(model.mcfg, gate=cfg.gate)  # gate hyper-parameters of this run (threshold, noise)
+        # this run's training-time gate settings; the architecture (width, depth, input) is the checkpoint's
+        gate = replace(model.mcfg.gate, noise=cfg.gate.noise, temperature=cfg.gate.temperature)
+        model.mcfg = replace(model.mcfg, gate=gate)
         return model, meta
     overrides = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}
     model = MSViT(MSViTConfig(preset(cfg.preset, **overrides), cfg.gate))
@@ -224,14 +245,18 @@ def _is_msvit_checkpoint(path: str) -> bool:
 def _datasets(cfg: TrainConfig, model: MSViT) -> tuple[Dataset, Dataset]:
     vit = model.cfg
     full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene=cfg.scene)
+    classes = len(getattr(full, "classes", ()))
+    if classes > vit.num_classes:
+        raise MsvitEdgeError(
+            f"{classes} classes but the model has {vit.num_classes} outputs (use --num-classes)", cfg.data
+        )
     if len(full) <= cfg.val_size:
         raise MsvitEdgeError(f"{len(full)} training items cannot spare {cfg.val_size} for validation", cfg.data)
-    n_train = len(full) - cfg.val_size
-    if cfg.train_size is not None:
-        n_train = min(n_train, cfg.train_size)
-    if n_train < cfg.batch_size:
-        raise MsvitEdgeError(f"{n_train} training items are fewer than one batch of {cfg.batch_size}", cfg.data)
-    return Subset(full, range(n_train)), Subset(full, range(len(full) - cfg.val_size, len(full)))
+    train_set, val_set = split(full, cfg.val_size, cfg.seed)
+    train_set = random_subset(train_set, cfg.train_size, cfg.seed)
+    if len(train_set) < cfg.batch_size:
+        raise MsvitEdgeError(f"{len(train_set)} training items are fewer than one batch of {cfg.batch_size}", cfg.data)
+    return train_set, val_set
 
 
 def _loader(dataset: Dataset, cfg: TrainConfig, epoch: int, world: int, rank: int) -> DataLoader:
@@ -322,6 +347,8 @@ def _init_distributed() -> tuple[int, int]:
 def _device(name: str, rank: int) -> torch.device:
     if name == "auto":
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MsvitEdgeError(f"--device {name}: no CUDA GPU is available to this PyTorch")
     return torch.device(name)
 
 

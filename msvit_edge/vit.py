@@ -48,6 +48,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.fused = True
 
+    def set_export(self, enable: bool) -> None:
+        self.fused = not enable
+
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
@@ -116,10 +119,10 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def set_export(self, enable: bool = True) -> VisionTransformer:
-        """Select ONNX/TensorRT-friendly code paths (unfused attention)."""
+        """Select ONNX/TensorRT-friendly code paths in every submodule that has one (e.g. unfused attention)."""
         for module in self.modules():
-            if isinstance(module, Attention):
-                module.fused = not enable
+            if module is not self and hasattr(module, "set_export"):
+                module.set_export(enable)
         return self
 
     def check_images(self, images: Tensor) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BLOCK_HEAVY = """
@@ -49,11 +50,18 @@ def test_module_entry_point_and_console_script_agree(tmp_path):
     [
         (["--init", "{tmp}/missing.pth"], "{tmp}/missing.pth: checkpoint not found"),
         (["--stage", "gate"], "--stage must be 'backbone' or 'msvit'"),
-        (["--data", "{tmp}/nothing-here"], "{tmp}/nothing-here"),
+        (["--data", "{tmp}/nothing-here"], "{tmp}/nothing-here: not a dataset"),
+        (["--fine-target", "1.5"], "gBaS: target must be in (0, 1), got 1.5"),
+        (["--val-size", "0"], "--val-size must be >= 1"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--device", "cuda"], "--device cuda: no CUDA GPU is available"),
+        (["--data", "{tmp}/cifar100.npz", "--val-size", "10"], "100 classes but the model has 10 outputs"),
     ],
 )
 def test_bad_input_is_one_line_no_traceback_no_output(tmp_path, args, message):
     out = tmp_path / "run"
+    images, labels = np.zeros((200, 80, 80, 3), np.uint8), np.arange(200) % 100
+    np.savez(tmp_path / "cifar100.npz", images=images, labels=labels, classes=[str(c) for c in range(100)])
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = run("-m", "msvit_edge", "train", "--out", str(out), *args)
     assert result.returncode == 1

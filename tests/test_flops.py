@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from msvit_edge.config import GateConfig, ViTConfig, preset
 from msvit_edge.flops import encoder_macs, msvit_macs, vit_macs
@@ -35,6 +34,4 @@ def test_msvit_overhead_is_the_tokenizer_only():
     gate_macs = 49 * (3 * 32 * 32 * 64 + 2 * 64 * 64 + 64)
     assert extra == coarse_embed + gate_macs
     assert extra / vit_macs(cfg) < 0.01
-    counts = torch.tensor([50, 80, 123, 197])
-    macs = [msvit_macs(cfg, gate, int(n)) for n in counts]
-    assert macs == sorted(macs)
+    assert msvit_macs(cfg, gate, 50) - msvit_macs(cfg, gate, 49) == encoder_macs(cfg, 50) - encoder_macs(cfg, 49)

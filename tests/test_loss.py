@@ -14,6 +14,7 @@ from scipy import special, stats
 from torch import nn
 from torch.autograd import gradcheck
 
+from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.loss import (
     GBaSConfig,
     GeneralizedBatchShaping,
@@ -295,7 +296,7 @@ def test_gbas_rejects_non_probabilities(bad):
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(MsvitEdgeError, match=match):
         GBaSConfig(**kwargs)
 
 

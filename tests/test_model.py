@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.msvit import MSViT, pack, token_count
+from msvit_edge.msvit import MSViT, pack
 from msvit_edge.vit import VisionTransformer
 
 TINY = ViTConfig(
@@ -45,7 +45,7 @@ def test_token_counts_follow_decisions(model):
     x, d = images(), random_decisions(4)
     out = model.tokenize(x, decisions=d)
     assert out.counts.tolist() == [16 + 3 * k + 1 for k in d.sum(1).tolist()]
-    assert out.counts.tolist() == token_count(TINY, d.sum(1)).tolist()
+    assert torch.equal(model.fine_regions(out), d)
     assert model.tokenize(x, threshold=1.0).counts.tolist() == [17] * 4  # all coarse
     assert model.tokenize(x, threshold=0.0).counts.tolist() == [65] * 4  # all fine
 
@@ -115,8 +115,7 @@ def test_training_forward_keeps_kept_tokens_exactly():
     model = MSViT(MSViTConfig(TINY)).train()
     x = images(2)
     out = model.tokenize(x)
-    row_of = torch.argsort(out.order, 1)
-    d = row_of[:, 65:] >= out.counts[:, None]  # coarse candidate not kept -> region is fine
+    d = model.fine_regions(out)
     replay = model.eval().tokenize(x, decisions=d)
     assert torch.equal(replay.counts, out.counts)
     torch.testing.assert_close(out.tokens.detach(), replay.tokens, rtol=0, atol=0)
@@ -133,6 +132,20 @@ def test_dense_output_copies_coarse_tokens_to_fine_cells(model):
         fine = model.forward_dense(x, threshold=0.0)
         feats = model.features(model.tokenize(x, threshold=0.0).tokens[:, :65])
         torch.testing.assert_close(fine.flatten(2).transpose(1, 2), feats[:, 1:65])
+
+
+def test_dense_output_on_a_mixed_selection_maps_every_cell_to_its_token(model):
+    x, d = images(2), random_decisions(2)
+    with torch.no_grad():
+        out = model.tokenize(x, decisions=d)
+        feats = model.features(*pack(out.tokens, out.counts))
+        dense = model.forward_dense(x, decisions=d)
+    row_of = torch.argsort(out.order, 1)  # candidate -> row
+    for b in range(2):
+        for cell in range(64):  # fine grid 8x8; its region on the 4x4 coarse grid
+            r = (cell // 8 // 2) * 4 + (cell % 8) // 2
+            candidate = 1 + cell if d[b, r] else 1 + 64 + r  # its own fine token, or its region's coarse token
+            assert torch.equal(dense[b, :, cell // 8, cell % 8], feats[b, row_of[b, candidate]])
 
 
 @pytest.mark.parametrize(
@@ -160,13 +173,17 @@ def reference_gate(model: MSViT, images: torch.Tensor) -> torch.Tensor:
     if model.mcfg.gate.input == "detail":
         blocks = images.reshape(*images.shape[:2], 16, 2, 16, 2)
         images = (blocks - blocks.mean((3, 5), keepdim=True)).reshape(images.shape)
-    return model.gate.mlp(model.regions(images)).squeeze(-1)
+    B, C, H, W = images.shape  # flattened 8x8 regions, row-major, (C, y, x) within a region
+    regions = images.reshape(B, C, H // 8, 8, W // 8, 8).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, C * 64)
+    return model.gate.mlp(regions).squeeze(-1)
 
 
+@pytest.mark.parametrize("export", [False, True])
 @pytest.mark.parametrize("gate_input", ["detail", "pixels"])
-def test_convolutional_gate_equals_the_per_region_mlp(gate_input):
+def test_convolutional_gate_equals_the_per_region_mlp(gate_input, export):
     torch.manual_seed(0)
-    model = MSViT(MSViTConfig(TINY, GateConfig(input=gate_input))).eval()
+    model = MSViT(MSViTConfig(TINY, GateConfig(input=gate_input))).eval().set_export(export)
+    assert model.gate.fold is export
     x = images(3)
     torch.testing.assert_close(model.gate(x), reference_gate(model, x), rtol=1e-5, atol=1e-5)
 

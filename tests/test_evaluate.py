@@ -1,0 +1,88 @@
+"""msvit-edge eval on real Fashion-MNIST scenes with a small MSViT: baselines, MACs, object scores, report files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from msvit_edge.checkpoint import save_checkpoint
+from msvit_edge.config import MSViTConfig, preset
+from msvit_edge.data import FashionMNISTScenes, random_subset
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.evaluate import EvalConfig, evaluate
+from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.msvit import MSViT
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=1, num_heads=2)))
+    scenes = FashionMNISTScenes.from_split("test")
+    x = torch.stack([scenes[i][0] for i in range(64)])
+    with torch.no_grad():  # centre the untrained gate on real scenes so that its decisions vary
+        model.gate.mlp[-1].bias -= model.gate(x).quantile(0.7)
+    save_checkpoint(model, root / "m.safetensors")
+    cfg = EvalConfig(
+        ckpt=str(root / "m.safetensors"),
+        out=str(root / "out"),
+        limit=40,
+        overlays=3,
+        batch_size=16,
+        thresholds=(0.3, 0.5, 0.7),
+    )
+    return evaluate(cfg), root, model
+
+
+def test_baselines_have_the_token_counts_they_promise(report):
+    r, _, _ = report
+    s = r["settings"]
+    assert s["all-fine"]["tokens_min"] == s["all-fine"]["tokens_max"] == 101
+    assert s["all-coarse"]["tokens_min"] == s["all-coarse"]["tokens_max"] == 26
+    for key in ("tokens_mean", "tokens_std", "tokens_min", "tokens_max", "gmacs"):
+        assert s["random"][key] == s["msvit"][key]  # same count per image, only the positions differ
+    assert [s[f"t={t:.2f}"]["tokens_mean"] for t in (0.3, 0.5, 0.7)] == sorted(
+        (s[f"t={t:.2f}"]["tokens_mean"] for t in (0.3, 0.5, 0.7)), reverse=True
+    )
+    assert r["images"] == 40 and 0 <= s["msvit"]["top1"] <= 1
+
+
+def test_gmacs_follow_the_mac_model(report):
+    r, _, model = report
+    s, vit, gate = r["settings"], model.cfg, model.mcfg.gate
+    assert s["all-fine"]["gmacs"] == pytest.approx(vit_macs(vit) / 1e9)
+    assert s["all-coarse"]["gmacs"] == pytest.approx((patch_embed_macs(vit, 25) + encoder_macs(vit, 26)) / 1e9)
+    m = s["msvit"]
+    assert m["tokens_min"] < m["tokens_max"]  # the centred gate gives mixed counts
+    # the mean of per-image MACs: between the extremes, and above the MACs of the mean count (MACs are convex in N)
+    assert msvit_macs(vit, gate, m["tokens_min"]) / 1e9 < m["gmacs"] < msvit_macs(vit, gate, m["tokens_max"]) / 1e9
+    assert m["gmacs"] >= msvit_macs(vit, gate, m["tokens_mean"]) / 1e9 * (1 - 1e-9)
+
+
+def test_object_scores_bracket_the_gate(report):
+    o = report[0]["object"]
+    assert o["all-fine"]["recall"] == 1.0 and o["all-coarse"]["recall"] == 0.0
+    assert o["all-fine"]["precision"] == pytest.approx(o["object_region_share"])
+    assert 0.0 < o["object_region_share"] < 0.5  # the object covers well under half of the regions
+    assert o["precision_vs_random"] == pytest.approx(o["msvit"]["precision"] / o["random"]["precision"])
+
+
+def test_report_files_are_written_whole(report):
+    r, root, _ = report
+    out = root / "out"
+    assert json.loads((out / "report.json").read_text())["settings"]["msvit"] == r["settings"]["msvit"]
+    assert "| all-fine |" in (out / "report.md").read_text()
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["000.png", "001.png", "002.png"]
+    with pytest.raises(MsvitEdgeError, match="output folder exists"):
+        evaluate(EvalConfig(ckpt=str(root / "m.safetensors"), out=str(out), limit=4))
+    assert not list(root.glob(".out*"))
+
+
+def test_limit_draws_a_random_subset(report):
+    subset = random_subset(FashionMNISTScenes(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10), 40)
+    assert len(subset) == 40 and max(subset.indices) >= 40 and len(set(subset.indices)) == 40

@@ -65,7 +65,8 @@ def train(
     fine_target: float = typer.Option(0.35, help="Compute budget: expected fraction of regions tokenized fine."),
     gbas_weight: float = typer.Option(1.0, help="Weight of the generalized batch-shaping loss."),
     gate_lr_mult: float = typer.Option(1.0, help="Learning-rate multiplier for the gate."),
-    train_size: int | None = typer.Option(None, help="Use only the first N training items."),
+    train_size: int | None = typer.Option(None, help="Use only N (randomly drawn) training items."),
+    skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images."),
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
     gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
@@ -108,6 +109,7 @@ def train(
         seed=seed,
         workers=workers,
         device=device,
+        skip_corrupt=skip_corrupt,
         calibrate_threshold=calibrate,
         resume=resume,
         progress=progress,
@@ -127,12 +129,21 @@ def eval_(
     overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images."),
 ) -> None:
     """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
     from msvit_edge.evaluate import EvalConfig, evaluate, markdown
 
     cfg = EvalConfig(
-        ckpt=ckpt, data=data, split=split, out=str(out), limit=limit, overlays=overlays, device=device, force=force
+        ckpt=ckpt,
+        data=data,
+        split=split,
+        out=str(out),
+        limit=limit,
+        overlays=overlays,
+        device=device,
+        force=force,
+        skip_corrupt=skip_corrupt,
     )
     typer.echo(markdown(evaluate(cfg)))
 

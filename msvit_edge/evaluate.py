@@ -46,6 +46,7 @@ class EvalConfig:
     seed: int = 0  # random-gate baseline
     device: str = "cpu"
     force: bool = False
+    skip_corrupt: bool = False  # ImageFolder: report and skip unreadable images instead of stopping
 
 
 @dataclass
@@ -68,7 +69,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     model, meta = load_model(cfg.ckpt)
     model.to(cfg.device)
     vit = model.cfg
-    dataset = open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std)
+    dataset = open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
     dataset = random_subset(dataset, cfg.limit)
     settings = _settings(model, cfg.thresholds)
     tallies = _run(model, dataset, settings, cfg)

@@ -64,7 +64,8 @@ class TrainConfig:
     gbas: GBaSConfig = field(default_factory=GBaSConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
-    train_size: int | None = None  # use only the first N training items (quick runs, tests)
+    train_size: int | None = None  # use only N (random) training items (quick runs, tests)
+    skip_corrupt: bool = False  # ImageFolder: report and skip unreadable images instead of stopping
     val_size: int = 5000
     seed: int = 0
     workers: int = 0
@@ -244,7 +245,9 @@ def _is_msvit_checkpoint(path: str) -> bool:
 
 def _datasets(cfg: TrainConfig, model: MSViT) -> tuple[Dataset, Dataset]:
     vit = model.cfg
-    full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene=cfg.scene)
+    full = open_dataset(
+        cfg.data, "train", vit.img_size, vit.mean, vit.std, scene=cfg.scene, skip_corrupt=cfg.skip_corrupt
+    )
     classes = len(getattr(full, "classes", ()))
     if classes > vit.num_classes:
         raise MsvitEdgeError(

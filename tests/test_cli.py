@@ -68,3 +68,31 @@ def test_bad_input_is_one_line_no_traceback_no_output(tmp_path, args, message):
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message.replace("{tmp}", str(tmp_path)) in result.stderr
     assert not out.exists()
+
+
+def test_a_corrupt_image_stops_training_unless_skipping_is_asked_for(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (80, 80), (20 * i, 0, 0)).save(tmp_path / "data" / cls / f"{i}.png")
+    (tmp_path / "data" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    common = [
+        "--data",
+        str(tmp_path / "data"),
+        "--val-size",
+        "4",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--stage",
+        "backbone",
+        "--no-progress",
+    ]
+    stopped = run("-m", "msvit_edge", "train", "--out", str(tmp_path / "stop"), *common)
+    assert stopped.returncode == 1 and "broken.png" in stopped.stderr and "Traceback" not in stopped.stderr
+    skipped = run("-m", "msvit_edge", "train", "--out", str(tmp_path / "skip"), *common, "--skip-corrupt")
+    assert skipped.returncode == 0, skipped.stderr[-1500:]
+    assert "broken.png" in skipped.stderr and (tmp_path / "skip" / "model.safetensors").is_file()

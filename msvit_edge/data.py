@@ -596,10 +596,18 @@ def random_subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
     if n is None or n >= len(dataset):
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    return Subset(dataset, order[:n].tolist())
+    return _subset(dataset, order[:n].tolist())
 
 
 def split(dataset: Dataset, held_out: int, seed: int = 0) -> tuple[Subset, Subset]:
     """(rest, held-out) partition of ``dataset`` by a seeded permutation; the held-out part is ``held_out`` items."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(dataset, order[held_out:]), Subset(dataset, order[:held_out])
+    return _subset(dataset, order[held_out:]), _subset(dataset, order[:held_out])
+
+
+def _subset(dataset: Dataset, indices: list[int]) -> Subset:
+    """A Subset that always indexes the underlying data set directly (never a Subset of a Subset), so consumers
+    reach the scenes' ``set_epoch`` and ``box`` through one ``.dataset``."""
+    if isinstance(dataset, Subset):
+        return Subset(dataset.dataset, [dataset.indices[i] for i in indices])
+    return Subset(dataset, indices)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from msvit_edge import train as train_module
 from msvit_edge.checkpoint import load_checkpoint
 from msvit_edge.config import GateConfig, MSViTConfig, preset
-from msvit_edge.data import FashionMNISTScenes, SceneConfig
+from msvit_edge.data import FashionMNISTScenes, SceneConfig, random_subset, split
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.loss import GBaSConfig
 from msvit_edge.msvit import MSViT
@@ -124,3 +124,14 @@ def test_resume_without_state_is_a_clear_error(tmp_path):
     cfg.resume = True
     with pytest.raises(MsvitEdgeError, match="nothing to resume"):
         train(cfg)
+
+
+def test_a_training_subset_still_re_renders_scenes_each_epoch():
+    scenes = FashionMNISTScenes.from_split("test")
+    rest, held_out = split(scenes, 100)
+    train_set = random_subset(rest, 10)  # what --train-size makes of the split
+    assert train_set.dataset is scenes and set(train_set.indices).isdisjoint(held_out.indices)
+    first = train_set[0][0]
+    train_module._set_epoch(train_set, 1)
+    assert not torch.equal(train_set[0][0], first)
+    train_module._set_epoch(train_set, 0)

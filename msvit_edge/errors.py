@@ -16,3 +16,10 @@ class MsvitEdgeError(Exception):
     def __init__(self, message: str, path: str | Path | None = None):
         self.path = None if path is None else Path(path)
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+def require(checks: dict[str, bool], prefix: str = "") -> None:
+    """Raise ``MsvitEdgeError`` with the first message whose condition is false (option validation)."""
+    for message, ok in checks.items():
+        if not ok:
+            raise MsvitEdgeError(prefix + message)

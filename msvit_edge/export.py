@@ -27,7 +27,7 @@ from msvit_edge.buckets import BucketPlan, plan_buckets
 from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess, to_uint8
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.data import open_dataset, random_subset
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, check_threshold
@@ -59,9 +59,7 @@ class ExportConfig:
             f"--val-images must be >= 1, got {self.val_images}": self.val_images >= 1,
             f"max_batch must be >= 2 (the batch dim is traced at 2), got {self.max_batch}": self.max_batch >= 2,
         }
-        for message, ok in checks.items():
-            if not ok:
-                raise MsvitEdgeError(message)
+        require(checks)
 
 
 class TokenizerGraph(nn.Module):

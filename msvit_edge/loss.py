@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.errors import require
 
 __all__ = [
     "GBaSConfig",
@@ -269,9 +269,7 @@ class GBaSConfig:
             f"tau_weight must be >= 0, got {self.tau_weight}": self.tau_weight >= 0,
             f"init_tau must be in (0, 1), got {self.init_tau}": 0 < self.init_tau < 1,
         }
-        for message, ok in checks.items():
-            if not ok:
-                raise MsvitEdgeError(f"gBaS: {message}")  # user-facing: these come from command-line options
+        require(checks, "gBaS: ")  # user-facing: these come from command-line options
 
 
 class GBaSLoss(NamedTuple):

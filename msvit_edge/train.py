@@ -38,7 +38,7 @@ from msvit_edge.checkpoint import (
 )
 from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, split
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_path, write_json
 from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
 from msvit_edge.msvit import MSViT, pack
@@ -84,9 +84,7 @@ class TrainConfig:
             f"--val-size must be >= 1, got {self.val_size}": self.val_size >= 1,
             f"--train-size must be >= 1, got {self.train_size}": self.train_size is None or self.train_size >= 1,
         }
-        for message, ok in checks.items():
-            if not ok:
-                raise MsvitEdgeError(message)
+        require(checks)
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -21,9 +21,9 @@ Choices where the paper is silent (and why):
   embedded with the SAME patch embedding. Their position embeddings are the 2x2 means of the fine grid's, i.e. the
   fine grid linearly interpolated to the coarse grid.
 - Training: Gumbel-sigmoid (logistic noise, temperature ``GateConfig.temperature``), hard 0/1 forward,
-  straight-through gradient; every candidate token is multiplied by its hard decision (1.0 when kept) so the task
-  loss reaches the gate. Inference: deterministic ``logit(p) > logit(threshold)``, so threshold 0 is all-fine and 1
-  all-coarse without special cases.
+  straight-through gradient; in training every candidate token is multiplied by its hard decision (1.0 when kept)
+  so the task loss reaches the gate. Inference: deterministic ``logit(p) > logit(threshold)``, so threshold 0 is
+  all-fine and 1 all-coarse without special cases.
 - Candidate order: CLS, fine tokens (row-major fine grid), coarse tokens (row-major coarse grid). The selected
   tokens keep that order, so an all-fine selection is exactly the plain ViT's token sequence.
 """
@@ -81,8 +81,10 @@ class Gate(nn.Module):
             kernel = subtract_block_means(kernel)  # w (I - P): P, the 2x2-block averaging, is symmetric
         elif self.detail:
             images = subtract_block_means(images)
-        x = F.conv2d(images, kernel, self.mlp[0].bias, stride=self.region)  # [B, hidden, G, G]
-        return self.mlp[1:](x.flatten(2).transpose(1, 2)).squeeze(-1)
+        x = F.conv2d(images, kernel, self.mlp[0].bias, stride=self.region)  # [B, hidden, g, g]
+        for layer in self.mlp[1:]:  # the Linear layers as 1x1 convolutions: no transposes in the exported graph
+            x = F.conv2d(x, layer.weight[..., None, None], layer.bias) if isinstance(layer, nn.Linear) else layer(x)
+        return x.flatten(1)
 
 
 def subtract_block_means(x: Tensor) -> Tensor:
@@ -103,6 +105,16 @@ class MSViT(VisionTransformer):
         # region (row-major coarse grid) that each fine patch (row-major fine grid) belongs to: [G * G]
         rows = torch.arange(G) // 2
         self.register_buffer("patch_region", (rows[:, None] * (G // 2) + rows[None, :]).flatten(), persistent=False)
+        # keep [B, M] = decisions [B, R] @ keep_map + keep_base: CLS 1, a fine patch its region's decision, a coarse
+        # token 1 - decision. One MatMul in the exported graph instead of a gather, a concat and a subtraction.
+        R = self.num_regions
+        keep_map = torch.zeros(R, self.num_candidates)
+        keep_map[self.patch_region, 1 + torch.arange(G * G)] = 1.0
+        keep_map[torch.arange(R), 1 + G * G + torch.arange(R)] = -1.0
+        self.register_buffer("keep_map", keep_map, persistent=False)
+        self.register_buffer(
+            "keep_base", torch.cat([torch.ones(1), torch.zeros(G * G), torch.ones(R)]), persistent=False
+        )
 
     @property
     def num_regions(self) -> int:
@@ -144,12 +156,13 @@ class MSViT(VisionTransformer):
         B = images.shape[0]
         logits = self.gate(images)
         fine_region = self.decide(logits, threshold) if decisions is None else decisions.to(images.dtype)
-        fine_patch = fine_region[:, self.patch_region]  # [B, G*G]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
         fine = self.patch_embed(images) + self.pos_embed[:, 1:]
         coarse = self.patch_embed(F.avg_pool2d(images, 2)) + self.coarse_pos_embed()
-        keep = torch.cat([torch.ones_like(fine_region[:, :1]), fine_patch, 1 - fine_region], dim=1)  # [B, M]
-        candidates = torch.cat([cls, fine, coarse], dim=1) * keep[..., None]  # x1.0 forward: the gate's gradient path
+        keep = fine_region @ self.keep_map.to(fine_region.dtype) + self.keep_base.to(fine_region.dtype)  # [B, M]
+        candidates = torch.cat([cls, fine, coarse], dim=1)
+        if self.training:
+            candidates = candidates * keep[..., None]  # x1.0 forward: the gate's gradient path
         hard = keep.detach().float()  # float32 whatever the model's dtype: bf16/fp16 cannot hold distinct keys
         M = hard.shape[1]
         # Static-shape stable partition: kept first, each part in candidate order (TopK exports as one ONNX op).

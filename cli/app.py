@@ -55,6 +55,9 @@ def train(
         "vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."
     ),
     init: str | None = typer.Option(None, help="Start from an msvit-edge checkpoint or timm/DeiT ViT weights."),
+    new_gate: bool = typer.Option(
+        False, "--new-gate", help="With an msvit-edge --init: keep its backbone, train a freshly initialised gate."
+    ),
     num_classes: int | None = typer.Option(
         None, help="Replace the preset's classifier (fine-tuning a DeiT checkpoint)."
     ),
@@ -94,6 +97,7 @@ def train(
         stage=stage,
         preset=preset,
         init=init,
+        new_gate=new_gate,
         num_classes=num_classes,
         epochs=epochs,
         batch_size=batch_size,

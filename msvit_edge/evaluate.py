@@ -71,8 +71,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     vit = model.cfg
     dataset = open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
     dataset = random_subset(dataset, cfg.limit)
-    settings = _settings(model, cfg.thresholds)
-    tallies = _run(model, dataset, settings, cfg)
+    on_object = object_regions(dataset, model)
+    settings = _settings(model, cfg.thresholds, oracle=on_object is not None)
+    tallies = _run(model, dataset, settings, cfg, on_object)
     report = {
         "checkpoint": cfg.ckpt or "embedded demo",
         "trained_with": meta.get("train"),
@@ -82,7 +83,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         "config": asdict(cfg),
         "settings": {name: _summary(model, name, t) for name, t in tallies.items()},
     }
-    report |= _object_scores(dataset, tallies, model)
+    if on_object is not None:
+        report |= _object_scores(tallies, on_object)
     with atomic_dir(cfg.out, cfg.force) as tmp:
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(markdown(report))
@@ -91,25 +93,39 @@ def evaluate(cfg: EvalConfig) -> dict:
     return report
 
 
-def _settings(model: MSViT, thresholds: tuple[float, ...]) -> dict[str, float | None]:
-    """Setting name -> gate threshold (None: random gate)."""
-    settings = {"msvit": model.mcfg.gate.threshold, "all-fine": 0.0, "all-coarse": 1.0, "random": None}
+def _settings(model: MSViT, thresholds: tuple[float, ...], oracle: bool) -> dict[str, float | str]:
+    """Setting name -> gate threshold, or where its decisions come from ("random", "oracle").
+
+    "random": the gate's number of fine regions per image at random positions. "oracle" (where the data set knows
+    the object's box): fine exactly where a region touches the box -- not a gate, a diagnostic: the accuracy a
+    perfectly semantic gate would buy at its token count. If it is no better than a random gate's, the backbone
+    does not reward fine tokens on the object, and neither will the gate's training signal.
+    """
+    settings: dict[str, float | str] = {"msvit": model.mcfg.gate.threshold, "all-fine": 0.0, "all-coarse": 1.0}
+    settings |= {"random": "random"} | ({"object-oracle": "oracle"} if oracle else {})
     return settings | {f"t={t:.2f}": t for t in thresholds}
 
 
 @torch.no_grad()
-def _run(model: MSViT, dataset: Dataset, settings: dict[str, float | None], cfg: EvalConfig) -> dict[str, _Tally]:
+def _run(
+    model: MSViT, dataset: Dataset, settings: dict[str, float | str], cfg: EvalConfig, on_object: Tensor | None
+) -> dict[str, _Tally]:
     from rich.progress import track
 
     model.eval()
     tallies = {name: _Tally() for name in settings}
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size)
-    for images, labels in track(loader, description=f"eval {len(settings)} settings", transient=True):
+    for b, (images, labels) in enumerate(track(loader, description=f"eval {len(settings)} settings", transient=True)):
         images = images.to(cfg.device)
         gate_fine = None
-        for name, threshold in settings.items():
-            decisions = None if threshold is not None else _random_like(gate_fine, generator).to(cfg.device)
+        for name, how in settings.items():
+            decisions = None
+            if how == "random":
+                decisions = _random_like(gate_fine, generator).to(cfg.device)
+            elif how == "oracle":
+                decisions = on_object[b * cfg.batch_size : b * cfg.batch_size + len(images)].to(cfg.device)
+            threshold = None if isinstance(how, str) else how
             out = model.tokenize(images, threshold=threshold, decisions=decisions)
             fine = model.fine_regions(out)
             gate_fine = fine if name == "msvit" else gate_fine
@@ -148,16 +164,20 @@ def _macs(model: MSViT, name: str, tokens: float) -> float:
     return msvit_macs(vit, model.mcfg.gate, tokens)
 
 
-def _object_scores(dataset: Dataset, tallies: dict[str, _Tally], model: MSViT) -> dict:
-    """Gate vs random gate against the object's box, where the data set knows it (scenes)."""
+def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
+    """Which regions touch the object's box [N, R] (bool), where the data set knows the box (scenes); else None."""
     base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
     if not hasattr(base, "box"):
-        return {}
+        return None
     indices = indices if indices is not None else range(len(base))
     region = 2 * model.cfg.patch_size
-    on_object = torch.from_numpy(
+    return torch.from_numpy(
         np.stack([region_overlap(base.box(i), model.cfg.img_size, region).ravel() for i in indices])
     )
+
+
+def _object_scores(tallies: dict[str, _Tally], on_object: Tensor) -> dict:
+    """Each setting's fine regions against the object's box, and the gate's precision against a random gate's."""
     scores = {}
     for name in tallies:
         fine = torch.cat(tallies[name].fine)
@@ -205,8 +225,15 @@ def plot_tradeoff(report: dict, path: Path) -> None:
     sweep = sorted((v["gmacs"], 100 * v["top1"]) for k, v in s.items() if k.startswith("t="))
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(*zip(*sweep, strict=True), "o-", color="tab:blue", label="MSViT threshold sweep")
-    for name, style in (("msvit", "*"), ("all-fine", "s"), ("all-coarse", "v"), ("random", "x")):
-        ax.plot(s[name]["gmacs"], 100 * s[name]["top1"], style, markersize=10, label=name)
+    for name, style in (
+        ("msvit", "*"),
+        ("all-fine", "s"),
+        ("all-coarse", "v"),
+        ("random", "x"),
+        ("object-oracle", "D"),
+    ):
+        if name in s:
+            ax.plot(s[name]["gmacs"], 100 * s[name]["top1"], style, markersize=10, label=name)
     ax.set(xlabel="GMACs per image", ylabel="top-1 (%)", title="Accuracy vs compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -52,6 +52,7 @@ class TrainConfig:
     preset: str = "vit_demo_patch8_80"
     num_classes: int | None = None  # overrides the preset's (e.g. a DeiT backbone fine-tuned on 10 classes)
     init: str | None = None  # msvit-edge checkpoint, or timm/DeiT ViT weights (.pth/.safetensors)
+    new_gate: bool = False  # with an msvit-edge --init: keep its backbone, start from a freshly initialised gate
     epochs: int = 5
     batch_size: int = 128  # global, across processes
     lr: float = 1e-3
@@ -222,6 +223,12 @@ def calibrate_threshold(model: MSViT, dataset: Dataset, target: float, device: t
 def _build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
     if cfg.init and _is_msvit_checkpoint(cfg.init):
         model, meta = load_checkpoint(cfg.init)
+        if cfg.new_gate:
+            fresh = MSViT(MSViTConfig(model.cfg, cfg.gate))
+            backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("gate.")}
+            missing, unexpected = fresh.load_state_dict(backbone, strict=False)
+            assert not unexpected and all(k.startswith("gate.") for k in missing)
+            return fresh, meta | {"new_gate": True}
         # this run's training-time gate settings; the architecture (width, depth, input) is the checkpoint's
         gate = replace(model.mcfg.gate, noise=cfg.gate.noise, temperature=cfg.gate.temperature)
         model.mcfg = replace(model.mcfg, gate=gate)

@@ -71,6 +71,15 @@ def test_object_scores_bracket_the_gate(report):
     assert o["precision_vs_random"] == pytest.approx(o["msvit"]["precision"] / o["random"]["precision"])
 
 
+def test_object_oracle_is_fine_exactly_where_the_object_is(report):
+    r = report[0]
+    o, s = r["object"], r["settings"]["object-oracle"]
+    assert o["object-oracle"]["recall"] == 1.0 and o["object-oracle"]["precision"] == 1.0
+    # 25 regions + CLS, plus 3 more tokens per fine region: the oracle's mean count follows the object's share
+    assert s["tokens_mean"] == pytest.approx(26 + 3 * 25 * o["object_region_share"])
+    assert s["tokens_min"] < s["tokens_max"]
+
+
 def test_report_files_are_written_whole(report):
     r, root, _ = report
     out = root / "out"

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from msvit_edge import train as train_module
-from msvit_edge.checkpoint import load_checkpoint
+from msvit_edge.checkpoint import load_checkpoint, save_checkpoint
 from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import FashionMNISTScenes, SceneConfig, random_subset, split
 from msvit_edge.errors import MsvitEdgeError
@@ -117,6 +117,21 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert calibrated["fine_fraction"] == pytest.approx(0.35, abs=0.02)  # 32 images x 25 regions: quantile steps
     model, meta = load_checkpoint(out / "model.safetensors")
     assert model.mcfg.gate.threshold == meta["threshold"]["threshold"] == calibrated["threshold"]
+
+
+def test_new_gate_keeps_the_backbone_and_starts_a_fresh_gate(tmp_path):
+    torch.manual_seed(0)
+    old = MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=1, num_heads=2)))
+    with torch.no_grad():
+        old.gate.mlp[-1].bias += 3.0  # a trained gate's state, unlike any fresh initialisation
+    save_checkpoint(old, tmp_path / "old.safetensors")
+    kept, _ = train_module._build_model(TrainConfig(init=str(tmp_path / "old.safetensors")))
+    fresh, meta = train_module._build_model(TrainConfig(init=str(tmp_path / "old.safetensors"), new_gate=True))
+    assert meta["new_gate"] and fresh.cfg == old.cfg
+    backbone = [name for name in old.state_dict() if not name.startswith("gate.")]
+    assert backbone and all(torch.equal(old.state_dict()[n], fresh.state_dict()[n]) for n in backbone)
+    assert (fresh.gate.mlp[-1].bias - old.gate.mlp[-1].bias).abs().min() > 2.0  # not the +3 of the old gate
+    torch.testing.assert_close(kept.gate.mlp[-1].bias, old.gate.mlp[-1].bias)
 
 
 def test_resume_without_state_is_a_clear_error(tmp_path):

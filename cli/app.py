@@ -58,6 +58,9 @@ def train(
     new_gate: bool = typer.Option(
         False, "--new-gate", help="With an msvit-edge --init: keep its backbone, train a freshly initialised gate."
     ),
+    freeze_backbone: bool = typer.Option(
+        False, "--freeze-backbone", help="Stage 2: train only the gate, on a fixed backbone (a gate warm-up)."
+    ),
     num_classes: int | None = typer.Option(
         None, help="Replace the preset's classifier (fine-tuning a DeiT checkpoint)."
     ),
@@ -98,6 +101,7 @@ def train(
         preset=preset,
         init=init,
         new_gate=new_gate,
+        freeze_backbone=freeze_backbone,
         num_classes=num_classes,
         epochs=epochs,
         batch_size=batch_size,

@@ -53,6 +53,7 @@ class TrainConfig:
     num_classes: int | None = None  # overrides the preset's (e.g. a DeiT backbone fine-tuned on 10 classes)
     init: str | None = None  # msvit-edge checkpoint, or timm/DeiT ViT weights (.pth/.safetensors)
     new_gate: bool = False  # with an msvit-edge --init: keep its backbone, start from a freshly initialised gate
+    freeze_backbone: bool = False  # stage 2: train only the gate (and gBaS priors) on a fixed backbone
     epochs: int = 5
     batch_size: int = 128  # global, across processes
     lr: float = 1e-3
@@ -84,6 +85,9 @@ class TrainConfig:
             f"--lr must be > 0, got {self.lr}": self.lr > 0,
             f"--val-size must be >= 1, got {self.val_size}": self.val_size >= 1,
             f"--train-size must be >= 1, got {self.train_size}": self.train_size is None or self.train_size >= 1,
+            "--freeze-backbone needs --stage msvit (there is nothing else to train)": not (
+                self.freeze_backbone and self.stage == "backbone"
+            ),
         }
         require(checks)
 
@@ -142,8 +146,8 @@ class _TrainStep(nn.Module):
         self.model = model
         self.stage = cfg.stage
         self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
-        for p in model.gate.parameters():
-            p.requires_grad_(cfg.stage == "msvit")
+        for name, p in model.named_parameters():
+            p.requires_grad_(cfg.stage == "msvit" if name.startswith("gate.") else not cfg.freeze_backbone)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Images -> (logits [B, K], gate probabilities [B, R], token counts [B])."""

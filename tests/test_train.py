@@ -134,6 +134,20 @@ def test_new_gate_keeps_the_backbone_and_starts_a_fresh_gate(tmp_path):
     torch.testing.assert_close(kept.gate.mlp[-1].bias, old.gate.mlp[-1].bias)
 
 
+def test_freeze_backbone_trains_only_the_gate(tmp_path):
+    torch.manual_seed(0)
+    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=False)))
+    save_checkpoint(start, tmp_path / "start.safetensors")
+    cfg = quick_config(tmp_path / "run", 1)
+    cfg.init, cfg.freeze_backbone = str(tmp_path / "start.safetensors"), True
+    trained, _ = load_checkpoint(train(cfg))
+    before, after = start.state_dict(), trained.state_dict()
+    for name in before:
+        assert torch.equal(before[name], after[name]) != name.startswith("gate."), name
+    with pytest.raises(MsvitEdgeError, match="--freeze-backbone needs --stage msvit"):
+        TrainConfig(stage="backbone", freeze_backbone=True)
+
+
 def test_resume_without_state_is_a_clear_error(tmp_path):
     cfg = quick_config(tmp_path, 1)
     cfg.resume = True

@@ -605,9 +605,17 @@ def split(dataset: Dataset, held_out: int, seed: int = 0) -> tuple[Subset, Subse
     return _subset(dataset, order[held_out:]), _subset(dataset, order[:held_out])
 
 
-def _subset(dataset: Dataset, indices: list[int]) -> Subset:
-    """A Subset that always indexes the underlying data set directly (never a Subset of a Subset), so consumers
-    reach the scenes' ``set_epoch`` and ``box`` through one ``.dataset``."""
+def unwrap(dataset: Dataset) -> tuple[Dataset, list[int]]:
+    """The data set a view from ``split``/``random_subset`` indexes, and the items it views (all, for no view).
+
+    Views never nest, so this one level reaches the scenes' ``set_epoch`` and ``box``.
+    """
     if isinstance(dataset, Subset):
-        return Subset(dataset.dataset, [dataset.indices[i] for i in indices])
-    return Subset(dataset, indices)
+        return dataset.dataset, list(dataset.indices)
+    return dataset, list(range(len(dataset)))
+
+
+def _subset(dataset: Dataset, indices: list[int]) -> Subset:
+    """A view of ``indices`` of ``dataset`` that indexes the underlying data set directly (see ``unwrap``)."""
+    base, items = unwrap(dataset)
+    return Subset(base, [items[i] for i in indices])

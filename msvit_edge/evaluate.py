@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge.bundle import to_uint8
 from msvit_edge.checkpoint import load_model
-from msvit_edge.data import open_dataset, random_subset, region_overlap
+from msvit_edge.data import open_dataset, random_subset, region_overlap, unwrap
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
@@ -166,10 +166,9 @@ def _macs(model: MSViT, name: str, tokens: float) -> float:
 
 def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
     """Which regions touch the object's box [N, R] (bool), where the data set knows the box (scenes); else None."""
-    base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
+    base, indices = unwrap(dataset)
     if not hasattr(base, "box"):
         return None
-    indices = indices if indices is not None else range(len(base))
     region = 2 * model.cfg.patch_size
     return torch.from_numpy(
         np.stack([region_overlap(base.box(i), model.cfg.img_size, region).ravel() for i in indices])

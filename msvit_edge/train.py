@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from msvit_edge.checkpoint import (
     load_checkpoint,
@@ -37,7 +37,7 @@ from msvit_edge.checkpoint import (
     save_checkpoint,
 )
 from msvit_edge.config import GateConfig, MSViTConfig, preset
-from msvit_edge.data import SceneConfig, open_dataset, random_subset, split
+from msvit_edge.data import SceneConfig, open_dataset, random_subset, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_path, write_json
 from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
@@ -287,7 +287,7 @@ def _loader(dataset: Dataset, cfg: TrainConfig, epoch: int, world: int, rank: in
 
 def _set_epoch(dataset: Dataset, epoch: int) -> None:
     """Let data sets that re-render per epoch (scenes: new positions and backgrounds) know the epoch."""
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    base, _ = unwrap(dataset)
     if hasattr(base, "set_epoch"):
         base.set_epoch(epoch)
 

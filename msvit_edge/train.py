@@ -23,6 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -40,7 +41,7 @@ from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_path, write_json
-from msvit_edge.loss import GBaSConfig, GeneralizedBatchShaping
+from msvit_edge.loss import GBaSConfig, GBaSLoss, GeneralizedBatchShaping
 from msvit_edge.msvit import MSViT, pack
 
 
@@ -104,7 +105,7 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed + rank)  # per-rank noise streams; weights are broadcast by DDP anyway
     model, meta = _build_model(cfg)
     train_set, val_set = _datasets(cfg, model)
-    step_module = _TrainStep(model, cfg).to(device)
+    step_module = TrainStep(model, cfg).to(device)
     optimizer = _optimizer(step_module, cfg)
     steps_per_epoch = len(train_set) // cfg.batch_size
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
@@ -138,7 +139,7 @@ def train(cfg: TrainConfig) -> Path:
     return final
 
 
-class _TrainStep(nn.Module):
+class TrainStep(nn.Module):
     """The module DDP wraps: one forward with everything the losses need, on MSViT's one code path."""
 
     def __init__(self, model: MSViT, cfg: TrainConfig):
@@ -159,22 +160,36 @@ class _TrainStep(nn.Module):
         return self.model.encode(*pack(out.tokens, out.counts)), out.probs, out.counts.float()
 
 
+class StepResult(NamedTuple):
+    logits: Tensor
+    counts: Tensor  # tokens per image
+    task: Tensor  # the task loss
+    loss: Tensor  # task + weighted gBaS
+    shaping: GBaSLoss | None  # stage 2 only
+
+
+def train_step(
+    module: nn.Module, gbas: GeneralizedBatchShaping | None, images: Tensor, labels: Tensor, optimizer, cfg: TrainConfig
+) -> StepResult:
+    """One optimisation step of ``module`` (a ``TrainStep``, DDP-wrapped or not): losses, backward, optimizer."""
+    logits, probs, counts = module(images)
+    task = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    shaping = gbas(probs) if gbas is not None else None
+    loss = task if shaping is None else task + cfg.gbas_weight * shaping.total
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return StepResult(logits, counts, task, loss, shaping)
+
+
 def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, world, rank) -> None:
-    step_module: _TrainStep = ddp.module if world > 1 else ddp
+    step_module: TrainStep = ddp.module if world > 1 else ddp
     loader = _loader(train_set, cfg, epoch, world, rank)
     ddp.train()
     with _Progress(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), log.show) as progress:
         for i, (images, labels) in enumerate(loader):
             images, labels = images.to(device), labels.to(device)
-            logits, probs, counts = ddp(images)
-            task = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-            loss = task
-            shaping = step_module.gbas(probs) if step_module.gbas is not None else None
-            if shaping is not None:
-                loss = task + cfg.gbas_weight * shaping.total
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            logits, counts, task, loss, shaping = train_step(ddp, step_module.gbas, images, labels, optimizer, cfg)
             schedule.step()
             stats = {
                 "loss": loss.item(),
@@ -292,7 +307,7 @@ def _set_epoch(dataset: Dataset, epoch: int) -> None:
         base.set_epoch(epoch)
 
 
-def _optimizer(step_module: _TrainStep, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(step_module: TrainStep, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay, gate = [], [], []
     for name, p in step_module.named_parameters():
         if not p.requires_grad:
@@ -322,7 +337,7 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     return factor
 
 
-def _save_state(out: Path, step_module: _TrainStep, optimizer, schedule, epoch: int, cfg: TrainConfig) -> None:
+def _save_state(out: Path, step_module: TrainStep, optimizer, schedule, epoch: int, cfg: TrainConfig) -> None:
     save_checkpoint(step_module.model, out / "last.safetensors", {"epoch": epoch})
     state = {
         "epoch": epoch,
@@ -334,7 +349,7 @@ def _save_state(out: Path, step_module: _TrainStep, optimizer, schedule, epoch: 
         torch.save(state, tmp)
 
 
-def _resume(out: Path, step_module: _TrainStep, optimizer, schedule) -> int:
+def _resume(out: Path, step_module: TrainStep, optimizer, schedule) -> int:
     ckpt, state_path = out / "last.safetensors", out / "state.pt"
     if not (ckpt.is_file() and state_path.is_file()):
         raise MsvitEdgeError("nothing to resume: last.safetensors and state.pt are not both there", out)
@@ -364,7 +379,7 @@ def _device(name: str, rank: int) -> torch.device:
     return torch.device(name)
 
 
-def _wrap(step_module: _TrainStep, device: torch.device, world: int) -> nn.Module:
+def _wrap(step_module: TrainStep, device: torch.device, world: int) -> nn.Module:
     if world == 1:
         return step_module
     ids = [device.index] if device.type == "cuda" else None

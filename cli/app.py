@@ -76,6 +76,11 @@ def train(
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
     gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
+    gate_gradient: str = typer.Option(
+        "flip",
+        help="How the task loss trains the gate: flip (the loss change when a sampled region changes scale; one "
+        "extra forward per step) or straight-through (the paper's).",
+    ),
     seed: int = typer.Option(0),
     workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
@@ -110,7 +115,7 @@ def train(
         gbas_weight=gbas_weight,
         gate_lr_mult=gate_lr_mult,
         gbas=GBaSConfig(target=fine_target),
-        gate=GateConfig(noise=gate_noise),
+        gate=GateConfig(noise=gate_noise, gradient=gate_gradient),
         scene=SceneConfig(clutter=clutter, seed=seed),
         train_size=train_size,
         val_size=val_size,

@@ -71,11 +71,15 @@ class GateConfig:
     threshold: float = 0.5  # inference: fine iff p > threshold; a deploy-time knob, no retraining
     temperature: float = 1.0  # Gumbel-sigmoid temperature in training
     noise: bool = True  # logistic noise in training; off makes training deterministic (e.g. DDP equivalence tests)
+    # training: "flip" (the task loss's change when one sampled region flips scale) or the paper's "straight-through"
+    gradient: str = "flip"
     input: str = "detail"  # "detail": region minus its 2x2-block means (what coarse tokens lose); "pixels": raw
 
     def __post_init__(self) -> None:
         if self.input not in ("detail", "pixels"):
             raise MsvitEdgeError(f"gate input must be 'detail' or 'pixels', got {self.input!r}")
+        if self.gradient not in ("flip", "straight-through"):
+            raise MsvitEdgeError(f"gate gradient must be 'flip' or 'straight-through', got {self.gradient!r}")
 
 
 @dataclass(frozen=True)

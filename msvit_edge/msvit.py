@@ -20,10 +20,11 @@ Choices where the paper is silent (and why):
 - Coarse tokens: the image is 2x2 average-pooled (an area resize of each coarse region to the fine patch size) and
   embedded with the SAME patch embedding. Their position embeddings are the 2x2 means of the fine grid's, i.e. the
   fine grid linearly interpolated to the coarse grid.
-- Training: Gumbel-sigmoid (logistic noise, temperature ``GateConfig.temperature``), hard 0/1 forward,
-  straight-through gradient; in training every candidate token is multiplied by its hard decision (1.0 when kept)
-  so the task loss reaches the gate. Inference: deterministic ``logit(p) > logit(threshold)``, so threshold 0 is
-  all-fine and 1 all-coarse without special cases.
+- Training: Gumbel-sigmoid (logistic noise, temperature ``GateConfig.temperature``), hard 0/1 forward. The paper's
+  straight-through gradient multiplies every candidate token by its hard decision (1.0 when kept) so the task loss
+  reaches the gate. The default gradient, ``"flip"``, leaves the forward alone and learns from the task loss's
+  actual change when one sampled region changes scale (``msvit_edge.train.flip_gain``). Inference: deterministic
+  ``logit(p) > logit(threshold)``, so threshold 0 is all-fine and 1 all-coarse without special cases.
 - Candidate order: CLS, fine tokens (row-major fine grid), coarse tokens (row-major coarse grid). The selected
   tokens keep that order, so an all-fine selection is exactly the plain ViT's token sequence.
 """
@@ -140,7 +141,8 @@ class MSViT(VisionTransformer):
             u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
             noise = torch.log(u) - torch.log1p(-u)
         soft = torch.sigmoid((logits + noise) / self.mcfg.gate.temperature)
-        return (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
+        hard = (soft > 0.5).to(soft.dtype)
+        return hard + (soft - soft.detach()) if self.mcfg.gate.gradient == "straight-through" else hard
 
     def tokenize(
         self, images: Tensor, threshold: Tensor | float | None = None, decisions: Tensor | None = None
@@ -161,8 +163,8 @@ class MSViT(VisionTransformer):
         coarse = self.patch_embed(F.avg_pool2d(images, 2)) + self.coarse_pos_embed()
         keep = fine_region @ self.keep_map.to(fine_region.dtype) + self.keep_base.to(fine_region.dtype)  # [B, M]
         candidates = torch.cat([cls, fine, coarse], dim=1)
-        if self.training:
-            candidates = candidates * keep[..., None]  # x1.0 forward: the gate's gradient path
+        if keep.requires_grad:
+            candidates = candidates * keep[..., None]  # x1.0 forward: the straight-through gradient's path
         hard = keep.detach().float()  # float32 whatever the model's dtype: bf16/fp16 cannot hold distinct keys
         M = hard.shape[1]
         # Static-shape stable partition: kept first, each part in candidate order (TopK exports as one ONNX op).

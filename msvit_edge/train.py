@@ -145,26 +145,61 @@ class TrainStep(nn.Module):
     def __init__(self, model: MSViT, cfg: TrainConfig):
         super().__init__()
         self.model = model
-        self.stage = cfg.stage
+        self.stage, self.label_smoothing = cfg.stage, cfg.label_smoothing
         self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.stage == "msvit" if name.startswith("gate.") else not cfg.freeze_backbone)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Images -> (logits [B, K], gate probabilities [B, R], token counts [B])."""
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Images, labels -> (logits [B, K], gate probabilities [B, R], token counts [B], gate surrogate loss).
+
+        The surrogate is zero unless the gate learns by ``flip``: then its gradient is the flip estimate of the
+        task loss's gradient with respect to the gate's probabilities (its value means nothing)."""
+        model = self.model
         if self.stage == "backbone":
-            logits = self.model.encode(self.model.embed(images))
-            count = self.model.cfg.num_patches + 1
-            return logits, logits.new_ones(len(images), self.model.num_regions), torch.full_like(logits[:, 0], count)
-        out = self.model.tokenize(images)
-        return self.model.encode(*pack(out.tokens, out.counts)), out.probs, out.counts.float()
+            logits = model.encode(model.embed(images))
+            count = model.cfg.num_patches + 1
+            ones = logits.new_ones(len(images), model.num_regions)
+            return logits, ones, torch.full_like(logits[:, 0], count), logits.new_zeros(())
+        out = model.tokenize(images)
+        logits = model.encode(*pack(out.tokens, out.counts))
+        surrogate = logits.new_zeros(())
+        if model.mcfg.gate.gradient == "flip":
+            fine = model.fine_regions(out).to(images.dtype)
+            regions = torch.randint(model.num_regions, (len(images),), device=images.device)
+            loss = F.cross_entropy(logits.detach(), labels, reduction="none", label_smoothing=self.label_smoothing)
+            gain = flip_gain(model, images, labels, fine, regions, loss, self.label_smoothing)
+            surrogate = model.num_regions * (gain * out.probs.gather(1, regions[:, None])[:, 0]).mean()
+        return logits, out.probs, out.counts.float(), surrogate
+
+
+@torch.no_grad()
+def flip_gain(
+    model: MSViT, images: Tensor, labels: Tensor, fine: Tensor, regions: Tensor, loss: Tensor, label_smoothing: float
+) -> Tensor:
+    """Per image b: the task loss with region ``regions[b]`` tokenized fine minus with it coarse [B].
+
+    ``fine`` [B, R] are the sampled decisions and ``loss`` [B] the loss they gave; one more forward, with each image's
+    region flipped, gives the other side. With the R regions independent Bernoulli(p) draws, the expected loss is
+    linear in each p_r with slope E[L(r fine) - L(r coarse)], so ``R * gain * p[b, regions[b]]`` (one region drawn
+    uniformly per image) has the expected loss's gradient, unbiased. The paper's straight-through gradient is a
+    first-order guess at that difference; on the demo backbone it pointed the wrong way (``assets/demo.md``).
+    """
+    rows = torch.arange(len(images), device=images.device)
+    flipped = fine.clone()
+    flipped[rows, regions] = 1 - flipped[rows, regions]
+    out = model.tokenize(images, decisions=flipped)
+    other = F.cross_entropy(
+        model.encode(*pack(out.tokens, out.counts)), labels, reduction="none", label_smoothing=label_smoothing
+    )
+    return torch.where(fine[rows, regions] > 0, loss - other, other - loss)
 
 
 class StepResult(NamedTuple):
     logits: Tensor
     counts: Tensor  # tokens per image
     task: Tensor  # the task loss
-    loss: Tensor  # task + weighted gBaS
+    loss: Tensor  # task + weighted gBaS (+ the flip gradient's surrogate, whose value means nothing)
     shaping: GBaSLoss | None  # stage 2 only
 
 
@@ -172,10 +207,10 @@ def train_step(
     module: nn.Module, gbas: GeneralizedBatchShaping | None, images: Tensor, labels: Tensor, optimizer, cfg: TrainConfig
 ) -> StepResult:
     """One optimisation step of ``module`` (a ``TrainStep``, DDP-wrapped or not): losses, backward, optimizer."""
-    logits, probs, counts = module(images)
+    logits, probs, counts, surrogate = module(images, labels)
     task = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
     shaping = gbas(probs) if gbas is not None else None
-    loss = task if shaping is None else task + cfg.gbas_weight * shaping.total
+    loss = task + surrogate if shaping is None else task + surrogate + cfg.gbas_weight * shaping.total
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -185,6 +220,7 @@ def train_step(
 def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, world, rank) -> None:
     step_module: TrainStep = ddp.module if world > 1 else ddp
     loader = _loader(train_set, cfg, epoch, world, rank)
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)  # gate noise and flip draws: --resume repeats them
     ddp.train()
     with _Progress(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), log.show) as progress:
         for i, (images, labels) in enumerate(loader):
@@ -249,7 +285,9 @@ def _build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
             assert not unexpected and all(k.startswith("gate.") for k in missing)
             return fresh, meta | {"new_gate": True}
         # this run's training-time gate settings; the architecture (width, depth, input) is the checkpoint's
-        gate = replace(model.mcfg.gate, noise=cfg.gate.noise, temperature=cfg.gate.temperature)
+        gate = replace(
+            model.mcfg.gate, noise=cfg.gate.noise, temperature=cfg.gate.temperature, gradient=cfg.gate.gradient
+        )
         model.mcfg = replace(model.mcfg, gate=gate)
         return model, meta
     overrides = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}

@@ -102,7 +102,7 @@ def test_unfused_attention_matches_fused(model):
 
 def test_gate_gets_gradient_from_task_loss_through_straight_through():
     torch.manual_seed(0)
-    model = MSViT(MSViTConfig(TINY, GateConfig(noise=False))).train()
+    model = MSViT(MSViTConfig(TINY, GateConfig(noise=False, gradient="straight-through"))).train()
     out = model.tokenize(images(8))
     logits = model.encode(*pack(out.tokens, out.counts))
     F.cross_entropy(logits, torch.arange(8) % 5).backward()  # task loss only: no gBaS

@@ -21,8 +21,9 @@ from msvit_edge.loss import GBaSConfig
 from msvit_edge.msvit import MSViT
 from msvit_edge.train import TrainConfig, train
 
-# 64 training items, global batch 16: 4 steps per epoch. Noise off: the Gumbel noise stream depends on how the
-# batch is split over processes, so with it on, 1 and 2 processes could not be compared number for number.
+# 64 training items, global batch 16: 4 steps per epoch. Noise off and the straight-through gate gradient: the
+# Gumbel noise and the flip gradient's region draws are random streams per process, so with either, 1 and 2
+# processes could not be compared number for number.
 QUICK = [
     "--train-size",
     "64",
@@ -31,6 +32,8 @@ QUICK = [
     "--batch-size",
     "16",
     "--no-gate-noise",
+    "--gate-gradient",
+    "straight-through",
     "--no-progress",
     "--epochs",
     "1",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from msvit_edge import train as train_module
@@ -18,8 +19,8 @@ from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import FashionMNISTScenes, SceneConfig, random_subset, split
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.loss import GBaSConfig
-from msvit_edge.msvit import MSViT
-from msvit_edge.train import TrainConfig, train
+from msvit_edge.msvit import MSViT, pack
+from msvit_edge.train import TrainConfig, TrainStep, train
 
 # 64 training items, global batch 16: 4 steps per epoch. Noise off and the straight-through gate gradient: the
 # Gumbel noise and the flip gradient's region draws are random streams per process, so with either, 1 and 2
@@ -167,3 +168,52 @@ def test_a_training_subset_still_re_renders_scenes_each_epoch():
     train_module._set_epoch(train_set, 1)
     assert not torch.equal(train_set[0][0], first)
     train_module._set_epoch(train_set, 0)
+
+
+def _small_msvit(gradient: str) -> MSViT:
+    torch.manual_seed(0)
+    cfg = preset("vit_demo_patch8_80", embed_dim=32, depth=2, num_heads=2)
+    return MSViT(MSViTConfig(cfg, GateConfig(gradient=gradient)))
+
+
+def _scene_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    scenes = FashionMNISTScenes.from_split("test")
+    return torch.stack([scenes[i][0] for i in range(n)]), torch.tensor([scenes[i][1] for i in range(n)])
+
+
+def test_flip_gain_is_the_loss_change_from_tokenizing_the_region_fine():
+    model = _small_msvit("flip").train()
+    images, labels = _scene_batch(8)
+    fine = (torch.rand(8, model.num_regions) < 0.4).float()
+    regions = torch.randint(model.num_regions, (8,))
+    rows = torch.arange(8)
+
+    def loss(decisions):
+        out = model.tokenize(images, decisions=decisions)
+        return F.cross_entropy(model.encode(*pack(out.tokens, out.counts)), labels, reduction="none")
+
+    with torch.no_grad():
+        as_fine, as_coarse = fine.clone(), fine.clone()
+        as_fine[rows, regions], as_coarse[rows, regions] = 1.0, 0.0
+        expected = loss(as_fine) - loss(as_coarse)
+        gain = train_module.flip_gain(model, images, labels, fine, regions, loss(fine), 0.0)
+    assert fine[rows, regions].min() == 0 < fine[rows, regions].max()  # both flip directions are exercised
+    assert expected.abs().min() > 1e-6  # every flip changes the loss: a sign error could not hide
+    torch.testing.assert_close(gain, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gradient", ["flip", "straight-through"])
+def test_the_task_loss_reaches_the_gate_only_through_the_chosen_gradient(gradient):
+    model = _small_msvit(gradient).train()
+    step = TrainStep(model, TrainConfig())
+    images, labels = _scene_batch(16)
+    logits, probs, counts, surrogate = step(images, labels)
+    task = F.cross_entropy(logits, labels)
+    gate = list(model.gate.parameters())
+    through_task = torch.autograd.grad(task, gate, allow_unused=True, retain_graph=True)
+    assert all(g is None for g in through_task) == (gradient == "flip")
+    if gradient == "flip":
+        through_flip = torch.autograd.grad(surrogate, gate)
+        assert sum(g.abs().sum() for g in through_flip) > 0
+    else:
+        assert surrogate == 0

@@ -102,6 +102,7 @@ class MSViT(VisionTransformer):
         super().__init__(cfg.vit)
         self.mcfg = cfg
         p, G = cfg.vit.patch_size, cfg.vit.grid
+        self.fold_pool = False  # export mode: see coarse_embed
         self.gate = Gate(cfg.vit.in_chans, 2 * p, cfg.gate.hidden, cfg.gate.layers, cfg.gate.input == "detail")
         # region (row-major coarse grid) that each fine patch (row-major fine grid) belongs to: [G * G]
         rows = torch.arange(G) // 2
@@ -124,6 +125,22 @@ class MSViT(VisionTransformer):
     @property
     def num_candidates(self) -> int:
         return 1 + self.cfg.num_patches + self.num_regions
+
+    def set_export(self, enable: bool = True) -> MSViT:
+        self.fold_pool = enable
+        return super().set_export(enable)
+
+    def coarse_embed(self, images: Tensor) -> Tensor:
+        """Coarse tokens [B, R, D]: the patch embedding of the 2x2 average-pooled image.
+
+        Export mode folds the pooling into the convolution (kernel 2p, each weight spread over its 2x2 pixel block
+        and quartered): the same linear map as one ONNX Conv, without an AveragePool node in front of it.
+        """
+        if not self.fold_pool:
+            return self.patch_embed(F.avg_pool2d(images, 2))
+        proj = self.patch_embed.proj
+        kernel = proj.weight.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) / 4
+        return F.conv2d(images, kernel, proj.bias, stride=2 * self.cfg.patch_size).flatten(2).transpose(1, 2)
 
     def coarse_pos_embed(self) -> Tensor:
         """Position embeddings of the coarse grid [1, R, D]: 2x2 means of the fine grid's."""
@@ -160,7 +177,7 @@ class MSViT(VisionTransformer):
         fine_region = self.decide(logits, threshold) if decisions is None else decisions.to(images.dtype)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
         fine = self.patch_embed(images) + self.pos_embed[:, 1:]
-        coarse = self.patch_embed(F.avg_pool2d(images, 2)) + self.coarse_pos_embed()
+        coarse = self.coarse_embed(images) + self.coarse_pos_embed()
         keep = fine_region @ self.keep_map.to(fine_region.dtype) + self.keep_base.to(fine_region.dtype)  # [B, M]
         candidates = torch.cat([cls, fine, coarse], dim=1)
         if keep.requires_grad:

@@ -71,9 +71,14 @@ def test_coarse_position_embeddings_are_2x2_means(model):
         torch.testing.assert_close(coarse[i, j], fine[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean((0, 1)))
 
 
-def test_coarse_token_embeds_the_region_resized_to_the_patch(model):
+@pytest.mark.parametrize("export", [False, True], ids=["pooled", "export-folded"])
+def test_coarse_token_embeds_the_region_resized_to_the_patch(model, export):
     x = images(1)
-    out = model.tokenize(x, threshold=1.0)  # all coarse: rows 1..16 are regions 0..15
+    model.set_export(export)
+    try:
+        out = model.tokenize(x, threshold=1.0)  # all coarse: rows 1..16 are regions 0..15
+    finally:
+        model.set_export(False)
     region = x[:, :, 8:16, 8:16]  # region 5 = (row 1, col 1), 8x8 px
     patch = F.interpolate(region, size=(4, 4), mode="area")
     expected = model.patch_embed(patch)[0, 0] + model.coarse_pos_embed()[0, 5]

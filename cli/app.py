@@ -71,6 +71,9 @@ def train(
     fine_target: float = typer.Option(0.35, help="Compute budget: expected fraction of regions tokenized fine."),
     gbas_weight: float = typer.Option(1.0, help="Weight of the generalized batch-shaping loss."),
     gate_lr_mult: float = typer.Option(1.0, help="Learning-rate multiplier for the gate."),
+    flip_fraction: float = typer.Option(
+        1.0, help="Flip gate gradient: the share of each batch given the extra forward (less: cheaper, noisier)."
+    ),
     train_size: int | None = typer.Option(None, help="Use only N (randomly drawn) training items."),
     skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images."),
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
@@ -114,6 +117,7 @@ def train(
         warmup_epochs=warmup_epochs,
         gbas_weight=gbas_weight,
         gate_lr_mult=gate_lr_mult,
+        flip_fraction=flip_fraction,
         gbas=GBaSConfig(target=fine_target),
         gate=GateConfig(noise=gate_noise, gradient=gate_gradient),
         scene=SceneConfig(clutter=clutter, seed=seed),

@@ -64,6 +64,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     gate_lr_mult: float = 1.0  # the gate is new and small: it can take a larger step than a pretrained backbone
     gbas_weight: float = 1.0
+    flip_fraction: float = 1.0  # flip gate gradient: share of each batch that gets the extra forward (cost vs noise)
     gbas: GBaSConfig = field(default_factory=GBaSConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     scene: SceneConfig = field(default_factory=SceneConfig)
@@ -85,6 +86,7 @@ class TrainConfig:
             f"--batch-size must be >= 2, got {self.batch_size}": self.batch_size >= 2,
             f"--lr must be > 0, got {self.lr}": self.lr > 0,
             f"--val-size must be >= 1, got {self.val_size}": self.val_size >= 1,
+            f"--flip-fraction must be in (0, 1], got {self.flip_fraction}": 0 < self.flip_fraction <= 1,
             f"--train-size must be >= 1, got {self.train_size}": self.train_size is None or self.train_size >= 1,
             "--freeze-backbone needs --stage msvit (there is nothing else to train)": not (
                 self.freeze_backbone and self.stage == "backbone"
@@ -145,7 +147,7 @@ class TrainStep(nn.Module):
     def __init__(self, model: MSViT, cfg: TrainConfig):
         super().__init__()
         self.model = model
-        self.stage, self.label_smoothing = cfg.stage, cfg.label_smoothing
+        self.stage, self.label_smoothing, self.flip_fraction = cfg.stage, cfg.label_smoothing, cfg.flip_fraction
         self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.stage == "msvit" if name.startswith("gate.") else not cfg.freeze_backbone)
@@ -165,11 +167,14 @@ class TrainStep(nn.Module):
         logits = model.encode(*pack(out.tokens, out.counts))
         surrogate = logits.new_zeros(())
         if model.mcfg.gate.gradient == "flip":
-            fine = model.fine_regions(out).to(images.dtype)
-            regions = torch.randint(model.num_regions, (len(images),), device=images.device)
-            loss = F.cross_entropy(logits.detach(), labels, reduction="none", label_smoothing=self.label_smoothing)
-            gain = flip_gain(model, images, labels, fine, regions, loss, self.label_smoothing)
-            surrogate = model.num_regions * (gain * out.probs.gather(1, regions[:, None])[:, 0]).mean()
+            n = max(1, round(self.flip_fraction * len(images)))  # the batch is shuffled: its first n are a sample
+            fine = model.fine_regions(out)[:n].to(images.dtype)
+            regions = torch.randint(model.num_regions, (n,), device=images.device)
+            loss = F.cross_entropy(
+                logits[:n].detach(), labels[:n], reduction="none", label_smoothing=self.label_smoothing
+            )
+            gain = flip_gain(model, images[:n], labels[:n], fine, regions, loss, self.label_smoothing)
+            surrogate = model.num_regions * (gain * out.probs[:n].gather(1, regions[:, None])[:, 0]).mean()
         return logits, out.probs, out.counts.float(), surrogate
 
 

@@ -7,6 +7,7 @@ import torch
 
 from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.msvit import MSViT, pack
+from msvit_edge.train import TrainConfig, TrainStep
 
 pytestmark = pytest.mark.gpu
 
@@ -27,10 +28,12 @@ def test_cuda_forward_matches_cpu():
     torch.testing.assert_close(gpu_logits.cpu(), cpu_logits, rtol=0, atol=1e-4)
 
 
-def test_cuda_training_step_reaches_the_gate():
+@pytest.mark.parametrize("gradient", ["flip", "straight-through"])
+def test_cuda_training_step_reaches_the_gate(gradient, device="cuda"):
     torch.manual_seed(0)
-    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=True))).cuda().train()
-    out = model.tokenize(torch.randn(32, 3, 80, 80, device="cuda"))
-    logits = model.encode(*pack(out.tokens, out.counts))
-    torch.nn.functional.cross_entropy(logits, torch.arange(32, device="cuda") % 10).backward()
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=True, gradient=gradient)))
+    step = TrainStep(model, TrainConfig()).to(device).train()
+    images, labels = torch.randn(32, 3, 80, 80, device=device), torch.arange(32, device=device) % 10
+    logits, _, _, surrogate = step(images, labels)
+    (torch.nn.functional.cross_entropy(logits, labels) + surrogate).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.gate.parameters())

@@ -230,3 +230,19 @@ def test_the_task_loss_reaches_the_gate_only_through_the_chosen_gradient(gradien
         assert sum(g.abs().sum() for g in through_flip) > 0
     else:
         assert surrogate == 0
+
+
+def test_flip_fraction_estimates_from_the_first_images_as_a_smaller_batch_would():
+    model = _small_msvit("flip").train()
+    model.mcfg = MSViTConfig(model.cfg, GateConfig(noise=False))  # decisions draw nothing: only the regions do
+    images, labels = _scene_batch(16)
+    torch.manual_seed(3)
+    *_, quarter = TrainStep(model, TrainConfig(flip_fraction=0.25))(images, labels)
+    torch.manual_seed(3)
+    *_, small = TrainStep(model, TrainConfig())(images[:4], labels[:4])
+    torch.manual_seed(3)
+    *_, whole = TrainStep(model, TrainConfig())(images, labels)
+    torch.testing.assert_close(quarter, small, rtol=1e-5, atol=1e-6)
+    assert (quarter - whole).abs() > 1e-4  # the other 12 images would have changed it
+    with pytest.raises(MsvitEdgeError, match="--flip-fraction"):
+        TrainConfig(flip_fraction=0)

@@ -41,7 +41,7 @@ SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
 class ExportConfig:
     out: str = "bundle"
     ckpt: str | None = None  # None: the embedded demo checkpoint
-    buckets: int = 5  # smallest K with <= 8% expected padding on the demo (4: 8.9%, 5: 6.2%); each is a profile
+    buckets: int = 5  # smallest K with <= 8% padding on the first demo (4: 8.9%, 5: 6.2%; 4.8% now); one profile each
     calib: str = "fashion-mnist-scenes"  # images whose token counts plan the buckets (training split)
     calib_images: int = 2000
     val_images: int = 128  # validation images (test split) stored with PyTorch's answers

@@ -207,3 +207,5 @@ def test_detail_gate_ignores_what_coarse_tokens_already_see():
     assert not torch.allclose(pixels.tokenize(shifted).probs, pixels.tokenize(smooth).probs)
     with pytest.raises(MsvitEdgeError, match="gate input must be"):
         GateConfig(input="edges")
+    with pytest.raises(MsvitEdgeError, match="gate gradient must be"):
+        GateConfig(gradient="reinforce")

@@ -146,8 +146,7 @@ class TrainStep(nn.Module):
 
     def __init__(self, model: MSViT, cfg: TrainConfig):
         super().__init__()
-        self.model = model
-        self.stage, self.label_smoothing, self.flip_fraction = cfg.stage, cfg.label_smoothing, cfg.flip_fraction
+        self.model, self.cfg = model, cfg
         self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.stage == "msvit" if name.startswith("gate.") else not cfg.freeze_backbone)
@@ -157,8 +156,8 @@ class TrainStep(nn.Module):
 
         The surrogate is zero unless the gate learns by ``flip``: then its gradient is the flip estimate of the
         task loss's gradient with respect to the gate's probabilities (its value means nothing)."""
-        model = self.model
-        if self.stage == "backbone":
+        model, cfg = self.model, self.cfg
+        if cfg.stage == "backbone":
             logits = model.encode(model.embed(images))
             count = model.cfg.num_patches + 1
             ones = logits.new_ones(len(images), model.num_regions)
@@ -167,13 +166,13 @@ class TrainStep(nn.Module):
         logits = model.encode(*pack(out.tokens, out.counts))
         surrogate = logits.new_zeros(())
         if model.mcfg.gate.gradient == "flip":
-            n = max(1, round(self.flip_fraction * len(images)))  # the batch is shuffled: its first n are a sample
+            n = max(1, round(cfg.flip_fraction * len(images)))  # the batch is shuffled: its first n are a sample
             fine = model.fine_regions(out)[:n].to(images.dtype)
             regions = torch.randint(model.num_regions, (n,), device=images.device)
             loss = F.cross_entropy(
-                logits[:n].detach(), labels[:n], reduction="none", label_smoothing=self.label_smoothing
+                logits[:n].detach(), labels[:n], reduction="none", label_smoothing=cfg.label_smoothing
             )
-            gain = flip_gain(model, images[:n], labels[:n], fine, regions, loss, self.label_smoothing)
+            gain = flip_gain(model, images[:n], labels[:n], fine, regions, loss, cfg.label_smoothing)
             surrogate = model.num_regions * (gain * out.probs[:n].gather(1, regions[:, None])[:, 0]).mean()
         return logits, out.probs, out.counts.float(), surrogate
 
@@ -215,7 +214,7 @@ def train_step(
     logits, probs, counts, surrogate = module(images, labels)
     task = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
     shaping = gbas(probs) if gbas is not None else None
-    loss = task + surrogate if shaping is None else task + surrogate + cfg.gbas_weight * shaping.total
+    loss = task + surrogate + (0 if shaping is None else cfg.gbas_weight * shaping.total)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -116,6 +116,15 @@ def test_onnx_tokenizer_thresholds_0_and_1_are_all_fine_and_all_coarse(bundle, t
     assert counts.tolist() == [count] * 6 and tokens.shape == (6, 81, 32)
 
 
+@pytest.mark.parametrize(
+    "threads, expected", [(None, {"tokenizer": 1, "encoder": 0}), (2, {"tokenizer": 2, "encoder": 2})]
+)
+def test_onnxruntime_tokenizer_runs_on_one_thread_unless_told(bundle, threads, expected):
+    with OnnxRuntimePipeline(bundle, threads=threads) as pipe:
+        used = {name: pipe.sessions[name].get_session_options().intra_op_num_threads for name in expected}
+    assert used == expected  # 0: ONNX Runtime's default pool
+
+
 def test_polygraphy_comparator_onnxruntime_against_pytorch(bundle, workdir):
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.comparator import Comparator, SimpleCompareFunc

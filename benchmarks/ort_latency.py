@@ -8,6 +8,8 @@ in this one run are compared with the targets:
 - tokenizer + selection <= 5% of the all-fine encoder's latency;
 - encoder at the demo's mean token count <= 1.1x the ideal share (MACs ratio) of the all-fine encoder's latency;
 - expected padding overhead of the bucket plan <= 8% (from the manifest).
+For context it also times the fine patch-embedding convolution alone, cut out of the tokenizer: what a plain ViT's
+own tokenizer costs as a graph of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from msvit_edge.bundle import Bundle
 from msvit_edge.config import MSViTConfig
-from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.engines.ort import OnnxRuntimePipeline, session
 from msvit_edge.flops import encoder_macs
 from msvit_edge.timing import interleaved
 
@@ -30,7 +32,7 @@ def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Bundle(args.bundle) if args.bundle else export_demo(Path(tmp) / "bundle")
-        report(bundle, args.threads, args.repeats)
+        report(bundle, patch_embedding_graph(bundle, Path(tmp) / "patch_embed.onnx"), args.threads, args.repeats)
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,12 +49,24 @@ def export_demo(out: Path) -> Bundle:
     return export(ExportConfig(out=str(out)), log=lambda *_: None)
 
 
-def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
+def patch_embedding_graph(bundle: Bundle, out: Path) -> Path:
+    """The tokenizer's fine patch-embedding Conv (images -> [B, D, G, G]) extracted into a graph of its own."""
+    import onnx
+    from onnx.utils import extract_model
+
+    nodes = onnx.load(bundle.graph("tokenizer")).graph.node
+    conv = next(n for n in nodes if n.op_type == "Conv" and "model.patch_embed.proj.weight" in n.input)
+    extract_model(str(bundle.graph("tokenizer")), str(out), ["images"], [conv.output[0]])
+    return out
+
+
+def report(bundle: Bundle, patch_embed: Path, threads: int | None, repeats: int) -> None:
     vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
     ref = bundle.reference()
     images = bundle.preprocess(ref.images)
     mean_tokens = bundle.plan.mean_count
     n_mean, n_fine = round(mean_tokens), vit.num_patches + 1
+    embed = session(patch_embed, threads or 1)  # one thread, like the pipeline's tokenizer
     with OnnxRuntimePipeline(bundle, threads=threads) as pipe:
         fine_tokens = pipe.tokenize(images[:1], 0.0)[0][:, :n_fine].copy()  # real all-fine tokens of one image
         stages = {
@@ -60,11 +74,12 @@ def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
             f"encoder @ {n_fine} (all fine)": lambda i: pipe.encode(fine_tokens, None),
             f"encoder @ {n_mean} (mean)": lambda i: pipe.encode(np.ascontiguousarray(fine_tokens[:, :n_mean]), None),
             "pipeline (real images)": lambda i: pipe(images[i % len(images)][None], bundle.threshold),
+            "patch embedding alone": lambda i: embed.run(None, {"images": images[i % len(images)][None]}),
         }
         times = interleaved(stages, repeats, warmup=20)
     med = {k: statistics.median(v) for k, v in times.items()}
     names = list(med)
-    tok, fine, mean, full = (med[n] for n in names)
+    tok, fine, mean, full, embed_only = (med[n] for n in names)
     macs_ratio = encoder_macs(vit, n_mean) / encoder_macs(vit, n_fine)
     print(f"ONNX Runtime, batch 1, threads={threads or 'default'}, {repeats} interleaved repeats, medians:")
     for n in names:
@@ -73,6 +88,7 @@ def report(bundle: Bundle, threads: int | None, repeats: int) -> None:
     check("tokenizer+selection / all-fine encoder", tok / fine, 0.05)
     check(f"encoder @ {n_mean} / ideal share ({macs_ratio:.3f} of all-fine)", mean / fine / macs_ratio, 1.10)
     check("expected padding overhead of the bucket plan", bundle.plan.expected_overhead, 0.08)
+    print(f"  context: a plain ViT's patch embedding alone / all-fine encoder: {embed_only / fine:.3f}")
     print(
         f"  end-to-end speed-up over the all-fine encoder alone: {fine / full:.2f}x "
         f"(mean tokens {mean_tokens:.1f} of {n_fine})"

@@ -45,9 +45,8 @@ class OnnxRuntimePipeline(Pipeline):
         # barely helps it, and each session owns its worker pool: workers left spinning after the tokenizer took
         # cores from the encoder that runs next (all-fine encoder 5.0-5.6 ms after a 2-thread tokenizer, 3.1-4.4 ms
         # after a 1-thread one, on the 2-core dev machine).
-        threads = {"tokenizer": self.threads or 1}
         self.sessions = {
-            name: session(self.bundle.graph(name), threads.get(name, self.threads))
+            name: session(self.bundle.graph(name), self.threads or (1 if name == "tokenizer" else None))
             for name in ("tokenizer", "encoder", "encoder_masked")
         }
 

@@ -54,9 +54,12 @@ def patch_embedding_graph(bundle: Bundle, out: Path) -> Path:
     import onnx
     from onnx.utils import extract_model
 
-    nodes = onnx.load(bundle.graph("tokenizer")).graph.node
-    conv = next(n for n in nodes if n.op_type == "Conv" and "model.patch_embed.proj.weight" in n.input)
-    extract_model(str(bundle.graph("tokenizer")), str(out), ["images"], [conv.output[0]])
+    path = bundle.graph("tokenizer")
+    weight = "model.patch_embed.proj.weight"  # the exporter's name for the fine patch embedding's kernel
+    conv = next((n for n in onnx.load(path).graph.node if n.op_type == "Conv" and weight in n.input), None)
+    if conv is None:
+        raise SystemExit(f"{path}: no Conv on {weight}; was this bundle made by msvit-edge export?")
+    extract_model(str(path), str(out), ["images"], [conv.output[0]])
     return out
 
 

@@ -17,6 +17,7 @@ training split (``val_size`` items) is the validation set, so the test split is 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -322,6 +323,7 @@ def _datasets(cfg: TrainConfig, model: MSViT) -> tuple[Dataset, Dataset]:
     if len(full) <= cfg.val_size:
         raise MsvitEdgeError(f"{len(full)} training items cannot spare {cfg.val_size} for validation", cfg.data)
     train_set, val_set = split(full, cfg.val_size, cfg.seed)
+    val_set.dataset = copy.copy(full)  # its own epoch: validation scenes stay as built while training re-renders
     train_set = random_subset(train_set, cfg.train_size, cfg.seed)
     if len(train_set) < cfg.batch_size:
         raise MsvitEdgeError(f"{len(train_set)} training items are fewer than one batch of {cfg.batch_size}", cfg.data)

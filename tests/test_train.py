@@ -183,6 +183,15 @@ def test_a_training_subset_still_re_renders_scenes_each_epoch():
     train_module._set_epoch(train_set, 0)
 
 
+def test_validation_scenes_stay_as_built_while_training_re_renders(tmp_path):
+    cfg = quick_config(tmp_path, 1)
+    train_set, val_set = train_module._datasets(cfg, _small_msvit("flip"))
+    first_train, first_val = train_set[0][0], val_set[0][0]
+    train_module._set_epoch(train_set, 1)
+    assert not torch.equal(train_set[0][0], first_train)
+    assert torch.equal(val_set[0][0], first_val)
+
+
 def _small_msvit(gradient: str) -> MSViT:
     torch.manual_seed(0)
     cfg = preset("vit_demo_patch8_80", embed_dim=32, depth=2, num_heads=2)

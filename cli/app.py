@@ -140,7 +140,9 @@ def eval_(
     data: str = typer.Option(
         "fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."
     ),
-    split: str = typer.Option("test", help="Split to evaluate (scenes: train or test)."),
+    split: str = typer.Option(
+        "test", help="train, test, or val: the images the checkpoint's training held out (its recorded seed and size)."
+    ),
     out: Path = typer.Option(Path("runs/eval"), help="Report folder (report.json, report.md, plots, overlays)."),
     limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
     overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),

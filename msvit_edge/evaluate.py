@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge.bundle import to_uint8
 from msvit_edge.checkpoint import load_model
-from msvit_edge.data import open_dataset, random_subset, region_overlap, unwrap
+from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
+from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
@@ -37,7 +38,7 @@ SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 class EvalConfig:
     ckpt: str | None = None  # None: the embedded demo checkpoint
     data: str = "fashion-mnist-scenes"
-    split: str = "test"
+    split: str = "test"  # or "train", or "val": the items the checkpoint's training held out for validation
     out: str = "runs/eval"
     thresholds: tuple[float, ...] = SWEEP
     batch_size: int = 250
@@ -68,9 +69,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     check_output(cfg.out, cfg.force)
     model, meta = load_model(cfg.ckpt)
     model.to(cfg.device)
-    vit = model.cfg
-    dataset = open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
-    dataset = random_subset(dataset, cfg.limit)
+    dataset = random_subset(_dataset(cfg, model, meta), cfg.limit)
     on_object = object_regions(dataset, model)
     settings = _settings(model, cfg.thresholds, oracle=on_object is not None)
     tallies = _run(model, dataset, settings, cfg, on_object)
@@ -91,6 +90,19 @@ def evaluate(cfg: EvalConfig) -> dict:
         plot_tradeoff(report, tmp / "tradeoff.png")
         write_overlays(model, dataset, tallies["msvit"], tmp / "overlays", cfg.overlays)
     return report
+
+
+def _dataset(cfg: EvalConfig, model: MSViT, meta: dict) -> Dataset:
+    """The split to evaluate; "val" rebuilds the validation items ``train`` held out, from its recorded settings."""
+    vit = model.cfg
+    if cfg.split != "val":
+        return open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
+    run = meta.get("train")
+    if not run or run.get("val_size", 0) < 1:
+        raise MsvitEdgeError("records no training run with a validation split, so --split val is unknown", cfg.ckpt)
+    scene = SceneConfig(**run["scene"])
+    full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene, skip_corrupt=cfg.skip_corrupt)
+    return split(full, run["val_size"], run["seed"])[1]
 
 
 def _settings(model: MSViT, thresholds: tuple[float, ...], oracle: bool) -> dict[str, float | str]:

@@ -95,3 +95,21 @@ def test_report_files_are_written_whole(report):
 def test_limit_draws_a_random_subset(report):
     subset = random_subset(FashionMNISTScenes(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10), 40)
     assert len(subset) == 40 and max(subset.indices) >= 40 and len(set(subset.indices)) == 40
+
+
+def test_split_val_is_the_validation_set_training_held_out(tmp_path):
+    from dataclasses import asdict
+
+    from msvit_edge import train as train_module
+    from msvit_edge.data import SceneConfig
+    from msvit_edge.evaluate import _dataset
+    from msvit_edge.train import TrainConfig
+
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=1, num_heads=2)))
+    cfg = TrainConfig(out=str(tmp_path), val_size=24, seed=3, scene=SceneConfig(noise=0.05, seed=3))
+    _, held_out = train_module._datasets(cfg, model)
+    val = _dataset(EvalConfig(split="val"), model, {"train": asdict(cfg)})
+    assert val.indices == held_out.indices and len(val) == 24
+    assert torch.equal(val[5][0], held_out[5][0])  # same renders: the recorded scene settings are used
+    with pytest.raises(MsvitEdgeError, match="records no training run"):
+        _dataset(EvalConfig(split="val"), model, {})

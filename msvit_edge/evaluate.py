@@ -97,11 +97,13 @@ def _dataset(cfg: EvalConfig, model: MSViT, meta: dict) -> Dataset:
     vit = model.cfg
     if cfg.split != "val":
         return open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
-    run = meta.get("train")
+    run, where = meta.get("train"), cfg.ckpt or "the embedded demo checkpoint"
     if not run or run.get("val_size", 0) < 1:
-        raise MsvitEdgeError("records no training run with a validation split, so --split val is unknown", cfg.ckpt)
-    scene = SceneConfig(**run["scene"])
-    full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene, skip_corrupt=cfg.skip_corrupt)
+        raise MsvitEdgeError("records no training run with a validation split, so --split val is unknown", where)
+    if cfg.data != run["data"] and Path(cfg.data).resolve() != Path(run["data"]).resolve():
+        raise MsvitEdgeError(f"was trained on {run['data']}; --split val needs that --data, not {cfg.data}", where)
+    scene = SceneConfig(**run["scene"])  # and the same items: training's corrupt-image skipping decides the indices
+    full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene, skip_corrupt=run["skip_corrupt"])
     return split(full, run["val_size"], run["seed"])[1]
 
 

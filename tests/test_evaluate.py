@@ -113,3 +113,5 @@ def test_split_val_is_the_validation_set_training_held_out(tmp_path):
     assert torch.equal(val[5][0], held_out[5][0])  # same renders: the recorded scene settings are used
     with pytest.raises(MsvitEdgeError, match="records no training run"):
         _dataset(EvalConfig(split="val"), model, {})
+    with pytest.raises(MsvitEdgeError, match="--split val needs that --data"):
+        _dataset(EvalConfig(split="val", data=str(tmp_path)), model, {"train": asdict(cfg)})

@@ -9,14 +9,17 @@ in this one run are compared with the targets:
 - encoder at the demo's mean token count <= 1.1x the ideal share (MACs ratio) of the all-fine encoder's latency;
 - expected padding overhead of the bucket plan <= 8% (from the manifest).
 For context it also times the fine patch-embedding convolution alone, cut out of the tokenizer: what a plain ViT's
-own tokenizer costs as a graph of its own.
+own tokenizer costs as a graph of its own. ``--profile`` adds ONNX Runtime's per-op kernel times of the encoder at
+the mean and the all-fine token count, by op type: where its latency departs from the MACs share.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Bundle(args.bundle) if args.bundle else export_demo(Path(tmp) / "bundle")
         report(bundle, patch_embedding_graph(bundle, Path(tmp) / "patch_embed.onnx"), args.threads, args.repeats)
+        if args.profile:
+            profile_encoder(bundle, args.threads, args.repeats, Path(tmp))
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, help="export bundle (default: export the embedded demo checkpoint)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--repeats", type=int, default=500)
+    p.add_argument("--profile", action="store_true", help="also profile the encoder's kernels by op type")
     return p.parse_args()
 
 
@@ -96,6 +102,44 @@ def report(bundle: Bundle, patch_embed: Path, threads: int | None, repeats: int)
         f"  end-to-end speed-up over the all-fine encoder alone: {fine / full:.2f}x "
         f"(mean tokens {mean_tokens:.1f} of {n_fine})"
     )
+
+
+def profile_encoder(bundle: Bundle, threads: int | None, repeats: int, tmp: Path, warmup: int = 20) -> None:
+    """Per-op-type kernel time per run of the encoder at the mean and the all-fine count (ORT's profiler).
+
+    One profiled session per count, run alternately so that machine noise hits both alike.
+    """
+    import onnxruntime as ort
+
+    vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
+    counts = (round(bundle.plan.mean_count), vit.num_patches + 1)
+    sessions, feeds = {}, {}
+    for n in counts:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_profiling, options.profile_file_prefix = True, str(tmp / f"encoder{n}")
+        if threads:
+            options.intra_op_num_threads = threads
+        sessions[n] = ort.InferenceSession(str(bundle.graph("encoder")), options, providers=["CPUExecutionProvider"])
+        feeds[n] = {"tokens": np.random.default_rng(0).standard_normal((1, n, vit.embed_dim)).astype(np.float32)}
+    for _ in range(warmup + repeats):
+        for n in counts:
+            sessions[n].run(None, feeds[n])
+    per_op = {}
+    for n in counts:
+        events = json.loads(Path(sessions[n].end_profiling()).read_text())
+        start = sorted(e["ts"] for e in events if e["name"] == "model_run")[warmup]  # the first timed run
+        per_op[n] = defaultdict(float)
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+                per_op[n][e["args"]["op_name"]] += e["dur"] / repeats
+    lo, hi = (per_op[n] for n in counts)
+    macs_ratio = encoder_macs(vit, counts[0]) / encoder_macs(vit, counts[1])
+    print(f"encoder kernels by op type, us per run (ORT profiler, {repeats} runs; MACs share {macs_ratio:.3f}):")
+    print(f"  {'op':<24} {f'@ {counts[0]}':>9} {f'@ {counts[1]}':>9} {'ratio':>7}")
+    for op in [*sorted(hi, key=hi.get, reverse=True), "total"]:
+        a, b = (sum(t.values()) if op == "total" else t[op] for t in (lo, hi))
+        print(f"  {op:<24} {a:9.0f} {b:9.0f} {a / b:7.3f}")
 
 
 def select(pipe: OnnxRuntimePipeline, image: np.ndarray, threshold: float) -> np.ndarray:

@@ -109,19 +109,11 @@ def profile_encoder(bundle: Bundle, threads: int | None, repeats: int, tmp: Path
 
     One profiled session per count, run alternately so that machine noise hits both alike.
     """
-    import onnxruntime as ort
-
     vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
     counts = (round(bundle.plan.mean_count), vit.num_patches + 1)
-    sessions, feeds = {}, {}
-    for n in counts:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_profiling, options.profile_file_prefix = True, str(tmp / f"encoder{n}")
-        if threads:
-            options.intra_op_num_threads = threads
-        sessions[n] = ort.InferenceSession(str(bundle.graph("encoder")), options, providers=["CPUExecutionProvider"])
-        feeds[n] = {"tokens": np.random.default_rng(0).standard_normal((1, n, vit.embed_dim)).astype(np.float32)}
+    sessions = {n: session(bundle.graph("encoder"), threads, profile_prefix=str(tmp / f"encoder{n}")) for n in counts}
+    rng = np.random.default_rng(0)
+    feeds = {n: {"tokens": rng.standard_normal((1, n, vit.embed_dim)).astype(np.float32)} for n in counts}
     for _ in range(warmup + repeats):
         for n in counts:
             sessions[n].run(None, feeds[n])

@@ -17,14 +17,24 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def session(path, threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-    """An InferenceSession with full graph optimisation; ``threads`` caps intra-op threads (None: ORT's default)."""
+def session(
+    path,
+    threads: int | None = None,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    profile_prefix: str | None = None,
+):
+    """An InferenceSession with full graph optimisation; ``threads`` caps intra-op threads (None: ORT's default).
+
+    ``profile_prefix``: record ONNX Runtime's per-node profile, written by ``end_profiling()`` under that prefix.
+    """
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 

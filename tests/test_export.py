@@ -125,6 +125,9 @@ def test_onnxruntime_tokenizer_runs_on_one_thread_unless_told(bundle, threads, e
     assert used == expected  # 0: ONNX Runtime's default pool
 
 
+# Polygraphy's relative-difference statistic divides by the expected value: 0/0 on `order`'s first column (CLS is
+# always candidate 0). The comparison itself uses atol, which passes there.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 def test_polygraphy_comparator_onnxruntime_against_pytorch(bundle, workdir):
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.comparator import Comparator, SimpleCompareFunc

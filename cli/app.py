@@ -6,6 +6,7 @@ without any of them installed.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -37,11 +38,18 @@ def _root(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1, never a traceback."""
+    # SIGTERM (a job scheduler's stop, `kill`) unwinds like Ctrl-C does, so atomic outputs remove their temporaries
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except MsvitEdgeError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         sys.exit(1)
+
+
+def _terminated(signum: int, frame) -> None:
+    typer.secho("terminated", fg="red", err=True)
+    sys.exit(128 + signum)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import textwrap
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -137,7 +138,9 @@ def describe_plan(plan: BucketPlan) -> str:
         f"{plan.mean_count:.1f} (min {min(plan.histogram)}, max {max(plan.histogram)}); expected padding overhead "
         f"{100 * plan.expected_overhead:.2f}%"
     )
-    return "\n".join([head, *rows])
+    histogram = " ".join(f"{n}:{k}" for n, k in sorted(plan.histogram.items()))
+    wrapped = textwrap.wrap(histogram, 116, initial_indent="  histogram (tokens:images) ", subsequent_indent="    ")
+    return "\n".join([head, *rows, *wrapped])
 
 
 @torch.no_grad()
@@ -352,7 +355,7 @@ def check_validation(v: dict) -> None:
     for mode in ("batch1", "batched"):
         if not v[mode]["counts_equal"]:
             raise MsvitEdgeError(f"validation failed ({mode}): ONNX token counts differ from PyTorch's")
-        if v[mode]["logits"]["max_abs"] > FP32_ATOL:
+        if not v[mode]["logits"]["max_abs"] <= FP32_ATOL:  # written so that NaN fails too
             raise MsvitEdgeError(
                 f"validation failed ({mode}): logits max abs diff {v[mode]['logits']['max_abs']:.3e} "
                 f"> {FP32_ATOL:g} (max rel {v[mode]['logits']['max_rel']:.3e})"

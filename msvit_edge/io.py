@@ -52,10 +52,23 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
 
 
 def check_output(path: str | Path, force: bool) -> Path:
-    """Refuse an existing output folder unless ``force``: called up front, before any long work."""
+    """Refuse an output folder that could not be written: called up front, before any long work.
+
+    An existing folder is refused unless ``force``; an existing file always (``--force`` replaces folders only); so
+    is a path whose nearest existing ancestor is a file or is read-only.
+    """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MsvitEdgeError("output path exists and is not a folder", path)
     if path.exists() and not force:
         raise MsvitEdgeError("output folder exists (pass --force to replace it)", path)
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise MsvitEdgeError(f"cannot create the output folder {path}: this is a file, not a folder", ancestor)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise MsvitEdgeError(f"cannot create the output folder {path}: no write permission", ancestor)
     return path
 
 

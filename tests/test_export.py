@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from msvit_edge import export as export_module
+from msvit_edge.buckets import plan_buckets
 from msvit_edge.bundle import Bundle, preprocess
 from msvit_edge.checkpoint import save_checkpoint
 from msvit_edge.config import MSViTConfig, ViTConfig
@@ -181,6 +184,33 @@ def test_failed_validation_is_an_error_with_numbers_and_leaves_nothing(workdir, 
     assert not out.exists() and not list(workdir.glob(".strict*"))
 
 
+def test_nan_logits_fail_validation_and_leave_nothing(workdir, tmp_path):
+    model, _ = export_module.load_checkpoint(workdir / "tiny.safetensors")
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")  # every logit of class 0 becomes NaN, in PyTorch and in ONNX Runtime
+    save_checkpoint(model, tmp_path / "nan.safetensors")
+    out = tmp_path / "bundle"
+    cfg = ExportConfig(
+        out=str(out),
+        ckpt=str(tmp_path / "nan.safetensors"),
+        buckets=2,
+        calib=str(workdir / "fmnist.npz"),
+        calib_images=100,
+        val_images=8,
+    )
+    with pytest.raises(MsvitEdgeError, match=r"logits max abs diff nan > 0.0001"):
+        export(cfg, log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
+
+
+def test_console_plan_lists_the_histogram():
+    histogram = {20: 3, 21: 1, 30: 5}
+    plan = plan_buckets(np.repeat(list(histogram), list(histogram.values())), 2, lambda n: n * n, 17, 65)
+    text = export_module.describe_plan(plan)
+    assert "histogram (tokens:images) 20:3 21:1 30:5" in text
+    assert "expected padding overhead" in text and text.count("  bucket ") == 2
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "msvit_edge", "export", *args], capture_output=True, text=True, timeout=300
@@ -214,6 +244,32 @@ def test_existing_output_is_refused_unless_forced(bundle, workdir):
     result = run_cli("--out", str(bundle.path), "--ckpt", str(workdir / "tiny.safetensors"))
     assert result.returncode == 1 and "output folder exists (pass --force to replace it)" in result.stderr
     assert json.loads((bundle.path / "manifest.json").read_text()) == before
+
+
+@pytest.mark.parametrize("where, message", [("file", "output path exists and is not a folder"), ("under", "is a file")])
+def test_an_output_path_that_cannot_be_a_folder_is_refused_before_any_work(workdir, tmp_path, where, message):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me")
+    out = blocker if where == "file" else blocker / "sub" / "bundle"
+    result = run_cli("--out", str(out), "--force", "--ckpt", str(workdir / "tiny.safetensors"))
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr[-1000:]
+    assert message in result.stderr and "buckets:" not in result.stdout  # refused before planning
+    assert blocker.read_text() == "keep me" and [p.name for p in tmp_path.iterdir()] == ["blocker"]
+
+
+def test_sigterm_leaves_no_temporary_folder(workdir, tmp_path):
+    out = tmp_path / "bundle"
+    argv = ["--out", str(out), "--ckpt", str(workdir / "tiny.safetensors"), "--calib", str(workdir / "fmnist.npz")]
+    cmd = [sys.executable, "-m", "msvit_edge", "export", *argv, "--calib-images", "100", "--val-images", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".bundle.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # wait until the bundle is being written
+    assert proc.poll() is None, "export ended before its temporary folder was seen"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
 
 
 NO_TORCH = """

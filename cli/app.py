@@ -180,9 +180,13 @@ def export(
     out: Path = typer.Option(Path("bundle"), help="Bundle folder to write (refused if it exists, unless --force)."),
     ckpt: str | None = typer.Option(None, help="msvit-edge checkpoint (default: the embedded demo checkpoint)."),
     buckets: int = typer.Option(5, min=1, help="Token-count buckets (one TensorRT profile each)."),
-    calib: str = typer.Option("fashion-mnist-scenes", help="Images whose token counts plan the buckets."),
+    calib: str = typer.Option(
+        "fashion-mnist-scenes", help="Images whose token counts plan the buckets (training split)."
+    ),
     calib_images: int = typer.Option(2000, min=1, help="Calibration images for the token-count histogram."),
-    val_images: int = typer.Option(128, min=1, help="Validation images stored with PyTorch's answers."),
+    val_images: int = typer.Option(
+        128, min=1, help="Validation images stored with PyTorch's answers (from --calib's test split)."
+    ),
     threshold: float | None = typer.Option(None, help="Gate threshold (default: the checkpoint's)."),
     simplifier: str = typer.Option("onnxslim", help="onnxslim, onnxsim or none."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (only once the new one is complete)."),

@@ -150,7 +150,10 @@ def read_checkpoint_header(path: str | Path) -> dict[str, str]:
             f"not an msvit-edge checkpoint: not a readable safetensors file ({_first_line(e)})", path
         ) from None
     if header.get("format") != FORMAT:
-        raise MsvitEdgeError("not an msvit-edge checkpoint (a plain ViT/DeiT state dict? pass it as --init)", path)
+        raise MsvitEdgeError(
+            "not an msvit-edge checkpoint (a plain ViT/DeiT state dict? `msvit-edge train --init` starts from one)",
+            path,
+        )
     return header
 
 

@@ -36,6 +36,7 @@ from msvit_edge.msvit import MSViT, check_threshold
 FP32_ATOL = 1e-4
 OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
+PROTOBUF_LIMIT = 2**31 - 2**24  # an ONNX file is one protobuf (2 GiB at most); headroom for the graph itself
 
 
 @dataclass
@@ -186,18 +187,30 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
             {"tokens": {0: B, 1: N}, "mask": {0: B, 1: N}},
         ),
     }
+    # weights beside each graph (name.onnx.data) only when they cannot fit in one protobuf
+    external = sum(t.numel() * t.element_size() for t in model.state_dict().values()) >= PROTOBUF_LIMIT
     graphs = {}
     for name, (module, args, inputs, outputs, dynamic) in specs.items():
         path = folder / f"{name}.onnx"
-        onnx_export(module, args, path, inputs, outputs, dynamic)
-        nodes = simplify(path, cfg.simplifier)
+        onnx_export(module, args, path, inputs, outputs, dynamic, external)
+        nodes = simplify(path, cfg.simplifier, external)
         graphs[name] = io_description(path) | {"file": path.name, "nodes": nodes}
-        log(f"  {path.name}: {nodes} nodes, {path.stat().st_size / 1e6:.2f} MB ({cfg.simplifier})")
+        if external:
+            graphs[name]["data"] = f"{path.name}.data"
+        files = [path.name, *([graphs[name]["data"]] if external else [])]
+        size = sum((folder / f).stat().st_size for f in files)
+        log(f"  {' + '.join(files)}: {nodes} nodes, {size / 1e6:.2f} MB ({cfg.simplifier})")
     return graphs
 
 
 def onnx_export(
-    module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic: dict,
+    external: bool = False,
 ) -> None:
     import logging
     import warnings
@@ -214,17 +227,24 @@ def onnx_export(
             output_names=outputs,
             dynamic_shapes=dynamic,
             opset_version=OPSET,
-            external_data=False,
+            external_data=external,
             verbose=False,
         )
-    program.save(str(path), external_data=False)
+    program.save(str(path), external_data=external)
 
 
-def simplify(path: Path, simplifier: str) -> int:
-    """Simplify ``path`` in place, keeping symbolic dims (never overwrite_input_shapes); returns the node count."""
+def simplify(path: Path, simplifier: str, external: bool = False) -> int:
+    """Simplify ``path`` in place, keeping symbolic dims (never overwrite_input_shapes); returns the node count.
+
+    ``external``: write the weights to ``<path>.data`` beside the graph (a model over 2 GB); the side files the graph
+    came with are replaced.
+    """
     import onnx
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    sides = {path.parent / ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    load_external_data_for_model(model, str(path.parent))
     if simplifier == "onnxslim":
         import onnxslim
 
@@ -237,8 +257,14 @@ def simplify(path: Path, simplifier: str) -> int:
             raise MsvitEdgeError("onnxsim could not simplify the graph", path)
     elif simplifier != "none":
         raise MsvitEdgeError(f"unknown simplifier {simplifier!r}; choose one of {', '.join(SIMPLIFIERS)}")
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    for side in sides:
+        side.unlink()  # onnx.save writes into an existing data file rather than replacing it
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
+        onnx.checker.check_model(str(path))  # by path: the checker cannot take an in-memory model over 2 GB
+    else:
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
     return len(model.graph.node)
 
 
@@ -283,6 +309,8 @@ def build_manifest(
             "mean": list(vit.mean),
             "std": list(vit.std),
             "layout": "NCHW float32",
+            # what msvit-edge's loaders did to reach `size` (the reference images are stored at `size`)
+            "resize": "ImageFolder: shorter side to size, bicubic, centre crop; npz/IDX: bilinear, antialiased",
         },
         "export": asdict(cfg),
         "versions": {
@@ -308,6 +336,7 @@ def validate_bundle(bundle: Bundle, reference: Reference) -> dict:
         probs = np.concatenate([o.probs for o in outs])
         report[mode] = {
             "counts_equal": bool(np.array_equal(counts, reference.counts)),
+            "counts_differ": int((counts != reference.counts).sum()),
             "logits": compare(logits, reference.logits),
             "probs": compare(probs, reference.probs),
         }
@@ -354,7 +383,10 @@ def describe_validation(v: dict) -> str:
 def check_validation(v: dict) -> None:
     for mode in ("batch1", "batched"):
         if not v[mode]["counts_equal"]:
-            raise MsvitEdgeError(f"validation failed ({mode}): ONNX token counts differ from PyTorch's")
+            raise MsvitEdgeError(
+                f"validation failed ({mode}): ONNX token counts differ from PyTorch's on "
+                f"{v[mode]['counts_differ']} of {v['images']} images"
+            )
         if not v[mode]["logits"]["max_abs"] <= FP32_ATOL:  # written so that NaN fails too
             raise MsvitEdgeError(
                 f"validation failed ({mode}): logits max abs diff {v[mode]['logits']['max_abs']:.3e} "

@@ -203,6 +203,38 @@ def test_nan_logits_fail_validation_and_leave_nothing(workdir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
 
 
+def test_a_model_over_the_protobuf_limit_keeps_its_weights_beside_each_graph(workdir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 0)  # the tiny model stands in for one over 2 GB
+    cfg = ExportConfig(
+        out=str(tmp_path / "bundle"),
+        ckpt=str(workdir / "tiny.safetensors"),
+        buckets=2,
+        calib=str(workdir / "fmnist.npz"),
+        calib_images=100,
+        val_images=8,
+    )
+    bundle = export(cfg, log=lambda *_: None)  # validated in ONNX Runtime, which reads the side files
+    for name in ("tokenizer", "encoder", "encoder_masked"):
+        assert bundle.manifest["graphs"][name]["data"] == f"{name}.onnx.data"
+        assert sorted(p.name for p in bundle.path.glob(f"{name}.onnx*")) == [f"{name}.onnx", f"{name}.onnx.data"]
+        assert bundle.graph(name).stat().st_size < 20_000  # the graph only: its weights are in the .data file
+        onnx.checker.check_model(str(bundle.graph(name)))
+    assert bundle.manifest["validation"]["batch1"]["counts_equal"]
+
+
+def test_count_mismatch_is_an_error_with_numbers():
+    exact = {"max_abs": 0.0, "max_rel": 0.0}
+    report = {
+        "images": 8,
+        "batch1": {"counts_equal": False, "counts_differ": 2, "logits": exact},
+        "batched": {"counts_equal": True, "counts_differ": 0, "logits": exact},
+    }
+    with pytest.raises(MsvitEdgeError, match=r"\(batch1\): ONNX token counts differ from PyTorch's on 2 of 8 images"):
+        export_module.check_validation(report)
+    report["batch1"] |= {"counts_equal": True, "counts_differ": 0}
+    export_module.check_validation(report)
+
+
 def test_console_plan_lists_the_histogram():
     histogram = {20: 3, 21: 1, 30: 5}
     plan = plan_buckets(np.repeat(list(histogram), list(histogram.values())), 2, lambda n: n * n, 17, 65)

@@ -168,17 +168,17 @@ def test_simplifiers_keep_symbolic_token_dims(bundle, tmp_path, simplifier):
     assert all(isinstance(d[0], str) and isinstance(d[1], str) for d in dims)
 
 
+def small_export(workdir: Path, out: Path, ckpt: Path | None = None) -> ExportConfig:
+    """A quick export of the tiny model (2 buckets, 100 calibration and 8 validation images)."""
+    ckpt = ckpt or workdir / "tiny.safetensors"
+    calib = str(workdir / "fmnist.npz")
+    return ExportConfig(str(out), str(ckpt), buckets=2, calib=calib, calib_images=100, val_images=8)
+
+
 def test_failed_validation_is_an_error_with_numbers_and_leaves_nothing(workdir, monkeypatch):
     monkeypatch.setattr(export_module, "FP32_ATOL", 0.0)
     out = workdir / "strict"
-    cfg = ExportConfig(
-        out=str(out),
-        ckpt=str(workdir / "tiny.safetensors"),
-        buckets=2,
-        calib=str(workdir / "fmnist.npz"),
-        calib_images=100,
-        val_images=8,
-    )
+    cfg = small_export(workdir, out)
     with pytest.raises(MsvitEdgeError, match=r"logits max abs diff \d\.\d+e-\d+ > 0 \(max rel"):
         export(cfg, log=lambda *_: None)
     assert not out.exists() and not list(workdir.glob(".strict*"))
@@ -189,15 +189,7 @@ def test_nan_logits_fail_validation_and_leave_nothing(workdir, tmp_path):
     with torch.no_grad():
         model.head.weight[0, 0] = float("nan")  # every logit of class 0 becomes NaN, in PyTorch and in ONNX Runtime
     save_checkpoint(model, tmp_path / "nan.safetensors")
-    out = tmp_path / "bundle"
-    cfg = ExportConfig(
-        out=str(out),
-        ckpt=str(tmp_path / "nan.safetensors"),
-        buckets=2,
-        calib=str(workdir / "fmnist.npz"),
-        calib_images=100,
-        val_images=8,
-    )
+    cfg = small_export(workdir, tmp_path / "bundle", tmp_path / "nan.safetensors")
     with pytest.raises(MsvitEdgeError, match=r"logits max abs diff nan > 0.0001"):
         export(cfg, log=lambda *_: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
@@ -205,14 +197,7 @@ def test_nan_logits_fail_validation_and_leave_nothing(workdir, tmp_path):
 
 def test_a_model_over_the_protobuf_limit_keeps_its_weights_beside_each_graph(workdir, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 0)  # the tiny model stands in for one over 2 GB
-    cfg = ExportConfig(
-        out=str(tmp_path / "bundle"),
-        ckpt=str(workdir / "tiny.safetensors"),
-        buckets=2,
-        calib=str(workdir / "fmnist.npz"),
-        calib_images=100,
-        val_images=8,
-    )
+    cfg = small_export(workdir, tmp_path / "bundle")
     bundle = export(cfg, log=lambda *_: None)  # validated in ONNX Runtime, which reads the side files
     for name in ("tokenizer", "encoder", "encoder_masked"):
         assert bundle.manifest["graphs"][name]["data"] == f"{name}.onnx.data"

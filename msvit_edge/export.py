@@ -192,12 +192,11 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
     graphs = {}
     for name, (module, args, inputs, outputs, dynamic) in specs.items():
         path = folder / f"{name}.onnx"
+        data = f"{path.name}.data" if external else None
         onnx_export(module, args, path, inputs, outputs, dynamic, external)
-        nodes = simplify(path, cfg.simplifier, external)
-        graphs[name] = io_description(path) | {"file": path.name, "nodes": nodes}
-        if external:
-            graphs[name]["data"] = f"{path.name}.data"
-        files = [path.name, *([graphs[name]["data"]] if external else [])]
+        nodes = simplify(path, cfg.simplifier, data)
+        graphs[name] = io_description(path) | {"file": path.name, "nodes": nodes} | ({"data": data} if data else {})
+        files = [path.name, *([data] if data else [])]
         size = sum((folder / f).stat().st_size for f in files)
         log(f"  {' + '.join(files)}: {nodes} nodes, {size / 1e6:.2f} MB ({cfg.simplifier})")
     return graphs
@@ -233,11 +232,11 @@ def onnx_export(
     program.save(str(path), external_data=external)
 
 
-def simplify(path: Path, simplifier: str, external: bool = False) -> int:
+def simplify(path: Path, simplifier: str, data: str | None = None) -> int:
     """Simplify ``path`` in place, keeping symbolic dims (never overwrite_input_shapes); returns the node count.
 
-    ``external``: write the weights to ``<path>.data`` beside the graph (a model over 2 GB); the side files the graph
-    came with are replaced.
+    ``data``: write the weights to this file beside the graph (a model over 2 GB); the side files the graph came with
+    are replaced.
     """
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
@@ -259,8 +258,8 @@ def simplify(path: Path, simplifier: str, external: bool = False) -> int:
         raise MsvitEdgeError(f"unknown simplifier {simplifier!r}; choose one of {', '.join(SIMPLIFIERS)}")
     for side in sides:
         side.unlink()  # onnx.save writes into an existing data file rather than replacing it
-    if external:
-        onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
+    if data:
+        onnx.save(model, str(path), save_as_external_data=True, location=data)
         onnx.checker.check_model(str(path))  # by path: the checker cannot take an in-memory model over 2 GB
     else:
         onnx.checker.check_model(model)

@@ -28,6 +28,7 @@ from msvit_edge.bundle import Bundle
 from msvit_edge.config import MSViTConfig
 from msvit_edge.engines.ort import OnnxRuntimePipeline, session
 from msvit_edge.flops import encoder_macs
+from msvit_edge.selection import select
 from msvit_edge.timing import interleaved
 
 
@@ -77,11 +78,13 @@ def report(bundle: Bundle, patch_embed: Path, threads: int | None, repeats: int)
     n_mean, n_fine = round(mean_tokens), vit.num_patches + 1
     embed = session(patch_embed, threads or 1)  # one thread, like the pipeline's tokenizer
     with OnnxRuntimePipeline(bundle, threads=threads) as pipe:
-        fine_tokens = pipe.tokenize(images[:1], 0.0)[0][:, :n_fine].copy()  # real all-fine tokens of one image
+        all_fine = pipe.tokenize(images[:1], 0.0).tokens  # real all-fine tokens of one image
+        (at_fine,), (at_mean,) = (select(np.array([n])) for n in (n_fine, n_mean))
+        fine_in, mean_in = pipe.cut(all_fine, at_fine), pipe.cut(all_fine, at_mean)
         stages = {
-            "tokenizer+selection": lambda i: select(pipe, images[i % len(images)][None], bundle.threshold),
-            f"encoder @ {n_fine} (all fine)": lambda i: pipe.encode(fine_tokens, None),
-            f"encoder @ {n_mean} (mean)": lambda i: pipe.encode(np.ascontiguousarray(fine_tokens[:, :n_mean]), None),
+            "tokenizer+selection": lambda i: tokenize_and_select(pipe, images[i % len(images)][None], bundle.threshold),
+            f"encoder @ {n_fine} (all fine)": lambda i: pipe.encode(fine_in, at_fine),
+            f"encoder @ {n_mean} (mean)": lambda i: pipe.encode(mean_in, at_mean),
             "pipeline (real images)": lambda i: pipe(images[i % len(images)][None], bundle.threshold),
             "patch embedding alone": lambda i: embed.run(None, {"images": images[i % len(images)][None]}),
         }
@@ -134,9 +137,9 @@ def profile_encoder(bundle: Bundle, threads: int | None, repeats: int, tmp: Path
         print(f"  {op:<24} {a:9.0f} {b:9.0f} {a / b:7.3f}")
 
 
-def select(pipe: OnnxRuntimePipeline, image: np.ndarray, threshold: float) -> np.ndarray:
+def tokenize_and_select(pipe: OnnxRuntimePipeline, image: np.ndarray, threshold: float) -> list[np.ndarray]:
     tokens, counts, _ = pipe.tokenize(image, threshold)
-    return np.ascontiguousarray(tokens[:, : int(counts.max())])
+    return [pipe.cut(tokens, call) for call in select(counts)]
 
 
 def check(label: str, value: float, limit: float) -> None:

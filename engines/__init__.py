@@ -1,1 +1,35 @@
-"""Backends that build and run the exported graphs (ONNX Runtime here; TensorRT on GPU machines)."""
+"""Backends that run a bundle or an engine directory: ONNX Runtime here, TensorRT on GPU machines and Jetson.
+
+``open_pipeline`` is the one entry point: it reads which backend an engine directory was built for (a bundle alone
+means its FP32 graphs in ONNX Runtime) and imports only that backend.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+from msvit_edge.bundle import Bundle
+from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.errors import MsvitEdgeError
+
+PIPELINES = {
+    "onnxruntime": "msvit_edge.engines.ort:OnnxRuntimePipeline",
+    "tensorrt": "msvit_edge.engines.tensorrt:TensorRTPipeline",
+}
+
+
+def open_pipeline(source: Bundle | EngineDir | str | Path, backend: str | None = None, **options):
+    """The pipeline for a bundle or an engine directory (not yet activated: use it as a context manager).
+
+    Args:
+        source: A bundle, an engine directory, or the path of either.
+        backend: Override the backend (default: the engine directory's, or ONNX Runtime for a bundle).
+        options: Passed to the pipeline (e.g. ``threads``, ``pad_to_bucket``, ``batching``).
+    """
+    source = open_source(source)
+    backend = backend or (source.backend if isinstance(source, EngineDir) else "onnxruntime")
+    if backend not in PIPELINES:
+        raise MsvitEdgeError(f"unknown backend {backend!r}; choose one of {', '.join(PIPELINES)}")
+    module, name = PIPELINES[backend].split(":")
+    return getattr(import_module(module), name)(source, **options)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from msvit_edge.bundle import Bundle
-from msvit_edge.engines.pipeline import Pipeline
+from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.selection import Selection
 
 
 def import_onnxruntime():
@@ -39,16 +41,24 @@ def session(
 
 
 class OnnxRuntimePipeline(Pipeline):
-    """Runs an export bundle with ONNX Runtime."""
+    """Runs a bundle's graphs, or an engine directory's precision graphs, with ONNX Runtime (CPU by default).
 
-    name = "onnxruntime"
+    Args:
+        source: An export bundle or an ONNX Runtime engine directory (or the path of either).
+        threads: Intra-op threads of every session (None: ORT's default for the encoders, 1 for the tokenizer).
+        pad_to_bucket: See ``Pipeline``.
+        batching: See ``Pipeline``.
+    """
 
-    def __init__(self, bundle: Bundle | str, threads: int | None = None, pad_to_bucket: bool = False):
-        """``threads``: intra-op threads of every session (None: ORT default for the encoders, 1 for the tokenizer)."""
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-        super().__init__(self.bundle.plan, pad_to_bucket)
+    def __init__(self, source: Bundle | EngineDir | str, threads: int | None = None, pad_to_bucket: bool = False, **kw):
+        self.source = open_source(source)
+        super().__init__(self.source.plan, pad_to_bucket, **kw)
         self.threads = threads
         self.sessions: dict = {}
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.source if isinstance(self.source, Bundle) else self.source.bundle
 
     def activate(self) -> None:
         # The tokenizer runs on one thread unless ``threads`` says otherwise. Its ops are small, so a second thread
@@ -56,19 +66,19 @@ class OnnxRuntimePipeline(Pipeline):
         # cores from the encoder that runs next (all-fine encoder 5.0-5.6 ms after a 2-thread tokenizer, 3.1-4.4 ms
         # after a 1-thread one, on the 2-core dev machine).
         self.sessions = {
-            name: session(self.bundle.graph(name), self.threads or (1 if name == "tokenizer" else None))
+            name: session(self.source.graph(name), self.threads or (1 if name == "tokenizer" else None))
             for name in ("tokenizer", "encoder", "encoder_masked")
         }
 
     def deactivate(self) -> None:
         self.sessions = {}
 
-    def tokenize(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
-        tokens, counts, probs = self.sessions["tokenizer"].run(["tokens", "counts", "probs"], feed)
-        return tokens, counts, probs
+        return Tokenized(*self.sessions["tokenizer"].run(["tokens", "counts", "probs"], feed))
 
-    def encode(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def encode(self, tokens: np.ndarray, selection: Selection) -> np.ndarray:
+        mask = selection.mask()
         if mask is None:
             return self.sessions["encoder"].run(["logits"], {"tokens": tokens})[0]
         return self.sessions["encoder_masked"].run(["logits"], {"tokens": tokens, "mask": mask})[0]

@@ -1,38 +1,74 @@
 """The runtime pipeline every backend implements: tokenizer, selection, encoder.
 
-Backends (ONNX Runtime, PyTorch, later TensorRT) provide ``tokenize`` and ``encode``; the glue between them lives
-here once: read the token counts, cut the candidates to the batch's longest selection (or to its bucket's maximum
-with ``pad_to_bucket``, for static-shape engines), add a key mask only when the images' counts differ, encode.
-Batch-1 inference therefore never needs the mask.
+A backend provides three steps on its OWN array type (numpy for ONNX Runtime on the CPU, torch tensors for the
+PyTorch backend, device buffers for TensorRT), so tokens never leave the device between the stages; only token
+counts and gate probabilities (after the tokenizer) and logits (at the end) come to the host as numpy:
 
-Pipelines are context managers, like Polygraphy's runners: ``activate`` acquires sessions or devices.
+    tokenize(images, threshold) -> Tokenized(tokens [B, M, D] backend array, counts [B], probs [B, R])
+    cut(tokens, selection)      -> tokens [b, rows, D] backend array, contiguous
+    encode(tokens, selection)   -> logits [b, K] numpy
+
+The glue lives here once: ``msvit_edge.selection.select`` decides the encoder calls (rows, bucket, mask) from the
+counts. Pipelines are context managers, like Polygraphy's runners: ``activate`` acquires sessions or devices.
+Setting ``timer`` to a ``StageTimes`` records each stage's time, device-synchronised, for ``bench``.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from msvit_edge.buckets import BucketPlan
+from msvit_edge.selection import Selection, select
+
+STAGES = ("tokenizer", "selection", "encoder")
+
+
+class Tokenized(NamedTuple):
+    tokens: Any  # [B, M, D] every candidate, the selected ones first; the backend's array type
+    counts: np.ndarray  # int64 [B] selected tokens per image (CLS included)
+    probs: np.ndarray  # float32 [B, R] gate probability of FINE per region
 
 
 @dataclass
 class PipelineOutput:
     logits: np.ndarray  # float32 [B, K]
-    counts: np.ndarray  # int64 [B] tokens per image (CLS included)
-    probs: np.ndarray  # float32 [B, R] gate probability of FINE per region
-    encoded_length: int  # N the encoder ran at (>= max count: padding to a bucket adds rows)
+    counts: np.ndarray  # int64 [B]
+    probs: np.ndarray  # float32 [B, R]
+    calls: list[Selection]  # the encoder calls that produced the logits
+
+    @property
+    def encoded_length(self) -> int:
+        """The most rows any encoder call ran at (>= the largest count: padding to a bucket adds rows)."""
+        return max(c.rows for c in self.calls)
+
+
+@dataclass
+class StageTimes:
+    """Seconds per stage of each pipeline call, in call order (encoder: all of a call's encoder runs)."""
+
+    seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 class Pipeline(ABC):
-    """Tokenizer -> selection -> encoder, on normalised float32 images [B, C, H, W]."""
+    """Tokenizer -> selection -> encoder, on normalised float32 images [B, C, H, W].
 
-    name = "pipeline"
+    Args:
+        plan: The bundle's bucket plan.
+        pad_to_bucket: Run the encoder at bucket maxima (static-shape engines and CUDA graphs need it).
+        batching: ``pad`` or ``split``: see ``msvit_edge.selection``.
+    """
 
-    def __init__(self, plan: BucketPlan | None = None, pad_to_bucket: bool = False):
-        self.plan, self.pad_to_bucket = plan, pad_to_bucket
+    def __init__(self, plan: BucketPlan | None = None, pad_to_bucket: bool = False, batching: str = "pad"):
+        self.plan, self.pad_to_bucket, self.batching = plan, pad_to_bucket, batching
+        self.timer: StageTimes | None = None
 
     def __enter__(self) -> Pipeline:
         self.activate()
@@ -47,21 +83,47 @@ class Pipeline(ABC):
     def deactivate(self) -> None:  # noqa: B027
         """Release them."""
 
-    @abstractmethod
-    def tokenize(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Images -> (candidate tokens [B, M, D] selected first, counts [B], gate probabilities [B, R])."""
+    def synchronize(self) -> None:  # noqa: B027
+        """Wait for the device (asynchronous backends), so that stage times are real."""
 
     @abstractmethod
-    def encode(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        """Tokens [B, N, D] (+ key mask [B, N]) -> logits [B, K]."""
+    def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
+        """Images -> every candidate token (on the backend's device), counts and gate probabilities (host)."""
+
+    def cut(self, tokens: Any, selection: Selection) -> Any:
+        """The selection's images and rows of the candidates, contiguous (numpy-like arrays; override otherwise)."""
+        rows = tokens[:, : selection.rows] if len(selection.index) == len(tokens) else tokens[selection.index, :]
+        return np.ascontiguousarray(rows[:, : selection.rows])
+
+    @abstractmethod
+    def encode(self, tokens: Any, selection: Selection) -> np.ndarray:
+        """Tokens [b, rows, D] (masked with ``selection.mask()`` where it is not None) -> logits [b, K] on the host."""
 
     def __call__(self, images: np.ndarray, threshold: float) -> PipelineOutput:
-        tokens, counts, probs = self.tokenize(images, threshold)
-        n = self.encoded_length(counts)
-        mask = None if bool((counts == n).all()) else np.arange(n)[None, :] < counts[:, None]
-        return PipelineOutput(self.encode(np.ascontiguousarray(tokens[:, :n]), mask), counts, probs, n)
+        with self._stage("tokenizer"):
+            tok = self.tokenize(images, threshold)
+        with self._stage("selection"):
+            calls = select(tok.counts, self.plan, self.pad_to_bucket, self.batching)
+            cut = [self.cut(tok.tokens, c) for c in calls]
+        with self._stage("encoder"):
+            parts = [self.encode(tokens, call) for call, tokens in zip(calls, cut, strict=True)]
+        logits = parts[0] if len(calls) == 1 else _scatter(parts, calls, len(tok.counts))
+        return PipelineOutput(logits, tok.counts, tok.probs, calls)
 
-    def encoded_length(self, counts: np.ndarray) -> int:
-        """Rows the encoder runs on: the longest selection, or its bucket's maximum when padding to buckets."""
-        n = int(counts.max())
-        return self.plan.buckets[self.plan.index(n)].max if self.pad_to_bucket and self.plan else n
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        if self.timer is None:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        self.synchronize()
+        self.timer.seconds[name].append(time.perf_counter() - start)
+
+
+def _scatter(parts: list[np.ndarray], calls: list[Selection], batch: int) -> np.ndarray:
+    """Logits of sub-batches back in the batch's image order."""
+    logits = np.empty((batch, parts[0].shape[1]), dtype=parts[0].dtype)
+    for part, call in zip(parts, calls, strict=True):
+        logits[call.index] = part
+    return logits

@@ -14,31 +14,42 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from polygraphy.backend.base import BaseRunner
-from torch import nn
+from torch import Tensor, nn
 
 from msvit_edge.buckets import BucketPlan
-from msvit_edge.engines.pipeline import Pipeline
+from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.msvit import MSViT
+from msvit_edge.selection import Selection
 
 
 class TorchPipeline(Pipeline):
-    """An ``MSViT`` on numpy in, numpy out."""
+    """An ``MSViT`` on numpy in, numpy out; tokens stay on ``device`` between the stages."""
 
-    name = "pytorch"
+    def __init__(
+        self, model: MSViT, plan: BucketPlan | None = None, pad_to_bucket: bool = False, device: str = "cpu", **kw
+    ):
+        super().__init__(plan, pad_to_bucket, **kw)
+        self.model, self.device = model.eval().to(device), torch.device(device)
 
-    def __init__(self, model: MSViT, plan: BucketPlan | None = None, pad_to_bucket: bool = False, device: str = "cpu"):
-        super().__init__(plan, pad_to_bucket)
-        self.model, self.device = model.eval().to(device), device
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def tokenize(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         out = self.model.tokenize(torch.from_numpy(images).to(self.device), threshold=threshold)
-        return out.tokens.cpu().numpy(), out.counts.cpu().numpy(), out.probs.cpu().numpy()
+        return Tokenized(out.tokens, out.counts.cpu().numpy(), out.probs.cpu().numpy())
+
+    def cut(self, tokens: Tensor, selection: Selection) -> Tensor:
+        index = torch.from_numpy(selection.index).to(tokens.device)
+        rows = tokens[:, : selection.rows] if len(selection.index) == len(tokens) else tokens[index, : selection.rows]
+        return rows.contiguous()
 
     @torch.no_grad()
-    def encode(self, tokens: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
+        mask = selection.mask()
         mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)
-        return self.model.encode(torch.from_numpy(tokens).to(self.device), mask_t).cpu().numpy()
+        return self.model.encode(tokens, mask_t).float().cpu().numpy()
 
 
 class TorchRunner(BaseRunner):

@@ -32,6 +32,7 @@ class BucketPlan:
     buckets: tuple[Bucket, ...]
     histogram: dict[int, int]  # token count -> number of calibration images
     expected_overhead: float  # padded cost / unpadded cost - 1, by the cost model
+    batch: tuple[int, int, int] = (1, 1, 64)  # min, opt, max batch of every profile (the graphs' batch range)
 
     @property
     def mean_count(self) -> float:
@@ -46,20 +47,34 @@ class BucketPlan:
             )
         return bisect.bisect_left([b.max for b in self.buckets], tokens)
 
+    def profiles(self, embed_dim: int) -> list[dict[str, tuple[int, int, int]]]:
+        """One optimisation profile per bucket: min/opt/max shapes [batch, tokens, D] of the encoder's tokens."""
+        (b_min, b_opt, b_max), D = self.batch, embed_dim
+        return [{"min": (b_min, b.min, D), "opt": (b_opt, b.opt, D), "max": (b_max, b.max, D)} for b in self.buckets]
+
     def to_dict(self) -> dict:
         return {
             "buckets": [asdict(b) for b in self.buckets],
             "histogram": {str(k): v for k, v in self.histogram.items()},
             "expected_overhead": self.expected_overhead,
+            "batch": list(self.batch),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> BucketPlan:
         histogram = {int(k): v for k, v in d["histogram"].items()}
-        return cls(tuple(Bucket(**b) for b in d["buckets"]), histogram, d["expected_overhead"])
+        batch = tuple(d.get("batch", cls.batch))  # bundles before the batch range was recorded: the default
+        return cls(tuple(Bucket(**b) for b in d["buckets"]), histogram, d["expected_overhead"], batch)
 
 
-def plan_buckets(counts: Sequence[int], k: int, cost: Callable[[int], float], lo: int, hi: int) -> BucketPlan:
+def plan_buckets(
+    counts: Sequence[int],
+    k: int,
+    cost: Callable[[int], float],
+    lo: int,
+    hi: int,
+    batch: tuple[int, int, int] = (1, 1, 64),
+) -> BucketPlan:
     """The K contiguous buckets over ``[lo, hi]`` that minimise the expected padded cost of ``counts``.
 
     Args:
@@ -68,6 +83,7 @@ def plan_buckets(counts: Sequence[int], k: int, cost: Callable[[int], float], lo
         cost: Cost of running one image at a given token count (e.g. the encoder's MACs).
         lo: Smallest count the model can produce (all coarse).
         hi: Largest count the model can produce (all fine).
+        batch: Min, opt and max batch size of every profile.
     """
     histogram = dict(sorted(Counter(int(c) for c in counts).items()))
     values = list(histogram)
@@ -91,7 +107,7 @@ def plan_buckets(counts: Sequence[int], k: int, cost: Callable[[int], float], lo
     )
     padded = sum(n * cost(buckets[bisect.bisect_left(ends, c)].max) for c, n in histogram.items())
     exact = sum(n * cost(c) for c, n in histogram.items())
-    return BucketPlan(buckets, histogram, padded / exact - 1)
+    return BucketPlan(buckets, histogram, padded / exact - 1, batch)
 
 
 def _optimal_ends(

@@ -5,13 +5,12 @@ graphs: a static-shape tokenizer (the gate's decision is a TopK partition, not a
 Buckets for TensorRT profiles are planned from the gate's token-count histogram on calibration images.
 
 Every step is checked before the bundle appears: the ONNX pipeline in ONNX Runtime must reproduce PyTorch's token
-counts exactly and its FP32 logits within ``FP32_ATOL``; otherwise the export fails with the numbers and writes
-nothing.
+counts exactly and its FP32 logits within ``msvit_edge.validation``'s FP32 tolerance; otherwise the export fails
+with the numbers and writes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import textwrap
 from dataclasses import asdict, dataclass
@@ -23,17 +22,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from msvit_edge import __version__
+from msvit_edge import __version__, validation
 from msvit_edge.buckets import BucketPlan, plan_buckets
 from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess, to_uint8
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.data import open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
-from msvit_edge.io import atomic_dir, check_output, write_json
+from msvit_edge.io import atomic_dir, check_output, sha256, write_json
 from msvit_edge.msvit import MSViT, check_threshold
 
-FP32_ATOL = 1e-4
 OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
 PROTOBUF_LIMIT = 2**31 - 2**24  # an ONNX file is one protobuf (2 GiB at most); headroom for the graph itself
@@ -104,8 +102,8 @@ def export(cfg: ExportConfig, log=print) -> Bundle:
         write_json(tmp / "manifest.json", manifest)
         manifest["validation"] = validate_bundle(Bundle(tmp), reference)
         write_json(tmp / "manifest.json", manifest)
-        log(describe_validation(manifest["validation"]))
-        check_validation(manifest["validation"])
+        log(validation.describe(manifest["validation"], "ONNX Runtime"))
+        validation.check(manifest["validation"], validation.TOLERANCES["fp32"], "ONNX Runtime")
     log(f"bundle: {cfg.out}")
     return Bundle(cfg.out)
 
@@ -126,7 +124,7 @@ def token_counts(model: MSViT, data: str, split: str, n: int, threshold: float) 
 def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> BucketPlan:
     counts = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold)
     lo, hi = model.num_regions + 1, model.cfg.num_patches + 1
-    return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(model.cfg, n), lo, hi)
+    return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(model.cfg, n), lo, hi, (1, 1, cfg.max_batch))
 
 
 def describe_plan(plan: BucketPlan) -> str:
@@ -322,83 +320,11 @@ def build_manifest(
 
 
 def validate_bundle(bundle: Bundle, reference: Reference) -> dict:
-    """Run the bundle in ONNX Runtime, batch 1 and batched (mixed counts, masked), against PyTorch's reference."""
+    """The bundle's FP32 graphs in ONNX Runtime against PyTorch's reference (``msvit_edge.validation``)."""
     from msvit_edge.engines.ort import OnnxRuntimePipeline
 
-    x = bundle.preprocess(reference.images)
     with OnnxRuntimePipeline(bundle) as pipe:
-        single = [pipe(x[i : i + 1], bundle.threshold) for i in range(len(x))]
-        batched = [pipe(x[i : i + 32], bundle.threshold) for i in range(0, len(x), 32)]
-    report = {}
-    for mode, outs in (("batch1", single), ("batched", batched)):
-        logits, counts = np.concatenate([o.logits for o in outs]), np.concatenate([o.counts for o in outs])
-        probs = np.concatenate([o.probs for o in outs])
-        report[mode] = {
-            "counts_equal": bool(np.array_equal(counts, reference.counts)),
-            "counts_differ": int((counts != reference.counts).sum()),
-            "logits": compare(logits, reference.logits),
-            "probs": compare(probs, reference.probs),
-        }
-    report["accuracy"] = {
-        "pytorch": float((reference.logits.argmax(1) == reference.labels).mean()),
-        "onnxruntime": float((logits.argmax(1) == reference.labels).mean()),
-    }
-    report["images"] = len(x)
-    return report
-
-
-def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
-    """Error statistics, and the smallest atol (rtol 0) or rtol (atol 0) that would pass, as Polygraphy prints it."""
-    diff = np.abs(actual.astype(np.float64) - expected)
-    rel = diff / np.maximum(np.abs(expected), np.finfo(np.float32).tiny)
-    out = {
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "max_rel": float(rel.max()),
-        "min_atol": float(diff.max()),
-        "min_rtol": float(rel.max()),
-    }
-    if actual.ndim == 2 and actual.shape[1] > 1:
-        out["top1_agreement"] = float((actual.argmax(1) == expected.argmax(1)).mean())
-    return out
-
-
-def describe_validation(v: dict) -> str:
-    lines = [
-        f"validation: ONNX Runtime vs PyTorch on {v['images']} test images "
-        f"(top-1 {100 * v['accuracy']['onnxruntime']:.2f}% vs {100 * v['accuracy']['pytorch']:.2f}%)"
-    ]
-    for mode in ("batch1", "batched"):
-        lg = v[mode]["logits"]
-        lines.append(
-            f"  {mode}: counts {'identical' if v[mode]['counts_equal'] else 'DIFFER'}; logits max abs "
-            f"{lg['max_abs']:.2e}, mean abs {lg['mean_abs']:.2e}, max rel {lg['max_rel']:.2e}, top-1 "
-            f"agreement {100 * lg['top1_agreement']:.2f}%; minimum tolerance: atol={lg['min_atol']:.2e} "
-            f"OR rtol={lg['min_rtol']:.2e}"
-        )
-    return "\n".join(lines)
-
-
-def check_validation(v: dict) -> None:
-    for mode in ("batch1", "batched"):
-        if not v[mode]["counts_equal"]:
-            raise MsvitEdgeError(
-                f"validation failed ({mode}): ONNX token counts differ from PyTorch's on "
-                f"{v[mode]['counts_differ']} of {v['images']} images"
-            )
-        if not v[mode]["logits"]["max_abs"] <= FP32_ATOL:  # written so that NaN fails too
-            raise MsvitEdgeError(
-                f"validation failed ({mode}): logits max abs diff {v[mode]['logits']['max_abs']:.3e} "
-                f"> {FP32_ATOL:g} (max rel {v[mode]['logits']['max_rel']:.3e})"
-            )
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return validation.validate(pipe, reference, bundle.preprocess(reference.images), bundle.threshold)
 
 
 def _version(name: str) -> str | None:

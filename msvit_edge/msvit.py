@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from msvit_edge.config import MSViTConfig
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.selection import select
 from msvit_edge.vit import VisionTransformer
 
 
@@ -214,11 +215,13 @@ class MSViT(VisionTransformer):
 
 
 def pack(tokens: Tensor, counts: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Cut the tokenizer's candidates [B, M, D] to the batch's largest count; a key mask only when counts differ."""
-    n = int(counts.max())
-    if bool((counts == n).all()):
-        return tokens[:, :n], None
-    return tokens[:, :n], torch.arange(n, device=counts.device)[None, :] < counts[:, None]
+    """Cut the tokenizer's candidates [B, M, D] to the batch's largest count; a key mask only when counts differ.
+
+    The decision is ``msvit_edge.selection``'s, the one every backend uses.
+    """
+    (call,) = select(counts.cpu().numpy())
+    mask = call.mask()
+    return tokens[:, : call.rows], None if mask is None else torch.from_numpy(mask).to(tokens.device)
 
 
 def check_threshold(threshold: float) -> float:

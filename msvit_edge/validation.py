@@ -1,0 +1,148 @@
+"""Validation of any pipeline against the bundle's PyTorch reference, with a tolerance per precision. Torch-free.
+
+``export`` (FP32 ONNX Runtime), ``build`` (every backend and precision) and ``bench`` share it. The pipeline runs
+the bundle's validation images at batch 1 and batched (mixed counts, so the key mask is exercised); the report
+holds, per mode: token counts identical or not, the logits' error statistics (Polygraphy's comparison, plus cosine
+similarity and top-1 agreement) and the minimum tolerance that would have passed.
+
+Tolerances (``TOLERANCES``): FP32 must match within ``atol`` 1e-4 with identical top-1. FP16 and INT8 change the
+logits by design, so they are held to top-1 agreement with PyTorch (what a user sees) and a bound on the top-1
+accuracy drop; their max abs diff is reported, not enforced. Token counts must always be identical: the tokenizer
+stays FP32 at every precision, and its gate decides the shapes the encoder engine runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from msvit_edge.bundle import Reference
+from msvit_edge.errors import MsvitEdgeError
+
+MODES = ("batch1", "batched")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a precision must meet against PyTorch on the reference images."""
+
+    atol: float | None  # max abs logit difference (None: reported only)
+    min_agreement: float  # share of images whose top-1 class equals PyTorch's
+    max_accuracy_drop: float  # top-1 accuracy (0..1) may fall at most this far below PyTorch's
+
+
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, min_agreement=1.0, max_accuracy_drop=0.0),
+    "fp16": Tolerance(atol=None, min_agreement=0.99, max_accuracy_drop=0.01),
+    "int8": Tolerance(atol=None, min_agreement=0.95, max_accuracy_drop=0.03),
+}
+
+
+def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
+    """Error statistics of ``actual`` against ``expected`` (Polygraphy's), cosine similarity and top-1 agreement.
+
+    ``min_atol`` / ``min_rtol``: the smallest atol (rtol 0) or rtol (atol 0) that would have passed, as Polygraphy
+    prints them.
+    """
+    from polygraphy.comparator.compare import SimpleCompareFunc
+    from polygraphy.comparator.struct import IterationResult
+    from polygraphy.logger import G_LOGGER
+
+    runs = [
+        IterationResult({"out": np.asarray(a, np.float32)}, runner_name=n) for a, n in ((actual, "a"), (expected, "e"))
+    ]
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # Polygraphy logs every mismatch; the report says it once
+        r = SimpleCompareFunc(atol=np.inf, rtol=np.inf, check_error_stat="quantile", error_quantile=0.99)(*runs)["out"]
+    a, e = (np.asarray(x, np.float64).reshape(len(x), -1) for x in (actual, expected))
+    cosine = (a * e).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(e, axis=1), 1e-30)
+    out = {
+        "max_abs": float(r.max_absdiff),
+        "mean_abs": float(r.mean_absdiff),
+        "p99_abs": float(r.quantile_absdiff),
+        "max_rel": float(r.max_reldiff),
+        "min_cosine": float(cosine.min()),
+        "min_atol": float(r.max_absdiff),
+        "min_rtol": float(r.max_reldiff),
+    }
+    if a.shape[1] > 1:
+        out["top1_agreement"] = float((a.argmax(1) == e.argmax(1)).mean())
+    return out
+
+
+def validate(pipeline: Callable, reference: Reference, images: np.ndarray, threshold: float, batch: int = 32) -> dict:
+    """Run ``pipeline`` (active) on the reference images at batch 1 and at ``batch``; compare with PyTorch.
+
+    Args:
+        pipeline: An activated ``Pipeline``.
+        reference: The bundle's PyTorch answers.
+        images: The reference images preprocessed for the tokenizer (``bundle.preprocess(reference.images)``).
+        threshold: The gate threshold the reference was made with.
+        batch: Batch size of the batched mode.
+    """
+    report: dict = {"images": len(images)}
+    for mode, size in zip(MODES, (1, batch), strict=True):
+        outs = [pipeline(images[i : i + size], threshold) for i in range(0, len(images), size)]
+        logits, counts = np.concatenate([o.logits for o in outs]), np.concatenate([o.counts for o in outs])
+        report[mode] = {
+            "counts_equal": bool(np.array_equal(counts, reference.counts)),
+            "counts_differ": int((counts != reference.counts).sum()),
+            "logits": compare(logits, reference.logits),
+            "probs": compare(np.concatenate([o.probs for o in outs]), reference.probs),
+            "top1": float((logits.argmax(1) == reference.labels).mean()),
+        }
+    report["accuracy"] = {
+        "reference": float((reference.logits.argmax(1) == reference.labels).mean()),
+        "engine": min(report[mode]["top1"] for mode in MODES),
+    }
+    return report
+
+
+def check(report: dict, tolerance: Tolerance, what: str = "engine") -> None:
+    """Raise ``MsvitEdgeError`` with the numbers when ``report`` misses ``tolerance``."""
+    for mode in MODES:
+        v, lg = report[mode], report[mode]["logits"]
+        fail = f"validation failed ({mode}): {what}"
+        if not v["counts_equal"]:
+            raise MsvitEdgeError(
+                f"{fail} token counts differ from PyTorch's on {v['counts_differ']} of {report['images']} images"
+            )
+        if tolerance.atol is not None and not lg["max_abs"] <= tolerance.atol:  # written so that NaN fails too
+            raise MsvitEdgeError(
+                f"{fail} logits max abs diff {lg['max_abs']:.3e} > {tolerance.atol:g} (max rel {lg['max_rel']:.3e})"
+            )
+        if not lg.get("top1_agreement", 1.0) >= tolerance.min_agreement:
+            raise MsvitEdgeError(
+                f"{fail} top-1 agrees with PyTorch on {100 * lg['top1_agreement']:.2f}% of images, below "
+                f"{100 * tolerance.min_agreement:.2f}% (logits max abs diff {lg['max_abs']:.3e})"
+            )
+    drop = report["accuracy"]["reference"] - report["accuracy"]["engine"]
+    if not drop <= tolerance.max_accuracy_drop + 1e-12:
+        raise MsvitEdgeError(
+            f"validation failed: {what} top-1 {100 * report['accuracy']['engine']:.2f}% is {100 * drop:.2f} points "
+            f"below PyTorch's {100 * report['accuracy']['reference']:.2f}% (allowed "
+            f"{100 * tolerance.max_accuracy_drop:.2f})"
+        )
+
+
+def describe(report: dict, what: str = "engine") -> str:
+    """The report as console lines."""
+    acc = report["accuracy"]
+    lines = [
+        f"validation: {what} vs PyTorch on {report['images']} reference images "
+        f"(top-1 {100 * acc['engine']:.2f}% vs {100 * acc['reference']:.2f}%)"
+    ]
+    for mode in MODES:
+        lg = report[mode]["logits"]
+        lines.append(
+            f"  {mode}: counts {'identical' if report[mode]['counts_equal'] else 'DIFFER'}; logits max abs "
+            f"{lg['max_abs']:.2e}, mean abs {lg['mean_abs']:.2e}, max rel {lg['max_rel']:.2e}, min cosine "
+            f"{lg['min_cosine']:.6f}, top-1 agreement {100 * lg.get('top1_agreement', 1.0):.2f}%; minimum "
+            f"tolerance: atol={lg['min_atol']:.2e} OR rtol={lg['min_rtol']:.2e}"
+        )
+    return "\n".join(lines)
+
+
+def tolerance_dict(precision: str) -> dict:
+    return asdict(TOLERANCES[precision])

@@ -1,0 +1,62 @@
+"""The shared validation: statistics, the per-precision tolerance policy, and errors that carry the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.validation import TOLERANCES, Tolerance, check, compare, describe
+
+
+def report(max_abs=0.0, agreement=1.0, counts_differ=0, engine=0.8, reference=0.8) -> dict:
+    logits = {"max_abs": max_abs, "mean_abs": max_abs / 2, "max_rel": max_abs, "min_cosine": 1.0}
+    logits |= {"min_atol": max_abs, "min_rtol": max_abs, "top1_agreement": agreement}
+    mode = {"counts_equal": counts_differ == 0, "counts_differ": counts_differ, "logits": logits}
+    return {"images": 8, "batch1": mode, "batched": mode, "accuracy": {"reference": reference, "engine": engine}}
+
+
+def test_compare_finds_the_one_changed_logit_and_the_flipped_top1():
+    expected = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]], np.float32)
+    actual = expected.copy()
+    actual[1, 2] = 2.5  # image 1's top-1 moves from class 1 to class 2
+    stats = compare(actual, expected)
+    assert stats["max_abs"] == pytest.approx(1.5) and stats["min_atol"] == stats["max_abs"]
+    assert stats["max_rel"] == pytest.approx(1.5)
+    assert stats["top1_agreement"] == 0.5
+    assert stats["min_cosine"] < 0.99 and compare(expected, expected)["min_cosine"] == pytest.approx(1.0)
+
+
+def test_fp32_needs_the_atol_and_nan_fails_it():
+    check(report(max_abs=5e-5), TOLERANCES["fp32"])
+    with pytest.raises(MsvitEdgeError, match=r"\(batch1\): engine logits max abs diff 2\.000e-04 > 0.0001"):
+        check(report(max_abs=2e-4), TOLERANCES["fp32"])
+    with pytest.raises(MsvitEdgeError, match="max abs diff nan"):
+        check(report(max_abs=float("nan")), TOLERANCES["fp32"])
+
+
+def test_int8_is_held_to_agreement_and_accuracy_not_atol():
+    check(report(max_abs=0.3, agreement=0.99, engine=0.79), TOLERANCES["int8"])
+    with pytest.raises(MsvitEdgeError, match=r"top-1 agrees with PyTorch on 90\.00% of images, below 95\.00%"):
+        check(report(max_abs=0.3, agreement=0.9), TOLERANCES["int8"])
+    with pytest.raises(MsvitEdgeError, match=r"top-1 70\.00% is 10\.00 points below PyTorch's 80\.00%"):
+        check(report(agreement=0.99, engine=0.7), TOLERANCES["int8"], what="int8 engine")
+
+
+def test_count_mismatch_fails_every_precision_with_numbers():
+    for tolerance in TOLERANCES.values():
+        with pytest.raises(MsvitEdgeError, match=r"token counts differ from PyTorch's on 2 of 8 images"):
+            check(report(counts_differ=2), tolerance)
+
+
+def test_describe_prints_the_minimum_tolerance():
+    text = describe(report(max_abs=3e-5), "ONNX Runtime int8")
+    assert text.startswith("validation: ONNX Runtime int8 vs PyTorch on 8 reference images")
+    assert "minimum tolerance: atol=3.00e-05 OR rtol=3.00e-05" in text
+
+
+def test_a_looser_tolerance_is_what_makes_a_report_pass():
+    r = report(max_abs=1e-3, agreement=1.0)
+    with pytest.raises(MsvitEdgeError):
+        check(r, TOLERANCES["fp32"])
+    check(r, Tolerance(atol=1e-3, min_agreement=1.0, max_accuracy_drop=0.0))

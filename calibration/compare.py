@@ -1,0 +1,66 @@
+"""Run precision graphs in ONNX Runtime and compare them with the bundle's FP32 graphs. Torch-free.
+
+What every precision is judged by (``docs/precision.md``): top-1 accuracy, top-1 agreement with FP32, and token
+counts identical to FP32's (the gate decides the encoder's shapes and must not move).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.engines.ort import OnnxRuntimePipeline, session
+
+
+class GraphsPipeline(OnnxRuntimePipeline):
+    """The ONNX Runtime pipeline of a bundle with some of its graphs replaced (precision graphs).
+
+    Args:
+        bundle: The export bundle.
+        graphs: Stage name -> ONNX file; stages not named run the bundle's FP32 graph.
+        threads: Intra-op threads (None: ONNX Runtime's default for the encoders, 1 for the tokenizer).
+    """
+
+    def __init__(self, bundle: Bundle, graphs: dict, threads: int | None = None):
+        super().__init__(bundle, threads)
+        self.graphs = {name: graphs.get(name, bundle.graph(name)) for name in GRAPHS}
+
+    def activate(self) -> None:
+        threads = {name: self.threads or (1 if name == "tokenizer" else None) for name in GRAPHS}
+        self.sessions = {name: session(path, threads[name]) for name, path in self.graphs.items()}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    logits: np.ndarray  # float32 [N, K]
+    counts: np.ndarray  # int64 [N]
+
+
+def run_graphs(
+    bundle: Bundle, graphs: dict, images: np.ndarray, batch: int = 32, threads: int | None = None
+) -> Outputs:
+    """Logits and token counts of uint8 ``images`` [N, H, W, C] through the bundle with ``graphs`` swapped in."""
+    logits, counts = [], []
+    with GraphsPipeline(bundle, graphs, threads) as pipe:
+        for i in range(0, len(images), batch):
+            out = pipe(bundle.preprocess(images[i : i + batch]), bundle.threshold)
+            logits.append(out.logits)
+            counts.append(out.counts)
+    return Outputs(np.concatenate(logits), np.concatenate(counts).astype(np.int64))
+
+
+def compare_outputs(actual: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> dict:
+    """Top-1 agreement, counts identical, logit error and (with labels) both accuracies, as plain floats."""
+    report = {
+        "images": len(actual.counts),
+        "top1_agreement": float((actual.logits.argmax(1) == reference.logits.argmax(1)).mean()),
+        "counts_identical": bool(np.array_equal(actual.counts, reference.counts)),
+        "counts_differ": int((actual.counts != reference.counts).sum()),
+        "logits_max_abs": float(np.abs(actual.logits - reference.logits).max()),
+    }
+    if labels is not None:
+        report["accuracy"] = float((actual.logits.argmax(1) == labels).mean())
+        report["reference_accuracy"] = float((reference.logits.argmax(1) == labels).mean())
+    return report

@@ -1,0 +1,48 @@
+"""Calibration images from a ``--data``/``--calib`` argument, as uint8 pixels. Needs PyTorch (the data loaders).
+
+Images are drawn from a seeded permutation of the split, so calibration (``offset`` 0) and a held-out comparison
+set (``offset`` = the calibration count) never share an image, and an ordered data set (an ImageFolder sorted by
+class) still gives every class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from msvit_edge.bundle import Bundle, to_uint8
+from msvit_edge.errors import MsvitEdgeError
+
+
+def default_data(bundle: Bundle) -> str:
+    """The data the bundle's buckets were planned on (its training split is the default calibration set)."""
+    return str(bundle.manifest["export"]["calib"])
+
+
+def load_images(
+    bundle: Bundle, data: str | None = None, n: int = 512, offset: int = 0, split: str = "train", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of a data set at the bundle's size, as uint8 [n, H, W, 3], and their labels [n].
+
+    Args:
+        bundle: The export bundle (its preprocessing decides size and normalisation).
+        data: Any form ``train``/``eval`` take; None: the data the bundle was planned on.
+        n: How many images.
+        offset: Where in the seeded permutation to start.
+        split: "train" (calibration, method comparison) or "test" (final evaluation only).
+        seed: The permutation's seed.
+    """
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from msvit_edge.data import open_dataset
+
+    pre = bundle.manifest["preprocessing"]
+    dataset = open_dataset(data or default_data(bundle), split, int(pre["size"]), pre["mean"], pre["std"])
+    if offset + n > len(dataset):
+        raise MsvitEdgeError(f"asked for images {offset}..{offset + n} of a {split} split of {len(dataset)} images")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[offset : offset + n]
+    images, labels = [], []
+    for x, y in DataLoader(Subset(dataset, order.tolist()), batch_size=256):
+        images.append(to_uint8(x.numpy(), pre["mean"], pre["std"]))
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)

@@ -1,0 +1,82 @@
+"""INT8 Q/DQ by NVIDIA ModelOpt's ONNX post-training quantization: what TensorRT builds INT8 engines from.
+
+ModelOpt places Q/DQ where TensorRT fuses them (every MatMul, not Softmax, not the classifier's Gemm) and keeps the
+symbolic B and N dims. It calibrates through ONNX Runtime on the CPU from our feeds (``calibration.tokens``), which
+vary in token count from feed to feed: it takes any ``CalibrationDataReader``, so no static calibration shape is
+needed. ``high_precision_dtype``: "fp32" leaves the unquantized rest FP32 (ONNX Runtime on the CPU has no faster
+FP16); "fp16" casts it to FP16 in the same pass for TensorRT, with LayerNormalization kept FP32.
+
+Run as ``python -m msvit_edge.calibration.int8 GRAPH OUT --feeds FEEDS --method M --high-precision P`` by
+``quantize_modelopt``, in a process of its own (see ``calibration.isolated``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from msvit_edge.calibration.fp16 import KEEP_FP32, repair_value_info, require_modelopt
+from msvit_edge.calibration.isolated import child_args, feed_reader, run_isolated
+from msvit_edge.calibration.tokens import Feed
+from msvit_edge.errors import MsvitEdgeError
+
+METHODS = ("entropy", "max")  # what ModelOpt's int8 mode offers; anything else silently means "max"
+DEFAULT_METHOD = "max"  # the better of the two on held-out training images: docs/precision.md
+
+
+def quantize_modelopt(
+    graph: Path,
+    feeds: list[Feed],
+    out: Path,
+    method: str = DEFAULT_METHOD,
+    high_precision: str = "fp32",
+    log: Callable[[str], None] = lambda _: None,
+) -> Path:
+    """INT8 Q/DQ graph of ``graph`` calibrated on ``feeds``, written to ``out``.
+
+    Args:
+        graph: An FP32 encoder graph of an export bundle.
+        feeds: Its calibration inputs (``CalibrationFeeds.for_graph``).
+        out: The quantized graph's path.
+        method: Calibration method, one of ``METHODS``.
+        high_precision: Precision of what is not quantized: "fp32" or "fp16".
+        log: Progress and failure lines.
+    """
+    if method not in METHODS:
+        raise MsvitEdgeError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if high_precision not in ("fp32", "fp16"):
+        raise MsvitEdgeError(f"high_precision must be fp32 or fp16, got {high_precision!r}")
+    require_modelopt("INT8 quantization")
+    args = ["--method", method, "--high-precision", high_precision]
+    return run_isolated("msvit_edge.calibration.int8", graph, out, args, log, feeds)
+
+
+def _quantize_here(graph: Path, feeds: list[Feed], out: Path, method: str, high_precision: str) -> None:
+    from modelopt.onnx.quantization import quantize
+
+    quantize(
+        str(graph),
+        quantize_mode="int8",
+        calibration_data_reader=feed_reader(feeds),
+        calibration_method=method,
+        calibration_eps=["cpu"],
+        high_precision_dtype=high_precision,
+        op_types_to_exclude_fp16=list(KEEP_FP32),
+        output_path=str(out),
+        log_level="WARNING",
+    )
+    if high_precision == "fp16":
+        repair_value_info(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    def options(parser) -> None:
+        parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
+        parser.add_argument("--high-precision", choices=("fp32", "fp16"), default="fp32")
+
+    ns, feeds = child_args(argv, "ModelOpt INT8 Q/DQ of one graph (run by quantize_modelopt)", options)
+    _quantize_here(ns.graph, feeds, ns.out, ns.method, ns.high_precision)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""INT8 by ONNX Runtime's own static quantization (QDQ, per-channel weights), for ONNX Runtime on the CPU.
+
+ONNX Runtime fuses QDQ around MatMul into its integer kernels; which op types to quantize, the activation type
+and the format were chosen by measurement (docs/precision.md). Calibrated on the same feeds as ModelOpt's graph.
+
+Run as ``python -m msvit_edge.calibration.ort_int8 GRAPH OUT --feeds FEEDS [options]`` by ``quantize_ort``, in a process
+of its own (see ``calibration.isolated``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from msvit_edge.calibration.isolated import child_args, feed_reader, run_isolated
+from msvit_edge.calibration.tokens import Feed
+from msvit_edge.errors import MsvitEdgeError
+
+OP_TYPES = ("MatMul",)
+METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "minmax"
+ACTIVATIONS = ("int8", "uint8")
+
+
+def quantize_ort(
+    graph: Path,
+    feeds: list[Feed],
+    out: Path,
+    op_types: Sequence[str] = OP_TYPES,
+    method: str = DEFAULT_METHOD,
+    activation: str = "int8",
+    log: Callable[[str], None] = lambda _: None,
+) -> Path:
+    """INT8 QDQ graph of ``graph`` by ``onnxruntime.quantization.quantize_static``, written to ``out``.
+
+    Args:
+        graph: An FP32 encoder graph of an export bundle.
+        feeds: Its calibration inputs (``CalibrationFeeds.for_graph``).
+        out: The quantized graph's path.
+        op_types: Op types to quantize.
+        method: ONNX Runtime calibration method, one of ``METHODS``.
+        activation: Activation type, "int8" (symmetric) or "uint8"; weights are int8 per channel.
+        log: Progress and failure lines.
+    """
+    if method not in METHODS or activation not in ACTIVATIONS:
+        raise MsvitEdgeError(
+            f"method must be one of {', '.join(METHODS)} and activation one of {', '.join(ACTIVATIONS)}, "
+            f"got {method!r}, {activation!r}"
+        )
+    args = ["--op-types", ",".join(op_types), "--method", method, "--activation", activation]
+    return run_isolated("msvit_edge.calibration.ort_int8", graph, out, args, log, feeds)
+
+
+def _quantize_here(graph: Path, feeds: list[Feed], out: Path, op_types: list[str], method: str, act: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
+    methods["percentile"] = CalibrationMethod.Percentile
+    quantize_static(
+        str(graph),
+        str(out),
+        feed_reader(feeds),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types,
+        per_channel=True,
+        activation_type=QuantType.QInt8 if act == "int8" else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[method],
+        extra_options={"ActivationSymmetric": act == "int8"},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    def options(parser) -> None:
+        parser.add_argument("--op-types", default=",".join(OP_TYPES))
+        parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
+        parser.add_argument("--activation", choices=ACTIVATIONS, default="int8")
+
+    ns, feeds = child_args(argv, "ONNX Runtime INT8 QDQ of one graph (run by quantize_ort)", options)
+    _quantize_here(ns.graph, feeds, ns.out, ns.op_types.split(","), ns.method, ns.activation)
+
+
+if __name__ == "__main__":
+    main()

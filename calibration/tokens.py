@@ -1,0 +1,163 @@
+"""Calibration feeds for the encoder: real images through the FP32 tokenizer, at real token counts. Torch-free.
+
+The encoder never sees images, only the tokenizer's selected tokens, and their count varies per image. So the
+encoder is calibrated on what it will run on: each image's tokens cut to its own count, grouped so that every
+bucket of the bundle's plan is represented.
+
+- ``encoder`` (no mask) feeds hold images of one exact count each: ``tokens [b, n, D]``.
+- ``encoder_masked`` feeds hold one bucket each, padded to the bucket's maximum as a static-shape engine runs it:
+  ``tokens [b, max, D]`` (padding rows are the image's unselected candidates, as at run time) and ``mask [b, max]``.
+
+Checks that need no inference (dtype, size, channels, the minimum count) run before the tokenizer does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from msvit_edge.bundle import Bundle
+from msvit_edge.errors import MsvitEdgeError
+
+MIN_IMAGES = 128  # fewer and the last buckets' tensors get a handful of images: docs/precision.md
+DEFAULT_IMAGES = 512
+FEED_BATCH = 32  # images per calibration feed; bounds the calibrator's memory at DeiT-S size
+TOKENIZER_BATCH = 64
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CalibrationFeeds:
+    """Encoder inputs made from calibration images, and how they cover the bucket plan."""
+
+    encoder: list[Feed]  # one exact token count per feed: {"tokens": [b, n, D]}
+    encoder_masked: list[Feed]  # one bucket per feed: {"tokens": [b, max, D], "mask": [b, max]}
+    counts: np.ndarray  # int64 [N] token count of each image (CLS included)
+    coverage: list[int]  # images per bucket of the plan
+
+    def for_graph(self, name: str) -> list[Feed]:
+        """The feeds of graph ``name`` ("encoder" or "encoder_masked")."""
+        if name not in ("encoder", "encoder_masked"):
+            raise MsvitEdgeError(f"no calibration feeds for graph {name!r}; only the encoders are calibrated")
+        return getattr(self, name)
+
+
+def check_images(bundle: Bundle, images: np.ndarray, minimum: int = MIN_IMAGES) -> None:
+    """Refuse calibration images the model cannot take, or too few of them, before any slow work.
+
+    Args:
+        bundle: The export bundle to calibrate.
+        images: uint8 images [N, H, W, C].
+        minimum: Fewest images accepted.
+    """
+    size = int(bundle.manifest["preprocessing"]["size"])
+    channels = _input_channels(bundle)
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        raise MsvitEdgeError(f"calibration images must be a uint8 array [N, H, W, C], got {got}")
+    if images.shape[1:] != (size, size, channels):
+        raise MsvitEdgeError(
+            f"calibration images are {images.shape[1]}x{images.shape[2]} with {images.shape[3]} channels; the model "
+            f"takes {size}x{size} with {channels} (resize them as the bundle's data was: {_resize_rule(bundle)})"
+        )
+    if len(images) < minimum:
+        raise MsvitEdgeError(
+            f"{len(images)} calibration images are too few: INT8 calibration needs at least {minimum} "
+            f"(default {DEFAULT_IMAGES}), so that every bucket's token counts are represented"
+        )
+
+
+def encoder_feeds(
+    bundle: Bundle,
+    images: np.ndarray,
+    log: Callable[[str], None] = lambda _: None,
+    threads: int | None = None,
+) -> CalibrationFeeds:
+    """Run the bundle's FP32 tokenizer on ``images`` and group its tokens into encoder calibration feeds.
+
+    Args:
+        bundle: The export bundle.
+        images: uint8 images [N, H, W, C] (checked with ``check_images`` first).
+        log: Receives the coverage line and a warning for each bucket no image falls in.
+        threads: Intra-op threads of the tokenizer session (None: ONNX Runtime's default).
+    """
+    check_images(bundle, images)
+    plan = bundle.plan
+    tokens, counts = _tokenize(bundle, images, threads)
+    buckets = np.array([plan.index(int(c)) for c in counts])
+    coverage = [int((buckets == i).sum()) for i in range(len(plan.buckets))]
+    log(describe_coverage(plan, coverage))
+    for i, (b, n) in enumerate(zip(plan.buckets, coverage, strict=True)):
+        if n == 0:
+            log(
+                f"warning: calibration misses bucket {i} (tokens {b.min}..{b.max}): no image has that many tokens, "
+                "so its activation ranges come from the other buckets' images"
+            )
+    exact = [f for n in np.unique(counts) for f in _exact_feeds(tokens, counts, int(n))]
+    padded = [f for i, b in enumerate(plan.buckets) for f in _bucket_feeds(tokens, counts, buckets == i, b.max)]
+    return CalibrationFeeds(exact, padded, counts, coverage)
+
+
+def describe_coverage(plan, coverage: list[int]) -> str:
+    cells = ", ".join(f"{b.min}..{b.max}: {n}" for b, n in zip(plan.buckets, coverage, strict=True))
+    return f"calibration: {sum(coverage)} images over {len(coverage)} buckets (tokens: images) {cells}"
+
+
+def _tokenize(bundle: Bundle, images: np.ndarray, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate token [N, M, D] (selected first) and counts [N] from the FP32 tokenizer."""
+    from msvit_edge.engines.ort import session
+
+    sess = session(bundle.graph("tokenizer"), threads)
+    threshold = np.asarray(bundle.threshold, dtype=np.float32)
+    tokens, counts = [], []
+    for i in range(0, len(images), TOKENIZER_BATCH):
+        feed = {"images": bundle.preprocess(images[i : i + TOKENIZER_BATCH]), "threshold": threshold}
+        t, c = sess.run(["tokens", "counts"], feed)
+        tokens.append(t)
+        counts.append(c)
+    return np.concatenate(tokens), np.concatenate(counts).astype(np.int64)
+
+
+def _exact_feeds(tokens: np.ndarray, counts: np.ndarray, n: int) -> list[Feed]:
+    index = np.flatnonzero(counts == n)
+    return [{"tokens": np.ascontiguousarray(tokens[c, :n])} for c in _chunks(index)]
+
+
+def _bucket_feeds(tokens: np.ndarray, counts: np.ndarray, members: np.ndarray, rows: int) -> list[Feed]:
+    feeds = []
+    for c in _chunks(np.flatnonzero(members)):
+        mask = np.arange(rows)[None, :] < counts[c, None]
+        feeds.append({"tokens": np.ascontiguousarray(tokens[c, :rows]), "mask": mask})
+    return feeds
+
+
+def _chunks(index: np.ndarray) -> list[np.ndarray]:
+    return [index[i : i + FEED_BATCH] for i in range(0, len(index), FEED_BATCH)]
+
+
+def _input_channels(bundle: Bundle) -> int:
+    inputs = {i["name"]: i for i in bundle.manifest["graphs"]["tokenizer"]["inputs"]}
+    return int(inputs["images"]["shape"][1])
+
+
+def _resize_rule(bundle: Bundle) -> str:
+    return bundle.manifest["preprocessing"].get("resize", "to the model's size")
+
+
+def save_feeds(path: Path, feeds: list[Feed]) -> None:
+    """Feeds of different shapes in one .npz (keys ``<index>/<input>``), for a quantizer in another process."""
+    np.savez(path, **{f"{i}/{name}": a for i, feed in enumerate(feeds) for name, a in feed.items()})
+
+
+def load_feeds(path: Path) -> list[Feed]:
+    """The inverse of ``save_feeds``."""
+    feeds: dict[int, Feed] = {}
+    with np.load(path) as z:
+        for key in z.files:
+            i, name = key.split("/", 1)
+            feeds.setdefault(int(i), {})[name] = z[key]
+    return [feeds[i] for i in sorted(feeds)]

@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
@@ -104,6 +104,12 @@ class JetsonInfo:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"notes": list(self.notes), "power_mode_is_max": self.power_mode_is_max}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> JetsonInfo:
+        """The inverse of ``to_dict`` (derived keys ignored), e.g. for a report read back from JSON."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names} | {"notes": tuple(d.get("notes", ()))})
 
     def describe(self) -> str:
         """One line for reports: model, L4T/JetPack, power mode, clocks."""

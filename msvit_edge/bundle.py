@@ -6,6 +6,7 @@ DIR/tokenizer.onnx       images [B, C, H, W] (+ threshold []) -> tokens [B, M, D
                          order [B, M]; static shapes but B; the selected tokens come first
 DIR/encoder.onnx         tokens [B, N, D] -> logits [B, K]; for batch 1 or equal counts (no mask)
 DIR/encoder_masked.onnx  tokens [B, N, D], mask [B, N] (True = real token) -> logits; mixed counts
+DIR/vit.onnx             images [B, C, H, W] -> logits: the same weights as a plain ViT (all fine), for comparison
 DIR/reference.npz        validation images (uint8 NHWC), labels, and PyTorch's logits, counts and probs on them
 """
 

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge import __version__, validation
 from msvit_edge.buckets import BucketPlan, plan_buckets
 from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess, to_uint8
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
-from msvit_edge.data import open_dataset, random_subset
+from msvit_edge.config import MSViTConfig, preset
+from msvit_edge.data import SceneConfig, open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
@@ -40,7 +41,10 @@ PROTOBUF_LIMIT = 2**31 - 2**24  # an ONNX file is one protobuf (2 GiB at most); 
 @dataclass
 class ExportConfig:
     out: str = "bundle"
-    ckpt: str | None = None  # None: the embedded demo checkpoint
+    ckpt: str | None = None  # None: the embedded demo checkpoint (or a random-weights preset)
+    preset: str | None = None  # with random_weights: a model of this preset, for latency only
+    random_weights: bool = False
+    fine_fraction: float | None = None  # set the threshold so this share of calibration regions is fine
     buckets: int = 5  # smallest K with <= 8% padding on the first demo (4: 8.9%, 5: 6.2%; 4.8% now); one profile each
     calib: str = "fashion-mnist-scenes"  # images whose token counts plan the buckets (training split)
     calib_images: int = 2000
@@ -58,6 +62,14 @@ class ExportConfig:
             f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images >= 1,
             f"--val-images must be >= 1, got {self.val_images}": self.val_images >= 1,
             f"max_batch must be >= 2 (the batch dim is traced at 2), got {self.max_batch}": self.max_batch >= 2,
+            "--random-weights needs --preset (which model to build)": self.preset is not None
+            or not self.random_weights,
+            "--preset builds a model with random weights: add --random-weights (or pass --ckpt)": self.preset is None
+            or self.random_weights,
+            "--ckpt and --random-weights exclude each other": not (self.ckpt and self.random_weights),
+            "--fine-fraction and --threshold exclude each other": self.fine_fraction is None or self.threshold is None,
+            f"--fine-fraction must be in (0, 1), got {self.fine_fraction}": self.fine_fraction is None
+            or 0 < self.fine_fraction < 1,
         }
         require(checks)
 
@@ -71,6 +83,18 @@ class TokenizerGraph(nn.Module):
 
     def forward(self, images: Tensor, threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return tuple(self.model.tokenize(images, threshold=threshold))
+
+
+class PlainViTGraph(nn.Module):
+    """The same weights as a standard ViT (every token fine, no gate): images -> logits. ``bench`` times MSViT
+    against it on the same backend and precision."""
+
+    def __init__(self, model: MSViT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.encode(self.model.embed(images))
 
 
 class EncoderGraph(nn.Module):
@@ -87,18 +111,17 @@ class EncoderGraph(nn.Module):
 def export(cfg: ExportConfig, log=print) -> Bundle:
     """Export as ``cfg`` says; returns the validated bundle."""
     check_output(cfg.out, cfg.force)
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else demo_checkpoint()
-    model, _ = load_checkpoint(ckpt)
-    threshold = check_threshold(model.mcfg.gate.threshold if cfg.threshold is None else cfg.threshold)
+    model, source = load_model(cfg)
     model.set_export(True)
-    log(f"export: {ckpt} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), threshold {threshold}")
+    threshold = choose_threshold(model, cfg)
+    log(f"export: {source} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), threshold {threshold:.4g}")
     plan = plan_for(model, cfg, threshold)
     log(describe_plan(plan))
     reference = make_reference(model, cfg.calib, cfg.val_images, threshold)
     with atomic_dir(cfg.out, cfg.force) as tmp:
         graphs = export_graphs(model, tmp, cfg, log)
         reference.save(tmp / "reference.npz")
-        manifest = build_manifest(model, ckpt, plan, threshold, graphs, cfg)
+        manifest = build_manifest(model, source, plan, threshold, graphs, cfg)
         write_json(tmp / "manifest.json", manifest)
         manifest["validation"] = validate_bundle(Bundle(tmp), reference)
         write_json(tmp / "manifest.json", manifest)
@@ -108,17 +131,45 @@ def export(cfg: ExportConfig, log=print) -> Bundle:
     return Bundle(cfg.out)
 
 
+def load_model(cfg: ExportConfig) -> tuple[MSViT, Path | str]:
+    """The model to export and where it came from: a checkpoint, the demo, or a random-weights preset."""
+    if cfg.random_weights:
+        torch.manual_seed(0)
+        return MSViT(MSViTConfig(preset(cfg.preset))).eval(), f"random weights ({cfg.preset})"
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else demo_checkpoint()
+    return load_checkpoint(ckpt)[0], ckpt
+
+
+def choose_threshold(model: MSViT, cfg: ExportConfig) -> float:
+    """The gate threshold: given, the checkpoint's, or the one that makes ``fine_fraction`` of the calibration
+    images' regions fine (a random-weights model has no trained threshold)."""
+    if cfg.fine_fraction is None:
+        return check_threshold(model.mcfg.gate.threshold if cfg.threshold is None else cfg.threshold)
+    probs = gate_probs(model, cfg.calib, cfg.calib_images)
+    return float(np.quantile(probs, 1 - cfg.fine_fraction))
+
+
 # ---- buckets and reference -------------------------------------------------------------------------------------
+
+
+def dataset(model: MSViT, data: str, split: str, n: int) -> Dataset:
+    """``n`` images of ``data`` drawn at random, at the model's size (scenes are rendered at it)."""
+    vit = model.cfg
+    scene = SceneConfig(canvas=vit.img_size)
+    return random_subset(open_dataset(data, split, vit.img_size, vit.mean, vit.std, scene=scene), n)
+
+
+@torch.no_grad()
+def gate_probs(model: MSViT, data: str, n: int) -> np.ndarray:
+    """The gate's fine probabilities [n, R] on ``n`` training images."""
+    return torch.cat([model.gate(x).sigmoid() for x, _ in DataLoader(dataset(model, data, "train", n), 250)]).numpy()
 
 
 @torch.no_grad()
 def token_counts(model: MSViT, data: str, split: str, n: int, threshold: float) -> np.ndarray:
-    """The gate's token counts on the first ``n`` images of a data set."""
-    vit = model.cfg
-    dataset = open_dataset(data, split, vit.img_size, vit.mean, vit.std)
-    subset = random_subset(dataset, n)
-    counts = [model.tokenize(x, threshold=threshold).counts for x, _ in DataLoader(subset, batch_size=250)]
-    return torch.cat(counts).numpy()
+    """The gate's token counts on ``n`` images of a data set, drawn at random."""
+    loader = DataLoader(dataset(model, data, split, n), batch_size=250)
+    return torch.cat([model.tokenize(x, threshold=threshold).counts for x, _ in loader]).numpy()
 
 
 def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> BucketPlan:
@@ -146,8 +197,7 @@ def describe_plan(plan: BucketPlan) -> str:
 def make_reference(model: MSViT, data: str, n: int, threshold: float) -> Reference:
     """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels."""
     vit = model.cfg
-    dataset = open_dataset(data, "test", vit.img_size, vit.mean, vit.std)
-    images, labels = next(iter(DataLoader(random_subset(dataset, n), batch_size=n)))
+    images, labels = next(iter(DataLoader(dataset(model, data, "test", n), batch_size=n)))
     pixels = to_uint8(images.numpy(), vit.mean, vit.std)
     x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
     out = model.tokenize(x, threshold=threshold)
@@ -159,7 +209,7 @@ def make_reference(model: MSViT, data: str, n: int, threshold: float) -> Referen
 
 
 def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[str, dict]:
-    """Write tokenizer.onnx, encoder.onnx and encoder_masked.onnx; returns their I/O descriptions."""
+    """Write tokenizer.onnx, encoder.onnx, encoder_masked.onnx and vit.onnx; returns their I/O descriptions."""
     from torch.export import Dim
 
     vit, B = model.cfg, Dim("batch", min=1, max=cfg.max_batch)
@@ -177,6 +227,7 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
             {"images": {0: B}, "threshold": None},
         ),
         "encoder": (EncoderGraph(model), (tokens,), ["tokens"], ["logits"], {"tokens": {0: B, 1: N}}),
+        "vit": (PlainViTGraph(model), (images,), ["images"], ["logits"], {"images": {0: B}}),
         "encoder_masked": (
             EncoderGraph(model),
             (tokens, mask),
@@ -287,13 +338,16 @@ def io_description(path: Path) -> dict:
 
 
 def build_manifest(
-    model: MSViT, ckpt: Path, plan: BucketPlan, threshold: float, graphs: dict, cfg: ExportConfig
+    model: MSViT, ckpt: Path | str, plan: BucketPlan, threshold: float, graphs: dict, cfg: ExportConfig
 ) -> dict:
     vit = model.cfg
     return {
         "schema_version": SCHEMA_VERSION,
         "model": model.mcfg.to_dict(),
-        "source": {"checkpoint": str(ckpt), "sha256": sha256(ckpt)},
+        "source": {"random_weights": cfg.preset}
+        if cfg.random_weights
+        else {"checkpoint": str(ckpt), "sha256": sha256(ckpt)},
+        "latency_only": cfg.random_weights,  # random weights: accuracy means nothing, latency is real
         "opset": OPSET,
         "graphs": graphs,
         "buckets": plan.to_dict(),

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,14 @@ def bundle(workdir) -> Bundle:
 
 def test_bundle_holds_single_file_graphs_manifest_and_reference(bundle, workdir):
     names = sorted(p.name for p in bundle.path.iterdir())
-    assert names == ["encoder.onnx", "encoder_masked.onnx", "manifest.json", "reference.npz", "tokenizer.onnx"]
+    assert names == [
+        "encoder.onnx",
+        "encoder_masked.onnx",
+        "manifest.json",
+        "reference.npz",
+        "tokenizer.onnx",
+        "vit.onnx",
+    ]
     m = bundle.manifest
     assert m["source"]["sha256"] == sha256(workdir / "tiny.safetensors") and m["opset"] == 20
     assert m["tokens"] == {"min": 17, "max": 65, "candidates": 81}
@@ -76,6 +82,17 @@ def test_bundle_holds_single_file_graphs_manifest_and_reference(bundle, workdir)
     assert enc["tokens"]["shape"][2] == 32 and enc["mask"]["dtype"] == "bool"
     tok = {o["name"]: o["shape"] for o in m["graphs"]["tokenizer"]["outputs"]}
     assert tok["tokens"][1:] == [81, 32] and tok["probs"][1:] == [16]
+
+
+def test_plain_vit_graph_is_the_all_fine_msvit_with_the_same_weights(bundle, workdir):
+    from msvit_edge.engines.ort import session
+
+    x = bundle.preprocess(bundle.reference().images[:6])
+    vit = session(bundle.graph("vit")).run(["logits"], {"images": x})[0]
+    with OnnxRuntimePipeline(bundle) as pipe:
+        all_fine = pipe(x, 0.0)
+    assert all_fine.counts.tolist() == [65] * 6
+    np.testing.assert_allclose(vit, all_fine.logits, rtol=0, atol=1e-5)
 
 
 def test_bucket_plan_covers_every_count_and_matches_the_histogram(bundle):
@@ -227,7 +244,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     [
         (["--ckpt", "{w}/missing.safetensors"], "{w}/missing.safetensors: checkpoint not found"),
         (["--buckets", "40"], "cannot plan 40 buckets from"),
-        (["--calib", "fashion-mnist-scenes"], "image size 32 must equal the scene canvas 80"),
+        (["--preset", "vit_small_patch16_224"], "--preset builds a model with random weights: add --random-weights"),
+        (["--fine-fraction", "1.5"], "--fine-fraction must be in (0, 1), got 1.5"),
         (["--threshold", "1.5"], "gate threshold must be in [0, 1]"),
         (["--simplifier", "magic"], "--simplifier must be one of onnxslim, onnxsim, none, got 'magic'"),
     ],
@@ -262,19 +280,70 @@ def test_an_output_path_that_cannot_be_a_folder_is_refused_before_any_work(workd
     assert blocker.read_text() == "keep me" and [p.name for p in tmp_path.iterdir()] == ["blocker"]
 
 
-def test_sigterm_leaves_no_temporary_folder(workdir, tmp_path):
-    out = tmp_path / "bundle"
+# The export under test, with two hooks that make the test independent of timing. It prints "SIGNAL ME" once it is
+# inside the temporary folder (or, for the library variants, once a stand-in for a library has control), and it
+# holds the commit until the test has sent the signal, so the export cannot finish first however slow the machine.
+# The variants are what libraries on the export's path do with the exception a signal handler raises: onnxslim's
+# bare `except:` around the process's first `import onnxruntime` swallows it (the export then went on and exited
+# 0); torch.export's lazy imports inside `try`/`except SomeError` turn it into an AttributeError (a traceback).
+STOPPABLE_EXPORT = """
+import sys, time
+from contextlib import contextmanager
+from pathlib import Path
+from msvit_edge import export
+library, go = sys.argv[1], Path(sys.argv[2])
+sys.argv = ["msvit-edge", "export", *sys.argv[3:]]
+real_atomic_dir, real_export_graphs = export.atomic_dir, export.export_graphs
+
+@contextmanager
+def atomic_dir(path, force=False):
+    with real_atomic_dir(path, force) as tmp:
+        if library == "none":
+            print("SIGNAL ME", file=sys.stderr, flush=True)
+        yield tmp
+        while not go.exists():
+            time.sleep(0.05)
+
+def export_graphs(*args):
+    try:
+        print("SIGNAL ME", file=sys.stderr, flush=True)
+        time.sleep(600)
+    except BaseException:
+        if library == "replaces":
+            raise RuntimeError("a library's own error, raised while the stop unwound") from None
+    return real_export_graphs(*args)
+
+export.atomic_dir = atomic_dir
+if library != "none":
+    export.export_graphs = export_graphs
+from msvit_edge.cli.app import main
+main()
+"""
+
+
+@pytest.mark.parametrize("library", ["none", "swallows", "replaces"])
+def test_sigterm_leaves_no_temporary_folder(workdir, tmp_path, library):
+    out, go = tmp_path / "out" / "bundle", tmp_path / "go"
     argv = ["--out", str(out), "--ckpt", str(workdir / "tiny.safetensors"), "--calib", str(workdir / "fmnist.npz")]
-    cmd = [sys.executable, "-m", "msvit_edge", "export", *argv, "--calib-images", "100", "--val-images", "4"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not list(tmp_path.glob(".bundle.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)  # wait until the bundle is being written
-    assert proc.poll() is None, "export ended before its temporary folder was seen"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    argv += ["--buckets", "2", "--calib-images", "100", "--val-images", "4"]
+    cmd = [sys.executable, "-c", STOPPABLE_EXPORT, library, str(go), *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in iter(proc.stderr.readline, ""):  # no deadline needed: the export ends by itself at worst
+            if line.startswith("SIGNAL ME"):
+                break
+        else:
+            pytest.fail("the export ended before it was inside its temporary folder")
+        proc.send_signal(signal.SIGTERM)
+        go.touch()
+        stderr = proc.stderr.read()
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-2000:]
-    assert list(tmp_path.iterdir()) == []
+    assert stderr.strip().endswith("terminated") and list(out.parent.iterdir()) == []
 
 
 NO_TORCH = """
@@ -300,3 +369,22 @@ def test_bundle_runs_and_is_checked_without_pytorch(bundle):
     assert result.returncode == 0, result.stderr[-2000:]
     max_abs, macs = map(float, result.stdout.split())
     assert max_abs <= 1e-4 and macs == 2 * (12 * 65 * 32**2 + 2 * 65**2 * 32) + 32 * 10
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.6])
+def test_fine_fraction_sets_the_threshold_that_makes_that_share_of_regions_fine(workdir, fraction):
+    cfg = ExportConfig(
+        ckpt=str(workdir / "tiny.safetensors"), calib=str(workdir / "fmnist.npz"), fine_fraction=fraction
+    )
+    model, _ = export_module.load_model(cfg)
+    threshold = export_module.choose_threshold(model, cfg)
+    counts = export_module.token_counts(model, cfg.calib, "train", 300, threshold)
+    fine_share = ((counts - model.num_regions - 1) / 3).mean() / model.num_regions
+    assert abs(fine_share - fraction) < 0.02
+
+
+def test_random_weights_preset_is_a_latency_only_model_of_that_size():
+    cfg = ExportConfig(preset="vit_tiny_patch16_224", random_weights=True)
+    model, source = export_module.load_model(cfg)
+    assert source == "random weights (vit_tiny_patch16_224)"
+    assert model.cfg.embed_dim == 192 and model.cfg.img_size == 224 and model.num_regions == 49

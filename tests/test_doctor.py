@@ -1,0 +1,125 @@
+"""msvit_edge.doctor: the matrix follows from what is installed, every gap names its fix, and the text shows it.
+
+Besides this machine (no TensorRT, no GPU), three recorded kinds of machine are described by ``environment()``-shaped
+dicts: a Jetson on JetPack 6 with apt's TensorRT and no PyTorch, an H200 workstation with everything, and one
+without ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from msvit_edge.doctor import BACKENDS, PRECISIONS, diagnose, format_report, install_command, missing_backend_error
+from msvit_edge.environment import PACKAGES, environment
+
+H200 = {"name": "NVIDIA H200", "driver_version": "570.124.06", "compute_cap": "9.0", "memory.total": 143771}
+ORIN = {
+    "model": "NVIDIA Jetson AGX Orin Developer Kit",
+    "l4t": "36.4.3",
+    "jetpack": "6.2",
+    "soc": "tegra234",
+    "power_mode": "MAXN",
+    "power_mode_id": 0,
+    "max_power_mode": "MAXN",
+    "clocks": "unknown",
+    "notes": ["jetson_clocks state unknown: `jetson_clocks --show` said 'Please run as root'"],
+    "power_mode_is_max": True,
+}
+
+
+def machine(installed: dict[str, str], **parts) -> dict:
+    """An ``environment()`` with the given distributions installed (everything else missing)."""
+    base = {
+        "msvit_edge": "0.1.0",
+        "packages": {d: installed.get(d) for d in PACKAGES},
+        "onnxruntime_providers": ["CPUExecutionProvider"] if "onnxruntime" in installed else None,
+        "torch_cuda": None,
+        "tensorrt": installed.get("tensorrt"),
+        "cpu": {"model": "Cortex-A78AE", "cores": 12, "arch": "aarch64"},
+        "gpus": [],
+        "jetson": None,
+    }
+    return base | parts
+
+
+CORE = {"numpy": "1.26.4", "onnx": "1.16.2", "onnxruntime": "1.20.0", "polygraphy": "0.49.9"}
+
+
+def test_this_machine_reports_tensorrt_missing_with_its_install_command():
+    env = environment()
+    if env["tensorrt"] or env["gpus"] or env["jetson"]:
+        pytest.skip("this machine has TensorRT or a GPU")
+    report = diagnose(env)
+    assert [report.capability("tensorrt", p).status for p in PRECISIONS] == ["no"] * 3
+    assert 'pip install "msvit-edge[tensorrt]"' in report.capability("tensorrt", "fp32").reason
+    assert report.capability("onnxruntime", "fp32").status == "yes"
+    rows = [line.split() for line in format_report(report).splitlines()]
+    assert ["tensorrt", "missing", "pip", "install", '"msvit-edge[tensorrt]"'] in rows
+    assert ["tensorrt", "no", "no", "no"] in rows
+
+
+def test_diagnose_imports_nothing_heavy():
+    code = (
+        "import sys; from msvit_edge.doctor import diagnose, format_report; format_report(diagnose()); "
+        "print(sorted(m for m in ('torch', 'tensorrt', 'modelopt', 'torch_tensorrt') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_jetson_with_apt_tensorrt_and_no_pytorch_runs_carried_graphs():
+    report = diagnose(machine(CORE | {"tensorrt": "10.3.0"}, jetson=ORIN))
+    assert report.capability("tensorrt", "fp32").status == "yes"  # found from the module, not pip metadata
+    fp16, int8 = report.capability("tensorrt", "fp16"), report.capability("tensorrt", "int8")
+    assert (fp16.status, int8.status) == ("graphs", "graphs") and fp16.available
+    assert 'nvidia-modelopt is not installed: pip install "msvit-edge[quantize]"' in int8.reason
+    assert (
+        "torch is not installed: pip install torch --index-url https://pypi.jetson-ai-lab.io/jp6/cu126" in int8.reason
+    )
+    assert next(p for p in report.packages if p.name == "tensorrt").version == "10.3.0"
+    assert any(p.name == "jetson-stats" for p in report.packages)  # only listed on a Jetson
+    assert any("onnxruntime-gpu --index-url https://pypi.jetson-ai-lab.io/jp6/cu126" in h for h in report.hints)
+    assert any("jetson_clocks state unknown" in h for h in report.hints)
+    assert install_command("tensorrt", report.environment).startswith("sudo apt install nvidia-tensorrt")
+
+
+def test_gpu_workstation_with_everything():
+    everything = CORE | {
+        "torch": "2.8.0",
+        "nvidia-modelopt": "0.40.0",
+        "tensorrt": "10.13.0",
+        "torch-tensorrt": "2.8.0",
+    }
+    env = machine(everything, gpus=[H200], torch_cuda="12.8")
+    env["onnxruntime_providers"] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    report = diagnose(env)
+    statuses = {(c.backend, c.precision): c.status for c in report.capabilities}
+    assert {k for k, s in statuses.items() if s != "yes"} == {("torch", "int8")}
+    assert report.hints == ()
+    assert "jetson-stats" not in {p.name for p in report.packages}
+
+
+def test_no_onnxruntime_and_a_cpu_torch_on_a_gpu_machine():
+    report = diagnose(machine({"numpy": "2.0", "torch": "2.8.0+cpu"}, gpus=[H200]))
+    assert report.capability("onnxruntime", "int8").reason.startswith("onnxruntime is not installed: pip install")
+    assert report.capability("torch", "fp16").status == "no"
+    assert any("torch is a CPU build" in h for h in report.hints)
+
+
+def test_missing_backend_error_is_one_line_with_the_fix():
+    report = diagnose(machine(CORE))
+    err = str(missing_backend_error("tensorrt", report=report))
+    assert "\n" not in err and err.startswith("backend tensorrt is not available here: tensorrt is not installed")
+    assert 'pip install "msvit-edge[tensorrt]"' in err and "msvit-edge doctor" in err
+    assert "PyTorch FP16" not in str(missing_backend_error("torch", "int8", report=report))
+    assert "unknown backend 'tvm'" in str(missing_backend_error("tvm"))
+
+
+def test_format_report_covers_every_cell():
+    text = format_report(diagnose(machine(CORE, jetson=ORIN)))
+    assert "NVIDIA Jetson AGX Orin Developer Kit, L4T 36.4.3 (JetPack 6.2)" in text.splitlines()[0]
+    for backend in BACKENDS:
+        assert any(line.split()[:1] == [backend] and len(line.split()) == 4 for line in text.splitlines())
+    assert "Why not" in text and "Hints" in text

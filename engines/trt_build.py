@@ -1,0 +1,433 @@
+"""TensorRT engine build: Polygraphy's loaders, one profile per bucket, the precision read back and checked.
+
+``build_engines`` parses each graph into a network (strongly typed where TensorRT has it), adds the stage's
+profiles (``EngineShapes.profiles``), builds and saves the plan, then reads back what TensorRT made: the profiles,
+device memory per profile, and every layer's precision through the engine inspector. A build that asked for FP16 or
+INT8 and shows none fails (``check_precision``): other projects shipped FP32 engines labelled FP16 when TensorRT 11
+silently dropped the old precision flags.
+
+``trtexec_commands`` writes the same build as trtexec command lines for TensorRT 10.x and 11.x, so a Jetson can
+rebuild with JetPack's trtexec and no Python at all. Only ``build_engines`` needs TensorRT; the rest is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from msvit_edge.buckets import BucketPlan
+from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.errors import MsvitEdgeError
+
+Shape = tuple[int, ...]
+ProfileShapes = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
+
+# Precision classes, most reduced first: a layer counts as the most reduced precision among its tensors.
+PRECISIONS = ("INT8", "FP8", "FP16", "BF16", "FP32")
+WANTED = {"fp16": ("FP16", "BF16"), "int8": ("INT8",)}
+_PRECISION_PATTERNS = (  # (pattern, class) in match order: BFLOAT16 before FLOAT, UINT8 is not INT8
+    (re.compile(r"BF16|BFLOAT16"), "BF16"),
+    (re.compile(r"FP8|E4M3"), "FP8"),
+    (re.compile(r"(?<!U)INT8"), "INT8"),
+    (re.compile(r"FP16|HALF"), "FP16"),
+    (re.compile(r"FP32|FLOAT"), "FP32"),
+)
+TRTEXEC_FAMILIES = ("10", "11")
+
+
+@dataclass(frozen=True)
+class EngineShapes:
+    """The shapes every engine is built for: each stage's inputs and the bucket plan.
+
+    A dynamic dim (a name, as in a bundle manifest) on axis 0 is the batch, on axis 1 the tokens; static inputs
+    (the tokenizer's threshold) get no profile entry.
+    """
+
+    plan: BucketPlan
+    inputs: dict[str, dict[str, list[int | str]]]  # stage -> input name -> shape
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> EngineShapes:
+        graphs = bundle.manifest["graphs"]
+        return cls(bundle.plan, {s: {i["name"]: i["shape"] for i in graphs[s]["inputs"]} for s in GRAPHS})
+
+    @classmethod
+    def standard(cls, plan: BucketPlan, embed_dim: int, image_shape: tuple[int, int, int]) -> EngineShapes:
+        """The bundle contract's inputs (``msvit_edge.bundle``) for a model of this width and image size."""
+        tokens = ["batch", "tokens", embed_dim]
+        return cls(
+            plan,
+            {
+                "tokenizer": {"images": ["batch", *image_shape], "threshold": []},
+                "encoder": {"tokens": tokens},
+                "encoder_masked": {"tokens": tokens, "mask": ["batch", "tokens"]},
+            },
+        )
+
+    def profiles(self, stage: str) -> list[ProfileShapes]:
+        """The stage's optimisation profiles: one per bucket when it takes tokens, else one over the batch."""
+        inputs = self.inputs[stage]
+        has_tokens = any(len(s) > 1 and isinstance(s[1], str) for s in inputs.values())
+        ranges = [(b.min, b.opt, b.max) for b in self.plan.buckets] if has_tokens else [None]
+        return [{n: _range(n, s, self.plan.batch, r) for n, s in inputs.items() if _dynamic(s)} for r in ranges]
+
+
+def _dynamic(shape: list[int | str]) -> bool:
+    return any(isinstance(d, str) for d in shape)
+
+
+def _range(name: str, shape: list[int | str], batch: tuple[int, int, int], tokens: tuple | None) -> tuple:
+    """(min, opt, max) shapes of one input: batch on axis 0, tokens on axis 1, the rest static."""
+    axes = {0: batch, 1: tokens}
+    out = []
+    for i in range(3):
+        dims = []
+        for axis, d in enumerate(shape):
+            if isinstance(d, str) and axes.get(axis) is None:
+                raise MsvitEdgeError(f"input {name!r} has a dynamic dim {d!r} on axis {axis}: only batch and tokens")
+            dims.append(axes[axis][i] if isinstance(d, str) else int(d))
+        out.append(tuple(dims))
+    return tuple(out)
+
+
+# ---- trtexec ----------------------------------------------------------------------------------------------------
+
+
+def trtexec_commands(
+    graphs: dict[str, str | Path],
+    shapes: EngineShapes,
+    precision: str,
+    family: str,
+    timing_cache: str | Path = "timing.cache",
+    workspace_gb: float | None = None,
+    opt_level: int | None = None,
+    strongly_typed: bool = True,
+) -> dict[str, str]:
+    """The trtexec command line that builds each stage's engine, as ``build_engines`` does ({stage: line}).
+
+    Args:
+        graphs: Stage -> ONNX graph path, as the command should name it (relative to where it runs).
+        shapes: The engines' input shapes and bucket plan.
+        precision: fp32, fp16 or int8 (the graphs carry it; only 10.x's weakly typed build names it).
+        family: ``"10"`` or ``"11"``: TensorRT 11's trtexec has no precision flags and is always strongly typed.
+        timing_cache: The timing cache file trtexec loads and updates.
+        workspace_gb: Builder workspace limit (None: TensorRT's default).
+        opt_level: Builder optimisation level 0..5 (None: TensorRT's default).
+        strongly_typed: False: 10.x's weakly typed build with --fp16/--int8 (absent from 11.x).
+    """
+    if family not in TRTEXEC_FAMILIES:
+        raise ValueError(f"family must be one of {TRTEXEC_FAMILIES}, got {family!r}")
+    if family == "11" and not strongly_typed:
+        raise MsvitEdgeError("TensorRT 11 builds every network strongly typed: there is no weakly typed trtexec line")
+    lines = {}
+    for stage in GRAPHS:
+        args = ["trtexec", f"--onnx={graphs[stage]}", f"--saveEngine={stage}.plan"]
+        args += _typing_flags(family, precision if stage != "tokenizer" else "fp32", strongly_typed)
+        for index, ranges in enumerate(shapes.profiles(stage)):
+            args.append(f"--profile={index}")  # trtexec refuses repeated --minShapes without --profile
+            for k, key in enumerate(("min", "opt", "max")):
+                args.append(f"--{key}Shapes=" + ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in ranges.items()))
+        args += ["--noTF32", f"--timingCacheFile={timing_cache}"]  # FP32 means FP32, as in the Python build
+        if workspace_gb is not None:
+            args.append(f"--memPoolSize=workspace:{int(workspace_gb * 1024)}M")
+        if opt_level is not None:
+            args.append(f"--builderOptimizationLevel={opt_level}")
+        args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={stage}.layers.json", "--skipInference"]
+        lines[stage] = shlex.join(args)
+    return lines
+
+
+def _typing_flags(family: str, precision: str, strongly_typed: bool) -> list[str]:
+    if family == "11":
+        return []  # --stronglyTyped is a deprecated no-op there: every network is strongly typed
+    if strongly_typed:
+        return ["--stronglyTyped"]
+    return {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}[precision]
+
+
+def trtexec_script(commands: dict[str, str], family: str) -> str:
+    """A shell script that runs ``commands`` from the engine directory."""
+    header = (
+        f"#!/bin/sh\n# Rebuild this engine directory's engines with TensorRT {family}.x's own trtexec (no Python).\n"
+        "# Engines only run on the GPU and TensorRT version that built them: run this on the target.\n"
+        'set -e\ncd "$(dirname "$0")"\n'
+    )
+    return header + "".join(f"{line}\n" for line in commands.values())
+
+
+# ---- precision read-back ----------------------------------------------------------------------------------------
+
+
+def tensor_precision(text: str) -> str | None:
+    """The precision class of a tensor from the engine inspector's "Format/Datatype" or a ``DataType`` name."""
+    upper = text.upper()
+    return next((cls for pattern, cls in _PRECISION_PATTERNS if pattern.search(upper)), None)
+
+
+def layer_precisions(info: dict) -> dict:
+    """Layer counts by precision from the engine inspector's JSON (built with detailed profiling verbosity).
+
+    Returns {"layers": n, "precisions": {class: n}, "opaque": n}: a layer counts as the most reduced precision
+    among its input and output tensors; ``opaque`` counts fused Myelin layers, whose inner types the inspector does
+    not list.
+    """
+    entries = info.get("Layers", [])
+    if any(not isinstance(entry, dict) for entry in entries):
+        raise MsvitEdgeError("the engine has no detailed layer information (profiling verbosity is not DETAILED)")
+    counts: Counter[str] = Counter()
+    opaque = 0
+    for entry in entries:
+        types = [t.get("Format/Datatype", "") for t in entry.get("Inputs", []) + entry.get("Outputs", [])]
+        found = {tensor_precision(t) for t in types} - {None}
+        counts[min(found, key=PRECISIONS.index) if found else "other"] += 1
+        opaque += entry.get("LayerType") == "Myelin" or "ForeignNode" in str(entry.get("Name", ""))
+    return {"layers": len(entries), "precisions": dict(counts), "opaque": opaque}
+
+
+def check_precision(stage: str, precision: str, built: dict, parsed: dict[str, int], strongly_typed: bool) -> str:
+    """How the build is known to have the requested precision; ``MsvitEdgeError`` when it is not.
+
+    Args:
+        stage: Engine name, for the message.
+        precision: What was asked: fp32 (nothing to check), fp16 or int8.
+        built: ``layer_precisions`` of the built engine.
+        parsed: Tensor counts by precision class in the parsed network, before the build.
+        strongly_typed: Whether the network was strongly typed, so TensorRT had to keep the network's types.
+    """
+    wanted = WANTED.get(precision)
+    if wanted is None:
+        return "fp32: nothing to check"
+    if any(built["precisions"].get(p) for p in wanted):
+        return f"engine layers: {built['precisions']}"
+    in_network = any(parsed.get(p) for p in wanted)
+    if strongly_typed and in_network and built["opaque"]:
+        return f"strongly typed network with {wanted[0]} tensors {parsed}; fused layers hide their inner types"
+    why = (
+        f"TensorRT built it as {built['precisions']} (see {stage}.layers.json)"
+        if in_network
+        else f"its graph has no {wanted[0]} tensors ({parsed}): it is not a {precision} graph from the precision pass"
+    )
+    raise MsvitEdgeError(f"asked for {precision} but the {stage} engine has no {wanted[0]} layer: {why}")
+
+
+# ---- the build (needs TensorRT) ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    precision: str
+    strongly_typed: bool  # the encoders'; the tokenizer is strongly typed wherever TensorRT can
+    workspace_gb: float | None
+    opt_level: int | None
+    timing_cache: Path | None
+
+
+def build_engines(
+    graphs: dict[str, str | Path],
+    shapes: Bundle | EngineShapes,
+    out_dir: Path,
+    precision: str,
+    workspace_gb: float | None = None,
+    opt_level: int | None = None,
+    timing_cache: Path | None = None,
+    strongly_typed: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Build ``tokenizer.plan``, ``encoder.plan`` and ``encoder_masked.plan`` into ``out_dir``; returns the facts
+    for the engine manifest (version, capabilities, per-engine profiles, memory, layer precisions, trtexec files).
+
+    Args:
+        graphs: Stage -> ONNX graph of that precision (the tokenizer's stays FP32).
+        shapes: The bundle (its manifest's inputs and bucket plan), or the shapes themselves.
+        out_dir: Folder for the plans, their layer information and the trtexec scripts.
+        precision: fp32, fp16 or int8; a build that does not get it raises ``MsvitEdgeError``.
+        workspace_gb: Builder workspace limit (None: TensorRT's default).
+        opt_level: Builder optimisation level 0..5 (None: TensorRT's default, 3).
+        timing_cache: Timing cache to load and update (None: none kept).
+        strongly_typed: None: strongly typed where TensorRT has it; False: 10.x's builder flags.
+        log: One line per engine.
+    """
+    from msvit_edge.engines.tensorrt import capabilities, family, import_tensorrt
+
+    trt = import_tensorrt()
+    caps = capabilities(trt)
+    shapes = shapes if isinstance(shapes, EngineShapes) else EngineShapes.from_bundle(shapes)
+    opts = _Options(precision, _typing(caps, strongly_typed), workspace_gb, opt_level, timing_cache)
+    engines = {
+        stage: _build_stage(trt, caps, stage, Path(graphs[stage]), shapes, out_dir, opts, log) for stage in GRAPHS
+    }
+    scripts = _write_trtexec(graphs, shapes, out_dir, opts)
+    return {
+        "tensorrt_version": caps["version"],
+        "capabilities": caps,
+        "family": family(caps),
+        "strongly_typed": opts.strongly_typed,
+        "engines": engines,
+        "timing_cache": None if timing_cache is None else str(timing_cache),
+        "trtexec": scripts,
+    }
+
+
+def _typing(caps: dict, requested: bool | None) -> bool:
+    if requested is None:
+        requested = caps["strongly_typed"] or not caps["precision_flags"]
+    if requested and not caps["strongly_typed"]:
+        raise MsvitEdgeError(f"TensorRT {caps['version']} has no strongly typed networks: use TensorRT >= 10.1")
+    if not requested and not caps["precision_flags"]:
+        raise MsvitEdgeError(
+            f"a weakly typed build needs BuilderFlag.FP16/INT8, which TensorRT {caps['version']} removed (every "
+            "network is strongly typed there): build from the precision graphs"
+        )
+    return requested
+
+
+def _build_stage(
+    trt: ModuleType, caps: dict, stage: str, graph: Path, shapes: EngineShapes, out_dir: Path, opts: _Options, log
+) -> dict:
+    """Build one stage's engine, save it, read it back and check its precision."""
+    from polygraphy.exception import PolygraphyException
+
+    typed = opts.strongly_typed if stage != "tokenizer" else caps["strongly_typed"]
+    precision = opts.precision if stage != "tokenizer" else "fp32"  # the gate's decisions stay FP32
+    flags = [] if typed else _precision_flags_trt10(trt, precision)
+    plan = out_dir / f"{stage}.plan"
+    start = time.perf_counter()
+    try:
+        engine, network = _build_trt(trt, graph, shapes.profiles(stage), plan, typed, flags, opts)
+    except PolygraphyException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MsvitEdgeError(f"TensorRT could not build the {stage} engine from {graph.name}: {first}") from None
+    seconds = time.perf_counter() - start
+    facts, info = _read_back(trt, engine)
+    (out_dir / f"{stage}.layers.json").write_text(json.dumps(info, indent=1))
+    evidence = check_precision(stage, precision, facts["layers"], network, typed)
+    log(
+        f"tensorrt: {plan.name} from {graph.name}: {len(facts['profiles'])} profile(s), {seconds:.1f} s, "
+        f"{plan.stat().st_size / 1e6:.1f} MB, layers {facts['layers']['precisions']}"
+    )
+    head = {"file": plan.name, "graph": graph.name, "strongly_typed": typed, "flags": [str(f) for f in flags]}
+    return (
+        head
+        | {"seconds": seconds}
+        | facts
+        | {"network": network, "precision": {"requested": precision, "evidence": evidence}}
+    )
+
+
+def _precision_flags_trt10(trt: ModuleType, precision: str) -> list:
+    """10.x's builder flags for a weakly typed build (Q/DQ INT8 needs INT8; FP16 lets the rest run in half)."""
+    return {"fp32": [], "fp16": [trt.BuilderFlag.FP16], "int8": [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]}[precision]
+
+
+def _set_flags_trt10(flags: list) -> Callable:
+    def apply(builder: Any, network: Any, config: Any) -> None:  # PostprocessConfig's signature
+        for flag in flags:
+            config.set_flag(flag)
+
+    return apply
+
+
+def _build_trt(
+    trt: ModuleType, graph: Path, profiles: list[ProfileShapes], plan: Path, typed: bool, flags: list, opts: _Options
+) -> tuple[Any, dict[str, int]]:
+    """Parse, configure, build and save through Polygraphy's loaders; returns (engine, network tensor counts)."""
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+        SaveEngine,
+    )
+
+    builder, network, parser = NetworkFromOnnxPath(str(graph), strongly_typed=typed)()
+    counts = network_precisions(network)
+    cache = None if opts.timing_cache is None else str(opts.timing_cache)
+    pools = None if opts.workspace_gb is None else {trt.MemoryPoolType.WORKSPACE: int(opts.workspace_gb * 2**30)}
+    config = CreateConfig(
+        profiles=[_polygraphy_profile(Profile(), p) for p in profiles],
+        load_timing_cache=cache,
+        memory_pool_limits=pools,
+        builder_optimization_level=opts.opt_level,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,  # the inspector's per-layer types need it
+    )
+    if flags:
+        config = PostprocessConfig(config, _set_flags_trt10(flags))
+    engine = SaveEngine(EngineFromNetwork((builder, network, parser), config, save_timing_cache=cache), str(plan))()
+    return engine, counts
+
+
+def _polygraphy_profile(shapes_profile: Any, shapes: ProfileShapes) -> Any:
+    for name, (lo, opt, hi) in shapes.items():
+        shapes_profile.add(name, min=lo, opt=opt, max=hi)
+    return shapes_profile
+
+
+def network_precisions(network: Any) -> dict[str, int]:
+    """Layer-output tensor counts by precision class in a parsed network (a strongly typed one's are final)."""
+    counts: Counter[str] = Counter()
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        for output in range(layer.num_outputs):
+            tensor = layer.get_output(output)
+            counts[tensor_precision(tensor.dtype.name) or "other"] += 1
+    return dict(counts)
+
+
+def _read_back(trt: ModuleType, engine: Any) -> tuple[dict, dict]:
+    """Profiles, device memory and layer precisions of a built engine, and the inspector's JSON."""
+    inspector = engine.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    count = engine.num_optimization_profiles
+    facts = {
+        "profiles": [_profile_shapes(trt, engine, i) for i in range(count)],
+        "device_memory": {
+            "max": int(engine.device_memory_size_v2),
+            "per_profile": [int(engine.get_device_memory_size_for_profile_v2(i)) for i in range(count)],
+        },
+        "layers": layer_precisions(info),
+    }
+    return facts, info
+
+
+def _profile_shapes(trt: ModuleType, engine: Any, index: int) -> dict[str, list[list[int]]]:
+    """{input: [min, opt, max]} of one profile, dynamic inputs only."""
+    shapes = {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and -1 in tuple(engine.get_tensor_shape(name)):
+            shapes[name] = [list(map(int, s)) for s in engine.get_tensor_profile_shape(name, index)]
+    return shapes
+
+
+def _write_trtexec(graphs: dict, shapes: EngineShapes, out_dir: Path, opts: _Options) -> dict[str, str]:
+    """trtexec scripts for both TensorRT families beside the engines; returns {family: file name}."""
+    # Paths relative to the engine directory, which moves with its bundle (a temporary build folder beside the
+    # final one gives the same relative paths).
+    rel = {s: os.path.relpath(Path(p).resolve(), out_dir.resolve()) for s, p in graphs.items()}
+    cache = (
+        "timing.cache"
+        if opts.timing_cache is None
+        else os.path.relpath(Path(opts.timing_cache).resolve(), out_dir.resolve())
+    )
+    files = {}
+    for fam in TRTEXEC_FAMILIES:
+        if fam == "11" and not opts.strongly_typed:
+            continue  # a weakly typed build has no TensorRT 11 equivalent
+        cmds = trtexec_commands(
+            rel, shapes, opts.precision, fam, cache, opts.workspace_gb, opts.opt_level, opts.strongly_typed
+        )
+        path = out_dir / f"trtexec-trt{fam}.sh"
+        path.write_text(trtexec_script(cmds, fam))
+        path.chmod(0o755)
+        files[fam] = path.name
+    return files

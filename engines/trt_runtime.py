@@ -1,0 +1,257 @@
+"""TensorRT runtime on the pipeline seam: tokens stay on the device between the tokenizer and encoder engines.
+
+Device memory and the stream are Polygraphy's CUDA wrapper (``polygraphy.cuda``), so a Jetson needs no PyTorch and
+no cuda-python. ``tokenize`` runs the tokenizer engine and brings only counts and gate probabilities to the host;
+``cut`` slices the selection's images and rows on the device with strided 2D copies (``copy_plan``); ``encode``
+runs the encoder engine in the execution context of the selection's bucket (one context per profile, each bound to
+its profile once, because switching a context's profile can stall) and brings the logits back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from msvit_edge.bundle import GRAPHS
+from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.engines.pipeline import Pipeline, Tokenized
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.selection import Selection
+
+Ranges = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
+
+
+class Copy2D(NamedTuple):
+    """One ``cudaMemcpy2DAsync``: ``height`` rows of ``width`` bytes, offsets in bytes from each buffer's start."""
+
+    dst: int
+    dpitch: int
+    src: int
+    spitch: int
+    width: int
+    height: int
+
+
+def copy_plan(index: np.ndarray, rows: int, candidates: int, row_bytes: int) -> list[Copy2D]:
+    """The copies that cut tokens [B, M, D] down to [b, rows, D] for the images ``index`` (ascending).
+
+    Each run of consecutive images is one 2D copy: a pitch of M token rows in the source, ``rows`` in the output.
+
+    Args:
+        index: The images to keep, ascending (``Selection.index``).
+        rows: Token rows to keep per image (``Selection.rows``).
+        candidates: M, token rows per image in the source.
+        row_bytes: Bytes per token row (D times the item size).
+    """
+    copies, start = [], 0
+    for end in range(1, len(index) + 1):
+        if end == len(index) or index[end] != index[end - 1] + 1:
+            src = int(index[start]) * candidates * row_bytes
+            dst = start * rows * row_bytes
+            copies.append(Copy2D(dst, rows * row_bytes, src, candidates * row_bytes, rows * row_bytes, end - start))
+            start = end
+    return copies
+
+
+def choose_profile(shapes: dict[str, tuple[int, ...]], profiles: list[Ranges], preferred: int | None) -> int:
+    """The profile whose ranges hold ``shapes``: ``preferred`` (the bucket) when it does, else the first that does.
+
+    Raises ``MsvitEdgeError`` naming the shape and every profile's ranges when none does.
+    """
+    order = ([preferred] if preferred is not None and preferred < len(profiles) else []) + list(range(len(profiles)))
+    for index in order:
+        if all(_within(shape, profiles[index][name]) for name, shape in shapes.items() if name in profiles[index]):
+            return index
+    described = "; ".join(
+        f"profile {i}: " + ", ".join(f"{n} {list(r[0])}..{list(r[2])}" for n, r in p.items())
+        for i, p in enumerate(profiles)
+    )
+    got = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+    raise MsvitEdgeError(f"input shape {got} is outside every optimisation profile of the engine ({described})")
+
+
+def _within(shape: tuple[int, ...], ranges: tuple) -> bool:
+    lo, _, hi = ranges
+    return len(shape) == len(lo) and all(a <= s <= b for s, a, b in zip(shape, lo, hi, strict=True))
+
+
+class DeviceTensor(NamedTuple):
+    """A tensor in a ``polygraphy.cuda.DeviceArray``, with its numpy dtype (the pipeline's device array type)."""
+
+    array: Any
+    dtype: np.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def ptr(self) -> int:
+        return self.array.ptr
+
+
+@dataclass
+class _Engine:
+    """A deserialized engine, its execution contexts (one per profile) and the profiles' input ranges."""
+
+    engine: Any
+    contexts: list[Any]
+    profiles: list[Ranges]
+    outputs: dict[str, np.dtype]
+
+
+class TensorRTPipeline(Pipeline):
+    """Runs a TensorRT engine directory (``msvit-edge build --backend tensorrt``) on the GPU.
+
+    Args:
+        source: The engine directory (or its path).
+        pad_to_bucket: See ``Pipeline``.
+        batching: See ``Pipeline``.
+    """
+
+    def __init__(self, source: EngineDir | str, pad_to_bucket: bool = False, batching: str = "pad"):
+        self.source = open_source(source)
+        if not isinstance(self.source, EngineDir) or self.source.backend != "tensorrt":
+            raise MsvitEdgeError("the TensorRT pipeline runs an engine directory built with --backend tensorrt")
+        super().__init__(self.source.plan, pad_to_bucket, batching)
+        self.engines: dict[str, _Engine] = {}
+        self.buffers: dict[Any, Any] = {}  # purpose -> polygraphy.cuda.DeviceArray, reused across calls
+        self.stream: Any = None
+
+    def activate(self) -> None:
+        from polygraphy import cuda
+
+        from msvit_edge.engines.tensorrt import import_tensorrt
+
+        trt = import_tensorrt()
+        self.stream = cuda.Stream()
+        for stage in GRAPHS:
+            self.engines[stage] = _open_engine(trt, self._deserialize(stage), self.stream)
+
+    def _deserialize(self, stage: str) -> Any:
+        from polygraphy.backend.trt import EngineFromPath
+        from polygraphy.exception import PolygraphyException
+
+        path = self.source.graph(stage)
+        try:
+            return EngineFromPath(str(path))()
+        except PolygraphyException:
+            built = self.source.manifest.get("backend_version")
+            raise MsvitEdgeError(
+                f"TensorRT could not load {path.name} (built with TensorRT {built}; an engine runs only on the TensorRT"
+                " version and GPU that built it): rebuild it here with msvit-edge build --backend tensorrt --force",
+                self.source.path,
+            ) from None
+
+    def deactivate(self) -> None:
+        for array in self.buffers.values():
+            array.free()
+        self.buffers = {}
+        for loaded in self.engines.values():
+            loaded.contexts.clear()  # contexts before their engines
+        self.engines = {}
+        if self.stream is not None:
+            self.stream.free()
+            self.stream = None
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
+        feed = {"images": np.ascontiguousarray(images, np.float32), "threshold": np.asarray(threshold, np.float32)}
+        inputs = {name: self._upload(("tokenizer", name), array) for name, array in feed.items()}
+        out = self._execute("tokenizer", inputs, None)
+        counts, probs = (self._download(out[name]) for name in ("counts", "probs"))
+        return Tokenized(out["tokens"], counts.astype(np.int64), probs)
+
+    def cut(self, tokens: DeviceTensor, selection: Selection) -> DeviceTensor:
+        """The selection's images and rows of the candidates, copied on the device into a contiguous buffer."""
+        from polygraphy import cuda
+
+        _, candidates, dim = tokens.shape
+        row_bytes = dim * tokens.dtype.itemsize
+        out = self._buffer(("cut", selection.bucket), (len(selection.index), selection.rows, dim), tokens.dtype)
+        cudart = cuda.wrapper()  # Polygraphy's ctypes handle on libcudart, which has no 2D copy of its own
+        for c in copy_plan(selection.index, selection.rows, candidates, row_bytes):
+            status = cudart.handle.cudaMemcpy2DAsync(
+                ctypes.c_void_p(out.ptr + c.dst),
+                ctypes.c_size_t(c.dpitch),
+                ctypes.c_void_p(tokens.ptr + c.src),
+                ctypes.c_size_t(c.spitch),
+                ctypes.c_size_t(c.width),
+                ctypes.c_size_t(c.height),
+                cuda.MemcpyKind.DeviceToDevice,
+                ctypes.c_void_p(self.stream.ptr),
+            )
+            cudart.check(status)
+        return out
+
+    def encode(self, tokens: DeviceTensor, selection: Selection) -> np.ndarray:
+        mask = selection.mask()
+        stage = "encoder" if mask is None else "encoder_masked"
+        inputs = {"tokens": tokens}
+        if mask is not None:
+            inputs["mask"] = self._upload((stage, "mask"), mask)
+        return self._download(self._execute(stage, inputs, selection.bucket)["logits"])
+
+    def _execute(self, stage: str, inputs: dict[str, DeviceTensor], bucket: int | None) -> dict[str, DeviceTensor]:
+        """Run ``stage`` on device inputs in the context of the profile that holds their shapes; device outputs."""
+        loaded = self.engines[stage]
+        shapes = {name: buf.shape for name, buf in inputs.items()}
+        context = loaded.contexts[choose_profile(shapes, loaded.profiles, bucket)]
+        for name, buf in inputs.items():
+            context.set_input_shape(name, shapes[name])
+            context.set_tensor_address(name, buf.ptr)
+        outputs = {}
+        for name, dtype in loaded.outputs.items():
+            outputs[name] = self._buffer((stage, name), tuple(context.get_tensor_shape(name)), dtype)
+            context.set_tensor_address(name, outputs[name].ptr)
+        if not context.execute_async_v3(self.stream.ptr):
+            raise MsvitEdgeError(f"TensorRT could not run the {stage} engine at {shapes} (see TensorRT's log above)")
+        return outputs
+
+    def _buffer(self, key: Any, shape: tuple[int, ...], dtype: np.dtype) -> DeviceTensor:
+        """A device array for ``key`` of this shape and dtype (reallocated only when it must grow)."""
+        from polygraphy import cuda
+
+        if key not in self.buffers:
+            self.buffers[key] = cuda.DeviceArray(shape=shape, dtype=dtype)
+        self.buffers[key].dtype = dtype
+        return DeviceTensor(self.buffers[key].resize(shape), np.dtype(dtype))
+
+    def _upload(self, key: Any, array: np.ndarray) -> DeviceTensor:
+        array = np.ascontiguousarray(array)
+        buf = self._buffer(key, array.shape, array.dtype)
+        buf.array.copy_from(array, self.stream)
+        return buf
+
+    def _download(self, buf: DeviceTensor) -> np.ndarray:
+        host = np.empty(buf.shape, buf.dtype)
+        buf.array.copy_to(host, self.stream)
+        self.stream.synchronize()
+        return host
+
+
+def _open_engine(trt: ModuleType, engine: Any, stream: Any) -> _Engine:
+    """One execution context per profile, each bound to its profile once."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names if n not in inputs}
+    contexts, profiles = [], []
+    for index in range(engine.num_optimization_profiles):
+        context = engine.create_execution_context()
+        context.set_optimization_profile_async(index, stream.ptr)
+        contexts.append(context)
+        profiles.append(
+            {
+                n: tuple(tuple(map(int, s)) for s in engine.get_tensor_profile_shape(n, index))
+                for n in inputs
+                if -1 in tuple(engine.get_tensor_shape(n))
+            }
+        )
+    stream.synchronize()
+    return _Engine(engine, contexts, profiles, outputs)

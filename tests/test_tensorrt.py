@@ -1,0 +1,366 @@
+"""TensorRT backend: the pure parts here (profiles, precision read-back, device-side cut, profile choice, errors);
+real two-profile engines against ONNX Runtime where TensorRT and a GPU exist (marked ``tensorrt`` and ``gpu``).
+
+The API-contract and trtexec checks, which also run everywhere, are in ``test_tensorrt_contract.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msvit_edge.buckets import Bucket, BucketPlan
+from msvit_edge.engines.trt_build import (
+    EngineShapes,
+    check_precision,
+    layer_precisions,
+    tensor_precision,
+)
+from msvit_edge.engines.trt_runtime import Copy2D, choose_profile, copy_plan
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.selection import select
+
+PLAN = BucketPlan((Bucket(17, 29, 29, 0.6), Bucket(30, 65, 65, 0.4)), {20: 6, 40: 4}, 0.1, (1, 1, 32))
+SHAPES = EngineShapes.standard(PLAN, 32, (3, 32, 32))
+TRT_ABSENT = importlib.util.find_spec("tensorrt") is None
+
+
+# ---- profiles ----------------------------------------------------------------------------------------------------
+
+
+def test_encoder_profiles_are_the_bucket_plans_profiles_and_the_mask_follows_the_tokens():
+    assert [p["tokens"] for p in SHAPES.profiles("encoder")] == [
+        (p["min"], p["opt"], p["max"]) for p in PLAN.profiles(32)
+    ]
+    masked = SHAPES.profiles("encoder_masked")
+    assert [p["mask"] for p in masked] == [tuple(s[:2] for s in p["tokens"]) for p in masked]
+
+
+def test_the_tokenizer_has_one_profile_over_the_batch_and_none_for_its_static_threshold():
+    assert SHAPES.profiles("tokenizer") == [{"images": ((1, 3, 32, 32), (1, 3, 32, 32), (32, 3, 32, 32))}]
+
+
+def test_shapes_from_a_manifest_take_any_dim_names_on_batch_and_tokens_and_refuse_others():
+    shapes = EngineShapes(PLAN, {"encoder": {"tokens": ["s0", "s1", 32]}})
+    assert shapes.profiles("encoder")[1]["tokens"] == ((1, 30, 32), (1, 65, 32), (32, 65, 32))
+    odd = EngineShapes(PLAN, {"encoder": {"tokens": ["batch", "tokens", "width"]}})
+    with pytest.raises(MsvitEdgeError, match="dynamic dim 'width' on axis 2: only batch and tokens"):
+        odd.profiles("encoder")
+
+
+# ---- precision read-back -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, precision",
+    [
+        ("Row major linear FP32", "FP32"),
+        ("Row major linear FP16 format", "FP16"),
+        ("Channel major FP16 format where channel % 8 == 0", "FP16"),
+        ("Row major linear Int8 format", "INT8"),
+        ("Row major linear BFloat16 format", "BF16"),
+        ("FLOAT", "FP32"),  # trt.DataType names, as the network reports them
+        ("HALF", "FP16"),
+        ("INT8", "INT8"),
+        ("UINT8", None),
+        ("INT32", None),
+        ("BOOL", None),
+    ],
+)
+def test_tensor_precision_reads_inspector_formats_and_datatype_names(text, precision):
+    assert tensor_precision(text) == precision
+
+
+def _layer(name, kind, inputs, outputs):
+    io = lambda types: [{"Name": f"t{i}", "Format/Datatype": t} for i, t in enumerate(types)]  # noqa: E731
+    return {"Name": name, "LayerType": kind, "Inputs": io(inputs), "Outputs": io(outputs)}
+
+
+INT8_ENGINE = {
+    "Layers": [
+        _layer("qkv", "CaskGemmMatrixMultiply", ["Row major linear Int8 format"], ["Row major linear FP16 format"]),
+        _layer("norm", "Normalization", ["Row major linear FP16 format"], ["Row major linear FP32"]),
+        _layer("shape", "Shuffle", ["Row major Int32 format"], ["Row major Int32 format"]),
+    ],
+    "Bindings": ["tokens", "logits"],
+}
+OPAQUE_ENGINE = {"Layers": [_layer("{ForeignNode[/blocks.0/...]}", "Myelin", ["Row major linear FP32"], ["FP32"])]}
+
+
+def test_layer_precisions_count_each_layer_at_its_most_reduced_tensor():
+    assert layer_precisions(INT8_ENGINE) == {"layers": 3, "precisions": {"INT8": 1, "FP16": 1, "other": 1}, "opaque": 0}
+    assert layer_precisions(OPAQUE_ENGINE)["opaque"] == 1
+
+
+def test_layer_precisions_need_detailed_profiling():
+    with pytest.raises(MsvitEdgeError, match="profiling verbosity is not DETAILED"):
+        layer_precisions({"Layers": ["qkv", "norm"]})
+
+
+def test_an_int8_build_with_int8_layers_passes_and_says_why():
+    assert check_precision("encoder", "int8", layer_precisions(INT8_ENGINE), {"INT8": 4}, True).startswith("engine")
+
+
+def test_an_int8_request_that_built_fp32_fails_loudly():
+    fp32 = {"layers": 9, "precisions": {"FP32": 9}, "opaque": 0}
+    with pytest.raises(MsvitEdgeError, match=r"asked for int8 but the encoder engine has no INT8 layer: TensorRT bui"):
+        check_precision("encoder", "int8", fp32, {"INT8": 4, "FP32": 20}, True)
+
+
+def test_a_graph_without_the_precision_is_named_as_the_cause():
+    fp32 = {"layers": 9, "precisions": {"FP32": 9}, "opaque": 0}
+    with pytest.raises(MsvitEdgeError, match=r"its graph has no FP16 tensors .* not a fp16 graph from the precision"):
+        check_precision("encoder_masked", "fp16", fp32, {"FP32": 20}, True)
+
+
+def test_fused_layers_defer_to_a_strongly_typed_network_but_not_to_a_weakly_typed_one():
+    opaque = layer_precisions(OPAQUE_ENGINE)
+    assert "strongly typed network with FP16" in check_precision("encoder", "fp16", opaque, {"FP16": 30}, True)
+    with pytest.raises(MsvitEdgeError, match="has no FP16 layer"):
+        check_precision("encoder", "fp16", opaque, {"FP16": 30}, False)  # flags can be dropped: trust the engine
+
+
+# ---- device-side cut and profile choice --------------------------------------------------------------------------
+
+
+def emulate(copies: list[Copy2D], src: bytes, size: int) -> bytes:
+    """cudaMemcpy2DAsync on host bytes."""
+    dst = bytearray(size)
+    for c in copies:
+        for row in range(c.height):
+            s, d = c.src + row * c.spitch, c.dst + row * c.dpitch
+            dst[d : d + c.width] = src[s : s + c.width]
+    return bytes(dst)
+
+
+@pytest.mark.parametrize("batching", ["pad", "split"])
+@pytest.mark.parametrize("pad_to_bucket", [False, True])
+def test_the_device_cut_copies_what_the_numpy_cut_takes(batching, pad_to_bucket):
+    rng = np.random.default_rng(0)
+    B, M, D = 12, 81, 8
+    tokens = rng.standard_normal((B, M, D)).astype(np.float32)
+    counts = rng.choice([17, 20, 29, 30, 44, 65], size=B)
+    for call in select(counts, PLAN, pad_to_bucket, batching):
+        expected = np.ascontiguousarray(tokens[call.index][:, : call.rows])
+        copies = copy_plan(call.index, call.rows, M, D * 4)
+        got = np.frombuffer(emulate(copies, tokens.tobytes(), expected.nbytes), np.float32).reshape(expected.shape)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_consecutive_images_are_one_copy():
+    assert len(copy_plan(np.array([0, 1, 2, 3]), 20, 81, 128)) == 1
+    assert len(copy_plan(np.array([0, 2, 3, 7]), 20, 81, 128)) == 3
+
+
+PROFILES = [{"tokens": ((1, 17, 32), (1, 29, 32), (32, 29, 32))}, {"tokens": ((1, 30, 32), (1, 65, 32), (32, 65, 32))}]
+
+
+def test_the_bucket_chooses_the_profile_and_any_profile_that_holds_the_shape_serves_without_one():
+    assert choose_profile({"tokens": (4, 29, 32)}, PROFILES, 0) == 0
+    assert choose_profile({"tokens": (4, 40, 32)}, PROFILES, None) == 1
+    assert choose_profile({"tokens": (4, 40, 32)}, PROFILES, 0) == 1  # the bucket's profile cannot hold it
+
+
+@pytest.mark.parametrize("shape", [(33, 20, 32), (1, 66, 32), (1, 20, 16)])
+def test_a_shape_outside_every_profile_is_a_clear_error(shape):
+    with pytest.raises(MsvitEdgeError) as err:
+        choose_profile({"tokens": shape}, PROFILES, 0)
+    assert f"input shape tokens {list(shape)} is outside every optimisation profile" in str(err.value)
+    assert "profile 0: tokens [1, 17, 32]..[32, 29, 32]; profile 1: tokens [1, 30, 32]..[32, 65, 32]" in str(err.value)
+
+
+# ---- without TensorRT --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not TRT_ABSENT, reason="TensorRT is installed here")
+def test_without_tensorrt_the_build_says_how_to_install_it_in_one_line(tmp_path):
+    from msvit_edge.engines.tensorrt import build_engines
+
+    with pytest.raises(MsvitEdgeError) as err:
+        build_engines({}, SHAPES, tmp_path, "fp16")
+    message = str(err.value)
+    assert "\n" not in message and "pip install 'msvit-edge[tensorrt]'" in message
+    assert "JetPack's system TensorRT (python3-libnvinfer)" in message and "msvit-edge doctor" in message
+
+
+def test_the_pipeline_refuses_a_bundle(tmp_path):
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"schema_version": 0}))
+    with pytest.raises(MsvitEdgeError):
+        TensorRTPipeline(bundle)
+
+
+def test_the_backend_imports_without_tensorrt_cuda_or_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['tensorrt'] = None\n"
+        "import msvit_edge.engines.tensorrt as t; print(t.TensorRTPipeline.__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "TensorRTPipeline", result.stderr[-2000:]
+
+
+# ---- real engines (TensorRT and a GPU) ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """A tiny MSViT exported with 2 buckets; the gate is centred between distinct logits so counts vary and no
+    region sits on the threshold, where the last bits of TensorRT vs ONNX Runtime would decide."""
+    import torch
+
+    from msvit_edge.bundle import preprocess
+    from msvit_edge.checkpoint import save_checkpoint
+    from msvit_edge.config import MSViTConfig, ViTConfig
+    from msvit_edge.export import ExportConfig, export
+    from msvit_edge.msvit import MSViT
+
+    root = tmp_path_factory.mktemp("trt")
+    vit = ViTConfig(
+        img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=4, mean=(0.5,) * 3, std=(0.5,) * 3
+    )
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)  # blocky images: some regions flat, some busy
+    images = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+    busy = rng.random((200, 32, 32, 1)) < 0.3
+    images = np.where(busy, rng.integers(0, 256, images.shape, dtype=np.uint8), images).astype(np.uint8)
+    np.savez(root / "calib.npz", images=images, labels=rng.integers(0, 10, 200))
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(vit))
+    with torch.no_grad():
+        logits = model.gate(torch.from_numpy(preprocess(images, vit.mean, vit.std)))
+        distinct = torch.unique(logits)
+        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))
+        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
+    save_checkpoint(model, root / "tiny.safetensors")
+    calib = str(root / "calib.npz")
+    cfg = ExportConfig(str(root / "bundle"), str(root / "tiny.safetensors"), buckets=2, calib=calib, calib_images=200)
+    cfg = dataclasses.replace(cfg, val_images=48, max_batch=32)
+    return export(cfg, log=lambda *_: None)
+
+
+def engine_dir(bundle, out: Path, facts: dict, precision: str = "fp32"):
+    """An engine directory around built plans (what ``msvit_edge.build`` writes, reduced to what readers need)."""
+    from msvit_edge.engine import KIND, SCHEMA_VERSION, EngineDir, bundle_id, relative_to
+
+    manifest = {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "backend": "tensorrt",
+        "backend_version": facts["tensorrt_version"],
+        "precision": precision,
+        "device": {"slug": "test"},
+        "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
+        "graphs": {stage: facts["engines"][stage]["file"] for stage in facts["engines"]},
+        "buckets": bundle.plan.to_dict(),
+        "tensorrt": facts,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return EngineDir(out)
+
+
+@pytest.fixture(scope="module")
+def built(tiny_bundle, tmp_path_factory):
+    from msvit_edge.engines.tensorrt import build_engines
+
+    out = tmp_path_factory.mktemp("engines")
+    graphs = {stage: tiny_bundle.graph(stage) for stage in ("tokenizer", "encoder", "encoder_masked")}
+    facts = build_engines(graphs, tiny_bundle, out, "fp32", timing_cache=out.parent / "timing.cache", log=print)
+    return engine_dir(tiny_bundle, out, facts), facts
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_the_encoder_engines_have_one_profile_per_bucket_and_report_memory(built, tiny_bundle):
+    engine, facts = built
+    plan = tiny_bundle.plan
+    for stage in ("encoder", "encoder_masked"):
+        got = facts["engines"][stage]
+        assert [p["tokens"] for p in got["profiles"]] == [
+            [list(s) for s in (p["min"], p["opt"], p["max"])] for p in plan.profiles(32)
+        ]
+        assert len(got["device_memory"]["per_profile"]) == len(plan.buckets) and got["device_memory"]["max"] > 0
+        assert got["layers"]["layers"] > 0 and got["precision"]["requested"] == "fp32"
+    assert len(facts["engines"]["tokenizer"]["profiles"]) == 1
+    assert (engine.path.parent / "timing.cache").stat().st_size > 0
+    assert sorted(facts["trtexec"]) == (["10", "11"] if facts["strongly_typed"] else ["10"])
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("batching", ["pad", "split"])
+@pytest.mark.parametrize("pad_to_bucket", [False, True])
+def test_tensorrt_matches_onnxruntime_at_batch_1_and_batched(built, tiny_bundle, batching, pad_to_bucket):
+    from msvit_edge.engines.ort import OnnxRuntimePipeline
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    engine, _ = built
+    ref = tiny_bundle.reference()
+    images = tiny_bundle.preprocess(ref.images)
+    options = {"pad_to_bucket": pad_to_bucket, "batching": batching}
+    with TensorRTPipeline(engine, **options) as trt_pipe, OnnxRuntimePipeline(tiny_bundle, **options) as ort_pipe:
+        for size in (1, 16):
+            for start in range(0, len(images), size):
+                batch = images[start : start + size]
+                got, want = trt_pipe(batch, tiny_bundle.threshold), ort_pipe(batch, tiny_bundle.threshold)
+                np.testing.assert_array_equal(got.counts, want.counts)
+                np.testing.assert_allclose(got.probs, want.probs, atol=1e-5)
+                np.testing.assert_allclose(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+                assert [c.bucket for c in got.calls] == [c.bucket for c in want.calls]
+    assert len({int(c) for c in ref.counts}) > 1 and len({tiny_bundle.plan.index(int(c)) for c in ref.counts}) == 2
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_the_engine_directory_passes_the_shared_validation(built, tiny_bundle):
+    from msvit_edge import validation
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    engine, _ = built
+    ref = engine.reference()
+    with TensorRTPipeline(engine) as pipe:
+        report = validation.validate(pipe, ref, engine.preprocess(ref.images), engine.threshold, batch=16)
+    validation.check(report, validation.TOLERANCES["fp32"], "tensorrt fp32")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_a_batch_beyond_the_profiles_is_a_clear_error(built, tiny_bundle):
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    engine, _ = built
+    images = tiny_bundle.preprocess(tiny_bundle.reference().images[:1])
+    with TensorRTPipeline(engine) as pipe, pytest.raises(MsvitEdgeError, match="outside every optimisation profile"):
+        pipe(np.repeat(images, 33, axis=0), tiny_bundle.threshold)  # the plan's batch range ends at 32
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.skipif(shutil.which("trtexec") is None, reason="needs trtexec on PATH")
+def test_the_recorded_trtexec_script_builds_engines_that_match_the_python_build(built):
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    engine, facts = built
+    # a sibling folder keeps the script's relative paths (graphs in the bundle, the timing cache) valid
+    sibling = engine.path.with_name(engine.path.name + "-trtexec")
+    shutil.copytree(engine.path, sibling)
+    for plan in sibling.glob("*.plan"):
+        plan.unlink()
+    script = facts["trtexec"][facts["family"]]
+    result = subprocess.run(["sh", script], capture_output=True, text=True, cwd=sibling, timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    images = engine.preprocess(engine.reference().images[:16])
+    with TensorRTPipeline(sibling) as cli_built, TensorRTPipeline(engine) as py_built:
+        got, want = cli_built(images, engine.threshold), py_built(images, engine.threshold)
+    np.testing.assert_array_equal(got.counts, want.counts)
+    np.testing.assert_allclose(got.logits, want.logits, atol=1e-4, rtol=1e-4)

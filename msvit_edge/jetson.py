@@ -460,10 +460,15 @@ class TegrastatsSampler(PowerSampler):
     def __init__(self, interval_ms: int = 100, executable: str = "tegrastats"):
         super().__init__(interval_ms)
         self.executable = executable
+        self.lines_without_rails = 0
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         cmd = [self.executable, "--interval", str(self.interval_ms)]
+        if shutil.which("stdbuf"):
+            # stdout is a pipe here, which C stdio block-buffers: line buffering makes each sample arrive, and be
+            # timestamped, when tegrastats prints it rather than when a buffer fills
+            cmd = ["stdbuf", "-oL", *cmd]
         try:
             self._proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, bufsize=1
@@ -488,7 +493,16 @@ class TegrastatsSampler(PowerSampler):
     def _loop(self) -> None:
         for line in self._proc.stdout:
             sample = parse_tegrastats(line)
+            self.lines_without_rails += not sample.rails
             self._add({n: cur for n, (cur, _avg) in sample.rails.items()}, sample.temperatures)
+
+    def summary(self, *args, **kwargs) -> PowerSummary:
+        if not self.samples and self.lines_without_rails:
+            raise MsvitEdgeError(
+                f"tegrastats printed {self.lines_without_rails} lines without power rails (some boards show them to "
+                "root only): run as root or start the jtop service"
+            )
+        return super().summary(*args, **kwargs)
 
 
 HWMON_DEVICES = "sys/bus/i2c/devices"

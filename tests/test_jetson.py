@@ -5,6 +5,7 @@ file contents and command outputs fed through the injectable root and runner, a 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,16 @@ def test_tegrastats_sampler_reads_the_lines_and_stops_the_process(tmp_path, monk
     summary = sampler.summary((start, end), inferences=10)
     assert (summary.source, summary.total_rail, summary.avg_mw) == ("tegrastats", "POM_5V_IN", 4426.75)
     assert "PMIC" not in summary.max_temperatures and summary.max_temperatures["GPU"] == 43
+
+
+def test_tegrastats_without_rails_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{fake_tegrastats(tmp_path, DATA / 'tx1_l4t28.txt')}:/usr/bin:/bin")
+    with TegrastatsSampler(interval_ms=100) as sampler:
+        deadline = time.monotonic() + 60  # generous: only a stuck reader gets near it
+        while sampler.lines_without_rails < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    with pytest.raises(MsvitEdgeError, match="printed 2 lines without power rails"):
+        sampler.summary((0, 1e12), 1)
 
 
 def test_open_power_sampler_picks_tegrastats_and_says_why(tmp_path, monkeypatch):

@@ -260,7 +260,7 @@ class TegrastatsSample:
 _RAIL = re.compile(r"(?<![\w@])([A-Z][A-Z0-9_]*) (-?\d+)(?:mW)?/(-?\d+)(?:mW)?(?:/-?\d+(?:mW)?)?(?=\s|$)")
 _TEMP = re.compile(r"(?<![\w%@])([A-Za-z][\w-]*)@(-?\d+(?:\.\d+)?)C\b")
 _UNCONNECTED = {"NC"}  # an INA3221 channel with nothing on it (AGX Orin prints two)
-_OFF_SENSOR = -256.0  # tegrastats' value for a powered-down thermal sensor (Orin's CV0@-256C)
+OFF = -256.0  # what a powered-down thermal sensor reads, in C (tegrastats prints Orin's idle CV0@-256C)
 
 
 def parse_tegrastats(line: str) -> TegrastatsSample:
@@ -272,7 +272,7 @@ def parse_tegrastats(line: str) -> TegrastatsSample:
     stamp = re.match(r"\s*(\d\d-\d\d-\d{4} \d\d:\d\d:\d\d)", line)
     return TegrastatsSample(
         rails={n: (float(c), float(a)) for n, c, a in _RAIL.findall(line) if n not in _UNCONNECTED},
-        temperatures={n: float(t) for n, t in _TEMP.findall(line) if float(t) > _OFF_SENSOR},
+        temperatures={n: float(t) for n, t in _TEMP.findall(line) if float(t) > OFF},
         ram_used_mb=int(ram.group(1)) if ram else None,
         ram_total_mb=int(ram.group(2)) if ram else None,
         gpu_load=float(gpu.group(1)) if gpu else None,
@@ -443,7 +443,7 @@ class JtopSampler(PowerSampler):
             temps = self._jetson.temperature
             self._add(
                 {n: float(r["power"]) for n, r in rails.items() if r.get("online", True) and "power" in r},
-                {n: float(t["temp"]) for n, t in temps.items() if t.get("online", True) and t.get("temp", -256) > -256},
+                {n: float(t["temp"]) for n, t in temps.items() if t.get("online", True) and t.get("temp", OFF) > OFF},
             )
 
 
@@ -605,7 +605,7 @@ def thermal_zones(root: Path = Path("/")) -> dict[str, float]:
     temps = {}
     for zone in sorted((root / THERMAL_ZONES).glob("thermal_zone*")):
         kind, milli = _read(zone / "type"), _read(zone / "temp")
-        if kind and milli and milli.lstrip("-").isdigit() and int(milli) > -256000:
+        if kind and milli and milli.lstrip("-").isdigit() and int(milli) > OFF * 1000:  # sysfs: millidegrees
             temps[_zone_name(kind)] = int(milli) / 1000
     return temps
 

@@ -345,3 +345,14 @@ def test_warnings_for_clocks_power_mode_and_summed_rails():
 def test_no_samples_in_the_window_is_an_error():
     with pytest.raises(MsvitEdgeError, match=r"no power samples in the 0\.50 s timed run"):
         summarize([(0.0, {"VDD_IN": 1.0})], (1.0, 1.5), 10)
+
+
+@pytest.mark.jetson
+def test_real_board_detects_and_samples_power():
+    info = require_jetson()
+    assert info.l4t and info.model
+    said = []
+    with open_power_sampler(100, said.append) as power:
+        assert power.wait_for(3, timeout=60), said
+    summary = power.summary((power.samples[0][0], power.samples[-1][0]), 1, jetson=info, trips=passive_trips())
+    assert summary.avg_mw > 0 and summary.total_rail, (said, summary)

@@ -1,8 +1,9 @@
 """PyTorch backend: the reference every other backend is compared with.
 
-``TorchPipeline`` runs an ``MSViT`` through the same pipeline glue as the engines; ``TorchRunner`` is a Polygraphy
-runner over any ``nn.Module`` graph (tokenizer or encoder), so Polygraphy's ``Comparator`` can set PyTorch against
-ONNX Runtime or TensorRT runners.
+``TorchPipeline`` runs an ``MSViT`` through the same pipeline glue as the engines; ``CudaGraphTorchPipeline`` replays
+its encoder as one CUDA graph per bucket and batch size on a GPU; ``TorchRunner`` is a Polygraphy runner over any
+``nn.Module`` graph (tokenizer or encoder), so Polygraphy's ``Comparator`` can set PyTorch against ONNX Runtime or
+TensorRT runners.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
+from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.msvit import MSViT
 from msvit_edge.selection import Selection
 
@@ -50,6 +53,75 @@ class TorchPipeline(Pipeline):
         mask = selection.mask()
         mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)
         return self.model.encode(tokens, mask_t).float().cpu().numpy()
+
+
+class _Graph(NamedTuple):
+    graph: torch.cuda.CUDAGraph
+    tokens: Tensor  # [b, bucket max, D], the graph's static input
+    mask: Tensor  # bool [b, bucket max]
+    logits: Tensor  # [b, K], the graph's static output
+
+
+class CudaGraphTorchPipeline(TorchPipeline):
+    """``TorchPipeline`` whose encoder replays a CUDA graph, one per (bucket, batch size), captured on first use.
+
+    What changes from ``TorchPipeline``: every encoder call runs at its bucket's maximum with the key mask (a graph
+    replays fixed shapes; all True where nothing is padded), so one graph serves every count in its bucket. At batch
+    1 an eager ViT on a GPU waits on kernel launches more than on the GPU; a replay launches them all at once.
+
+    Args:
+        model: The model.
+        plan: The bucket plan (the graphs' shapes).
+        device: A CUDA device.
+        batching: ``pad`` or ``split`` (see ``msvit_edge.selection``).
+        warmup: Eager runs on a side stream before each capture (cuBLAS and attention kernels pick their
+            workspaces outside the graph).
+    """
+
+    def __init__(self, model: MSViT, plan: BucketPlan, device: str = "cuda", batching: str = "pad", warmup: int = 3):
+        if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+            raise MsvitEdgeError(
+                f"CUDA graphs need a CUDA GPU (device {device!r}, torch.cuda.is_available() is "
+                f"{torch.cuda.is_available()}): use the torch backend without CUDA graphs"
+            )
+        if plan is None:
+            raise MsvitEdgeError("CUDA graphs need the bucket plan: one graph per bucket")
+        super().__init__(model, plan, pad_to_bucket=True, device=device, batching=batching)
+        self.warmup, self.graphs, self.pool = warmup, {}, None
+
+    def deactivate(self) -> None:
+        self.graphs, self.pool = {}, None
+
+    @torch.no_grad()
+    def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
+        key = (selection.bucket, len(selection.index))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(tokens)
+        graph = self.graphs[key]
+        graph.tokens.copy_(tokens)
+        mask = selection.mask()
+        if mask is None:
+            graph.mask.fill_(True)
+        else:
+            graph.mask.copy_(torch.from_numpy(mask))
+        graph.graph.replay()
+        return graph.logits.float().cpu().numpy()
+
+    def _capture(self, example: Tensor) -> _Graph:
+        """Capture the masked encoder at ``example``'s shape [b, bucket max, D] (the PyTorch CUDA-graph recipe)."""
+        tokens = torch.zeros_like(example)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.model.encode(tokens, mask)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):  # one memory pool for all graphs: they never run at once
+            logits = self.model.encode(tokens, mask)
+        self.pool = graph.pool()
+        return _Graph(graph, tokens, mask, logits)
 
 
 class TorchRunner(BaseRunner):

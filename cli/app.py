@@ -14,6 +14,7 @@ import typer
 
 from msvit_edge import __version__
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import stop_on, stopped
 
 app = typer.Typer(
     help="Train, export and deploy MSViT, a ViT with dynamic mixed-scale tokens.",
@@ -37,19 +38,22 @@ def _root(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1, never a traceback."""
-    # SIGTERM (a job scheduler's stop, `kill`) unwinds like Ctrl-C does, so atomic outputs remove their temporaries
-    signal.signal(signal.SIGTERM, _terminated)
+    """Console entry point: user errors become one line on stderr and exit code 1, never a traceback.
+
+    SIGTERM unwinds like Ctrl-C, so atomic outputs remove their temporaries, and the exit code is then 128 + 15
+    whatever became of the exception on the way (a library may swallow it or turn it into another error).
+    """
+    stop_on(signal.SIGTERM)
     try:
         app()
     except MsvitEdgeError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        sys.exit(1)
-
-
-def _terminated(signum: int, frame) -> None:
-    typer.secho("terminated", fg="red", err=True)
-    sys.exit(128 + signum)
+        if stopped() is None:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(1)
+    finally:
+        if (signum := stopped()) is not None:
+            typer.secho("terminated", fg="red", err=True)
+            sys.exit(128 + signum)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Atomic outputs: a result appears whole under its final name, or not at all."""
+"""Atomic outputs: a result appears whole under its final name, or not at all, and never after a stop signal."""
 
 from __future__ import annotations
 
@@ -6,12 +6,63 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
+
+# Stop signals this process received, oldest first. Process-wide state by nature: a signal is sent to the process.
+_received: list[int] = []
+
+
+class Terminated(BaseException):
+    """A stop signal arrived. A ``BaseException``, like ``KeyboardInterrupt``, so that ``except Exception`` lets it
+    through and ``finally`` blocks (atomic outputs' clean-up) run as it unwinds."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def stop_on(*signums: int) -> None:
+    """Make these signals (SIGTERM: a scheduler's stop, ``kill``) unwind the main thread as Ctrl-C does.
+
+    Raising from a signal handler is not enough on its own: the exception appears inside whatever code runs at that
+    moment, and some of it loses it. torch.export imports modules lazily inside ``try``/``except SomeError`` blocks:
+    a stop during such an import makes evaluating the ``except`` clause raise an AttributeError (the module is half
+    imported), which replaces the stop, and torch.onnx's ``except Exception`` then swallows that and tries its next
+    strategy; ``__del__`` methods and weakref callbacks drop exceptions too. So the signal is also recorded: atomic
+    outputs refuse to appear once one has arrived, and ``stopped`` tells the entry point to exit with 128 + signum.
+    """
+    for signum in signums:
+        signal.signal(signum, _on_stop)
+    default_hook = sys.unraisablehook
+
+    def hook(unraisable) -> None:  # a stop dropped in a __del__: recorded already, no traceback to print
+        if not isinstance(unraisable.exc_value, Terminated):
+            default_hook(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def _on_stop(signum: int, frame) -> None:
+    _received.append(signum)
+    raise Terminated(signum)
+
+
+def stopped() -> int | None:
+    """The first stop signal this process received (see ``stop_on``), or None."""
+    return _received[0] if _received else None
+
+
+def raise_if_stopped() -> None:
+    """Raise ``Terminated`` if a stop signal arrived, even if the exception its handler raised was lost."""
+    if _received:
+        raise Terminated(_received[0])
 
 
 @contextmanager
@@ -23,6 +74,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        raise_if_stopped()
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are ordinary files
         os.replace(tmp, path)
     finally:
@@ -43,6 +95,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     old = path.parent / f".{path.name}.old"
     try:
         yield tmp
+        raise_if_stopped()
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if path.exists():
             os.replace(path, old)  # set aside, not deleted, until the new folder is in place

@@ -210,6 +210,55 @@ def test_the_backend_imports_without_tensorrt_cuda_or_torch():
     assert result.returncode == 0 and result.stdout.strip() == "TensorRTPipeline", result.stderr[-2000:]
 
 
+# ---- torch-tensorrt ----------------------------------------------------------------------------------------------
+
+
+def test_torch_tensorrt_compiles_one_input_range_per_bucket_traced_above_batch_1():
+    from msvit_edge.engines.torch_tensorrt import bucket_inputs
+
+    inputs = bucket_inputs(PLAN, 32)
+    assert len(inputs) == len(PLAN.buckets)
+    assert inputs[0]["tokens"] == ((1, 17, 32), (2, 29, 32), (32, 29, 32))
+    assert inputs[1]["mask"] == ((1, 30), (2, 65), (32, 65))
+    one = BucketPlan(PLAN.buckets, PLAN.histogram, 0.1, (1, 1, 1))
+    assert bucket_inputs(one, 32)[0]["tokens"][1] == (1, 29, 32)  # a batch range of 1 stays 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is not None, reason="torch-tensorrt is installed")
+def test_without_torch_tensorrt_its_backend_says_how_to_install_it():
+    from msvit_edge.engines.torch_tensorrt import import_torch_tensorrt
+
+    with pytest.raises(MsvitEdgeError, match=r"pip install 'msvit-edge\[torch-tensorrt\]' on x86 with CUDA"):
+        import_torch_tensorrt()
+
+
+@pytest.mark.gpu
+def test_torch_tensorrt_matches_the_torch_pipeline():
+    pytest.importorskip("torch_tensorrt", reason="needs torch-tensorrt (the torch-tensorrt extra)")
+    import torch
+
+    from msvit_edge.buckets import plan_buckets
+    from msvit_edge.config import MSViTConfig, ViTConfig
+    from msvit_edge.engines.pytorch import TorchPipeline
+    from msvit_edge.engines.torch_tensorrt import TorchTensorRTPipeline
+    from msvit_edge.msvit import MSViT
+
+    torch.manual_seed(0)
+    vit = ViTConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=4)
+    model = MSViT(MSViTConfig(vit)).eval()
+    images = np.random.default_rng(0).standard_normal((32, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        counts = model.tokenize(torch.from_numpy(images), threshold=0.5).counts.numpy()
+    plan = plan_buckets(counts, 2, lambda n: n * n, 17, 65, batch=(1, 1, 16))
+    eager = TorchPipeline(model, plan, device="cuda")
+    with TorchTensorRTPipeline(model, plan) as compiled:
+        for size in (1, 16):
+            for start in range(0, len(images), size):
+                got, want = compiled(images[start : start + size], 0.5), eager(images[start : start + size], 0.5)
+                np.testing.assert_array_equal(got.counts, want.counts)
+                np.testing.assert_allclose(got.logits, want.logits, atol=1e-3, rtol=1e-3)
+
+
 # ---- real engines (TensorRT and a GPU) ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,104 @@
+"""torch-tensorrt backend (optional extra): the PyTorch pipeline with its encoder compiled by torch-tensorrt.
+
+torch-tensorrt's dynamo path gives each input one (min, opt, max) range, not several profiles, so this compiles
+the masked encoder once per bucket, each with its bucket's ``torch_tensorrt.Input`` ranges (the same shapes as the
+TensorRT engine's profiles), and the selection's bucket picks the module. The tokenizer stays eager PyTorch: its
+gate decides the shapes and stays FP32.
+
+x86 with CUDA only in practice: torch-tensorrt pins one torch minor and one TensorRT minor, and has no Jetson Orin
+release after 2.8.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from msvit_edge.buckets import BucketPlan
+from msvit_edge.engines.pytorch import TorchPipeline
+from msvit_edge.engines.trt_build import EngineShapes, ProfileShapes
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.msvit import MSViT
+from msvit_edge.selection import Selection
+
+
+def import_torch_tensorrt() -> ModuleType:
+    """The ``torch_tensorrt`` module, or a one-line error that says how to install it."""
+    try:
+        import torch_tensorrt
+    except ImportError as e:
+        raise MsvitEdgeError(
+            f"this needs torch-tensorrt ({e}): pip install 'msvit-edge[torch-tensorrt]' on x86 with CUDA (it pins "
+            "one torch and one TensorRT version; no Jetson Orin release after 2.8); run msvit-edge doctor"
+        ) from None
+    return torch_tensorrt
+
+
+def bucket_inputs(plan: BucketPlan, embed_dim: int) -> list[ProfileShapes]:
+    """Per bucket, (min, opt, max) shapes of the masked encoder's ``tokens`` and ``mask``.
+
+    The TensorRT profiles' shapes, but for the batch's opt: torch.export specialises a dim traced at 1, and
+    torch-tensorrt traces at opt, so opt batch is at least 2.
+    """
+    profiles = EngineShapes.standard(plan, embed_dim, (3, 1, 1)).profiles("encoder_masked")
+    return [
+        {name: (lo, (min(max(2, opt[0]), hi[0]), *opt[1:]), hi) for name, (lo, opt, hi) in p.items()} for p in profiles
+    ]
+
+
+class _MaskedEncoder(nn.Module):
+    def __init__(self, model: MSViT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        return self.model.encode(tokens, mask)
+
+
+class TorchTensorRTPipeline(TorchPipeline):
+    """``TorchPipeline`` whose encoder runs a torch-tensorrt module per bucket (compiled on ``activate``).
+
+    What changes from ``TorchPipeline``: the encoder always takes the key mask (all True where nothing is padded),
+    so one compiled module per bucket serves masked and unmasked calls.
+
+    Args:
+        model: The model.
+        plan: The bucket plan (one compiled module per bucket).
+        device: A CUDA device.
+        pad_to_bucket: See ``Pipeline``.
+        batching: See ``Pipeline``.
+    """
+
+    def __init__(self, model: MSViT, plan: BucketPlan, device: str = "cuda", pad_to_bucket: bool = False, **kw):
+        if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+            raise MsvitEdgeError(f"torch-tensorrt needs a CUDA GPU (device {device!r}); use the torch backend")
+        if plan is None:
+            raise MsvitEdgeError("torch-tensorrt compiles one module per bucket: it needs the bucket plan")
+        super().__init__(model, plan, pad_to_bucket, device, **kw)
+        self.compiled: dict[int, nn.Module] = {}
+
+    def activate(self) -> None:
+        ttrt = import_torch_tensorrt()
+        encoder = _MaskedEncoder(self.model).eval()
+        for index, shapes in enumerate(bucket_inputs(self.plan, self.model.cfg.embed_dim)):
+            tokens, mask = shapes["tokens"], shapes["mask"]
+            inputs = [
+                ttrt.Input(min_shape=tokens[0], opt_shape=tokens[1], max_shape=tokens[2], dtype=torch.float32),
+                ttrt.Input(min_shape=mask[0], opt_shape=mask[1], max_shape=mask[2], dtype=torch.bool),
+            ]
+            self.compiled[index] = ttrt.compile(encoder, ir="dynamo", inputs=inputs)
+
+    def deactivate(self) -> None:
+        self.compiled = {}
+
+    @torch.no_grad()
+    def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
+        mask = selection.mask()
+        if mask is None:
+            mask_t = torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device)
+        else:
+            mask_t = torch.from_numpy(mask).to(self.device)
+        return self.compiled[selection.bucket](tokens, mask_t).float().cpu().numpy()

@@ -58,8 +58,8 @@ class TrainConfig:
     freeze_backbone: bool = False  # stage 2: train only the gate (and gBaS priors) on a fixed backbone
     epochs: int = 5
     batch_size: int = 128  # global, across processes
-    lr: float = 1e-3
-    min_lr: float = 1e-5
+    lr: float = 1e-3  # the peak: the schedule never exceeds it
+    min_lr_fraction: float = 0.01  # the cosine ends at this fraction of the peak (of each group's peak)
     warmup_epochs: float = 0.5
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
@@ -86,6 +86,7 @@ class TrainConfig:
             f"--epochs must be >= 1, got {self.epochs}": self.epochs >= 1,
             f"--batch-size must be >= 2, got {self.batch_size}": self.batch_size >= 2,
             f"--lr must be > 0, got {self.lr}": self.lr > 0,
+            f"--min-lr-fraction must be in [0, 1], got {self.min_lr_fraction}": 0 <= self.min_lr_fraction <= 1,
             f"--val-size must be >= 1, got {self.val_size}": self.val_size >= 1,
             f"--flip-fraction must be in (0, 1], got {self.flip_fraction}": 0 < self.flip_fraction <= 1,
             f"--train-size must be >= 1, got {self.train_size}": self.train_size is None or self.train_size >= 1,
@@ -370,7 +371,7 @@ def _optimizer(step_module: TrainStep, cfg: TrainConfig) -> torch.optim.Optimize
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     total, warmup = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    floor = cfg.min_lr / cfg.lr
+    floor = cfg.min_lr_fraction  # relative: an absolute floor would exceed a small peak
 
     def factor(step: int) -> float:
         if step < warmup:

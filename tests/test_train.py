@@ -255,3 +255,22 @@ def test_flip_fraction_estimates_from_the_first_images_as_a_smaller_batch_would(
     assert (quarter - whole).abs() > 1e-4  # the other 12 images would have changed it
     with pytest.raises(MsvitEdgeError, match="--flip-fraction"):
         TrainConfig(flip_fraction=0)
+
+
+@pytest.mark.parametrize("lr", [1e-6, 1e-3, 0.5])
+def test_the_schedule_never_exceeds_the_peak_and_ends_at_its_fraction(lr):
+    cfg = TrainConfig(lr=lr, epochs=10, warmup_epochs=0.5)
+    factor = train_module._lr_lambda(cfg, 100)
+    factors = [factor(step) for step in range(1001)]
+    assert max(factors) == 1.0 and factors[-1] == pytest.approx(cfg.min_lr_fraction)
+    assert factors[50:] == sorted(factors[50:], reverse=True)  # warm-up, then only down
+
+
+def test_training_at_a_small_peak_lr_never_steps_above_it(tmp_path):
+    flags = [f for f in QUICK if f not in ("--lr", "1e-3")]
+    run = cli("--out", str(tmp_path / "run"), *flags, "--lr", "1e-6", "--stage", "backbone")
+    assert run.returncode == 0, run.stderr[-2000:]
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)  # the lr after the last step
+    logged = [json.loads(line).get("lr", 0) for line in (tmp_path / "run" / "train.jsonl").read_text().splitlines()]
+    final = [group["lr"] for group in state["optimizer"]["param_groups"]]
+    assert max(logged) == 1e-6 and max(final) == pytest.approx(1e-8)

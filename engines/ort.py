@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from msvit_edge.bundle import Bundle
@@ -48,12 +50,21 @@ class OnnxRuntimePipeline(Pipeline):
         threads: Intra-op threads of every session (None: ORT's default for the encoders, 1 for the tokenizer).
         pad_to_bucket: See ``Pipeline``.
         batching: See ``Pipeline``.
+        device: ``cpu``, or ``cuda`` for ONNX Runtime's CUDA provider (onnxruntime-gpu). Tokens then still cross
+            between the sessions through host memory: on a GPU, TensorRT is the backend that keeps them on it.
     """
 
-    def __init__(self, source: Bundle | EngineDir | str, threads: int | None = None, pad_to_bucket: bool = False, **kw):
+    def __init__(
+        self,
+        source: Bundle | EngineDir | str,
+        threads: int | None = None,
+        pad_to_bucket: bool = False,
+        device: str = "cpu",
+        **kw,
+    ):
         self.source = open_source(source)
         super().__init__(self.source.plan, pad_to_bucket, **kw)
-        self.threads = threads
+        self.threads, self.providers = threads, providers_for(device)
         self.sessions: dict = {}
 
     @property
@@ -66,7 +77,7 @@ class OnnxRuntimePipeline(Pipeline):
         # cores from the encoder that runs next (all-fine encoder 5.0-5.6 ms after a 2-thread tokenizer, 3.1-4.4 ms
         # after a 1-thread one, on the 2-core dev machine).
         self.sessions = {
-            name: session(self.source.graph(name), self.threads or (1 if name == "tokenizer" else None))
+            name: session(self.source.graph(name), self.threads or (1 if name == "tokenizer" else None), self.providers)
             for name in ("tokenizer", "encoder", "encoder_masked")
         }
 
@@ -82,3 +93,22 @@ class OnnxRuntimePipeline(Pipeline):
         if mask is None:
             return self.sessions["encoder"].run(["logits"], {"tokens": tokens})[0]
         return self.sessions["encoder_masked"].run(["logits"], {"tokens": tokens, "mask": mask})[0]
+
+    def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
+        if "vit" not in self.sessions:
+            self.sessions["vit"] = session(self.source.graph("vit"), self.threads, self.providers)
+        vit = self.sessions["vit"]
+        return lambda images: vit.run(["logits"], {"images": images})[0]
+
+
+def providers_for(device: str) -> tuple[str, ...]:
+    """ONNX Runtime execution providers for a device, refusing one this onnxruntime cannot use."""
+    if device == "cpu":
+        return ("CPUExecutionProvider",)
+    if device != "cuda":
+        raise MsvitEdgeError(f"ONNX Runtime runs on cpu or cuda, not {device!r}")
+    if "CUDAExecutionProvider" not in import_onnxruntime().get_available_providers():
+        raise MsvitEdgeError(
+            "ONNX Runtime here has no CUDA provider: pip install onnxruntime-gpu (see msvit-edge doctor)"
+        )
+    return ("CUDAExecutionProvider", "CPUExecutionProvider")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from msvit_edge.buckets import BucketPlan
+from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import Selection, select
 
 STAGES = ("tokenizer", "selection", "encoder")
@@ -98,6 +99,13 @@ class Pipeline(ABC):
     @abstractmethod
     def encode(self, tokens: Any, selection: Selection) -> np.ndarray:
         """Tokens [b, rows, D] (masked with ``selection.mask()`` where it is not None) -> logits [b, K] on the host."""
+
+    def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The plain ViT of the same weights (every token fine, no gate) on this backend: images -> logits.
+
+        ``bench`` times MSViT against it. Raises ``MsvitEdgeError`` where the source has no such graph.
+        """
+        raise MsvitEdgeError(f"{type(self).__name__} has no plain-ViT graph")
 
     def __call__(self, images: np.ndarray, threshold: float) -> PipelineOutput:
         with self._stage("tokenizer"):

@@ -25,7 +25,7 @@ def _missing() -> dict[str, str | None]:
 def pytest_collection_modifyitems(config, items):
     missing = None
     for item in items:
-        for marker in ("gpu", "tensorrt", "jetson"):
+        for marker in ("tensorrt", "gpu", "jetson"):  # the most specific reason first
             if marker in item.keywords:
                 missing = missing or _missing()
                 if missing[marker]:

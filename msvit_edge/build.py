@@ -1,0 +1,249 @@
+"""``msvit-edge build``: an export bundle -> an engine directory (see ``msvit_edge.engine``), validated.
+
+Two steps, separable on purpose:
+1. The precision pass (``msvit_edge.calibration``): FP16 or INT8 ONNX graphs, made once per bundle, calibration set
+   and quantizer, and kept in the bundle (``BUNDLE/precision/<key>/``). It needs ModelOpt (and PyTorch to read the
+   calibration images), so it runs on a workstation; ``--graphs-only`` stops after it.
+2. The engine build for a backend on this device: nothing for ONNX Runtime (it runs ONNX graphs), serialized
+   engines for TensorRT. A Jetson without PyTorch or ModelOpt builds from the precision graphs the bundle carries.
+
+Every engine directory is validated against the bundle's PyTorch reference with the precision's tolerance
+(``msvit_edge.validation``) before it appears, and is keyed by everything that went into it: a second build with
+identical inputs reuses it and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from msvit_edge import __version__, validation
+from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.engine import KIND, SCHEMA_VERSION, EngineDir, bundle_id, default_engine_dir, relative_to
+from msvit_edge.errors import MsvitEdgeError, require
+from msvit_edge.io import atomic_dir, check_output, write_json
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
+
+
+@dataclass
+class BuildConfig:
+    bundle: str = "bundle"  # what `msvit-edge export` writes by default
+    precision: str = "fp32"
+    backend: str = "auto"  # auto: TensorRT where it and a GPU exist, else ONNX Runtime
+    calib: str | None = None  # INT8 calibration data (default: the training split the bundle was planned on)
+    calib_images: int = 512
+    out: str | None = None  # default: BUNDLE/engines/<backend>-<precision>-<device>
+    graphs_only: bool = False  # stop after the precision pass (a workstation preparing graphs for a Jetson)
+    force: bool = False
+    workspace_gb: float | None = None  # TensorRT builder workspace (None: TensorRT's default, all device memory)
+    opt_level: int | None = None  # TensorRT builder optimisation level 0..5 (None: TensorRT's default, 3)
+
+    def __post_init__(self) -> None:
+        require(
+            {
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}": self.precision
+                in PRECISIONS,
+                f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}": self.backend in BACKENDS,
+                f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images >= 1,
+                f"--opt-level must be in 0..5, got {self.opt_level}": self.opt_level is None
+                or 0 <= self.opt_level <= 5,
+            }
+        )
+
+
+def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> EngineDir | Path:
+    """Build as ``cfg`` says; returns the validated engine directory (the precision graphs' folder with
+    ``graphs_only``)."""
+    bundle = Bundle(cfg.bundle)
+    backend, why = choose_backend(cfg.backend, installed=not cfg.graphs_only)
+    log(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
+    device = _device_slug()
+    out = Path(cfg.out) if cfg.out else default_engine_dir(bundle, backend, cfg.precision, device)
+    if not cfg.graphs_only:
+        check_output(out, force=True)  # writable; an existing folder is compared by key below
+    graphs, calibration = precision_graphs(bundle, cfg, backend, log)
+    if cfg.graphs_only:
+        log(f"precision graphs: {Path(graphs['encoder']).parent}")
+        return Path(graphs["encoder"]).parent
+    key = cache_key(bundle, backend, cfg, device, calibration)
+    if (reused := _reuse(out, key, cfg.force)) is not None:
+        log(f"engine: {out} is up to date (same bundle, backend, precision, device and calibration): reused")
+        return reused
+    with atomic_dir(out, force=True) as tmp:
+        manifest = _manifest(bundle, backend, cfg, device, calibration, key, out)
+        manifest["graphs"] = _engine_files(bundle, backend, graphs, tmp, out, cfg, log)
+        write_json(tmp / "manifest.json", manifest)
+        manifest["validation"] = _validate(EngineDir(tmp), cfg.precision, log)
+        write_json(tmp / "manifest.json", manifest)
+    log(f"engine: {out}")
+    return EngineDir(out)
+
+
+def choose_backend(requested: str, installed: bool = True) -> tuple[str, str]:
+    """The backend to build for, and why (``auto``: TensorRT where it and a GPU exist, else ONNX Runtime).
+
+    Args:
+        requested: A backend name or ``auto``.
+        installed: Require a named backend to be installed here (not for graphs made for another machine).
+    """
+    if requested != "auto":
+        if installed:
+            _require_backend(requested)
+        return requested, "as asked"
+    if importlib.util.find_spec("tensorrt") is None:
+        return "onnxruntime", "auto: TensorRT is not installed here, so ONNX Runtime"
+    if not _has_nvidia_gpu():
+        return "onnxruntime", "auto: TensorRT is installed but no NVIDIA GPU was found, so ONNX Runtime"
+    return "tensorrt", "auto: TensorRT and an NVIDIA GPU are present"
+
+
+def _require_backend(backend: str) -> None:
+    if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
+        from msvit_edge.doctor import missing_backend_error
+
+        raise missing_backend_error(backend)
+
+
+def _has_nvidia_gpu() -> bool:
+    return Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
+
+
+def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> tuple[dict[str, Path], dict]:
+    """The graphs to build from ({stage: path}) and the calibration facts for the manifest.
+
+    FP16/INT8 graphs are made into ``BUNDLE/precision/<backend>-<precision>/`` where ModelOpt and PyTorch are
+    installed; elsewhere (a Jetson) the ones a workstation made there are used.
+    """
+    graphs = {name: bundle.graph(name) for name in (*GRAPHS, "vit") if bundle.graph(name).is_file()}
+    if cfg.precision == "fp32":
+        return graphs, {}
+    folder = bundle.path / "precision" / f"{backend}-{cfg.precision}"
+    if not _can_make_graphs():
+        return graphs | _made_elsewhere(folder, cfg, backend, log), _read_json(folder / "facts.json")
+    from msvit_edge.calibration import precision_graphs as make
+    from msvit_edge.calibration.images import default_data, load_images
+
+    images = None
+    if cfg.precision == "int8":
+        images, _ = load_images(bundle, cfg.calib, cfg.calib_images)
+        log(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split)")
+    made = make(bundle, cfg.precision, backend, images, folder, log=log)
+    write_json(folder / "facts.json", made.facts)
+    return graphs | made.graphs, made.facts
+
+
+def _can_make_graphs() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("modelopt", "torch"))
+
+
+def _made_elsewhere(folder: Path, cfg: BuildConfig, backend: str, log) -> dict[str, Path]:
+    """Precision graphs a workstation made into the bundle (``build --graphs-only``), for a machine that cannot."""
+    if not (folder / "facts.json").is_file():
+        raise MsvitEdgeError(
+            f"making {cfg.precision} graphs needs ModelOpt and PyTorch (pip install 'msvit-edge[quantize]'); or make "
+            f"them on a workstation with `msvit-edge build --bundle B --backend {backend} --precision {cfg.precision} "
+            "--graphs-only` and copy the bundle here",
+            folder,
+        )
+    log(f"precision graphs: {folder} (made where ModelOpt is installed)")
+    return {name: folder / f"{name}.{cfg.precision}.onnx" for name in ("encoder", "encoder_masked")}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def cache_key(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict) -> str:
+    """sha256 of everything that decides the engine: bundle, backend and version, precision, device, calibration
+    and build options."""
+    inputs = {
+        "bundle": bundle_id(bundle),
+        "backend": backend,
+        "backend_version": backend_version(backend),
+        "precision": cfg.precision,
+        "device": device,
+        "calibration": {k: v for k, v in calibration.items() if k != "cache"},  # a cache hit is the same graphs
+        "options": {"workspace_gb": cfg.workspace_gb, "opt_level": cfg.opt_level},
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def backend_version(backend: str) -> str | None:
+    """The installed version (TensorRT's from its module: JetPack's system TensorRT has no pip metadata)."""
+    from msvit_edge.environment import package_version, tensorrt_version
+
+    return tensorrt_version() if backend == "tensorrt" else package_version(backend)
+
+
+def _reuse(out: Path, key: str, force: bool) -> EngineDir | None:
+    """The existing engine directory at ``out`` when it was built from the same inputs; refuse another unless
+    ``force``."""
+    if not out.exists():
+        return None
+    try:
+        existing = EngineDir(out)
+    except MsvitEdgeError:
+        existing = None
+    if existing is not None and existing.manifest.get("key") == key and not force:
+        return existing
+    if not force:
+        raise MsvitEdgeError("output folder exists and holds another build (pass --force to replace it)", out)
+    return None
+
+
+def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict, key: str, out: Path):
+    from msvit_edge.environment import device_description
+
+    return {
+        "kind": KIND,
+        "schema_version": SCHEMA_VERSION,
+        "backend": backend,
+        "backend_version": backend_version(backend),
+        "precision": cfg.precision,
+        "device": {"slug": device, "description": device_description()},
+        "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
+        "buckets": bundle.plan.to_dict(),
+        "build": {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only")},
+        "calibration": calibration,
+        "tolerance": validation.tolerance_dict(cfg.precision),
+        "key": key,
+        "msvit_edge": __version__,
+    }
+
+
+def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Path, cfg: BuildConfig, log) -> dict:
+    """Build the backend's engine files into ``tmp``; returns {stage: path relative to the engine directory}."""
+    if backend == "onnxruntime":
+        return {name: relative_to(path, out) for name, path in graphs.items()}
+    from msvit_edge.engines.tensorrt import build_engines
+
+    # the timing cache outlives engine directories (--force rebuilds reuse it) and is tied to this device
+    cache = bundle.path / "engines" / f"tensorrt-{_device_slug()}.timing.cache"
+    facts = build_engines(graphs, bundle, tmp, cfg.precision, cfg.workspace_gb, cfg.opt_level, cache, log=log)
+    write_json(tmp / "tensorrt.json", facts)
+    return {name: f"{name}.plan" for name in facts["engines"]}
+
+
+def _validate(engine: EngineDir, precision: str, log) -> dict:
+    from msvit_edge.engines import open_pipeline
+
+    reference = engine.reference()
+    with open_pipeline(engine) as pipe:
+        report = validation.validate(pipe, reference, engine.preprocess(reference.images), engine.threshold)
+    what = f"{engine.backend} {precision}"
+    log(validation.describe(report, what))
+    validation.check(report, validation.TOLERANCES[precision], what)
+    return report
+
+
+def _device_slug() -> str:
+    from msvit_edge.environment import device_slug
+
+    return device_slug()

@@ -1,0 +1,248 @@
+"""Precision passes for real: ModelOpt AutoCast FP16, ModelOpt and ONNX Runtime INT8 on a tiny exported MSViT."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from msvit_edge.bundle import Bundle, preprocess
+from msvit_edge.calibration import MIN_IMAGES, cache_key, check_images, encoder_feeds, precision_graphs, settings_for
+from msvit_edge.calibration.compare import compare_outputs, run_graphs
+from msvit_edge.calibration.images import load_images
+from msvit_edge.checkpoint import save_checkpoint
+from msvit_edge.config import MSViTConfig, ViTConfig
+from msvit_edge.data import load_fashion_mnist
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.export import ExportConfig, export
+from msvit_edge.msvit import MSViT
+from msvit_edge.validation import TOLERANCES
+
+# 16 regions: 17..65 tokens. Head size 16: ModelOpt leaves a MatMul with a dim under 16 unquantized.
+TINY = ViTConfig(
+    img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=2, mean=(0.5,) * 3, std=(0.5,) * 3
+)
+CALIB = MIN_IMAGES + 32
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Bundle:
+    """A tiny MSViT, its gate centred on real Fashion-MNIST images, its backbone briefly trained, 3 buckets."""
+    root = tmp_path_factory.mktemp("calibration")
+    images, labels = load_fashion_mnist(split="test")
+    rgb, y = np.repeat(images[:400, :, :, None], 3, axis=3), torch.from_numpy(labels[:400].astype(np.int64))
+    np.savez(root / "fmnist.npz", images=rgb, labels=labels[:400])
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(TINY))
+    x = torch.nn.functional.interpolate(torch.from_numpy(preprocess(rgb, TINY.mean, TINY.std)), size=32)
+    with torch.no_grad():  # threshold between two distinct gate logits, so decisions vary and none is a tie
+        logits = model.gate(x)
+        distinct = torch.unique(logits)
+        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))
+        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
+    # an untrained head gives near-equal logits, whose top-1 any rounding flips: agreement would measure nothing
+    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("gate.")], lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny steps: a second thread costs more in sync than it computes
+    for _ in range(12):
+        for i in torch.randperm(400).split(100):
+            loss = torch.nn.functional.cross_entropy(model.encode(model.embed(x[i])), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.set_num_threads(threads)
+    save_checkpoint(model, root / "tiny.safetensors")
+    cfg = ExportConfig(
+        str(root / "bundle"), str(root / "tiny.safetensors"), buckets=3, calib=str(root / "fmnist.npz"), val_images=8
+    )
+    return export(cfg, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def images(bundle) -> dict[str, np.ndarray]:
+    """Calibration images and disjoint held-out images with labels, from the data the bundle was planned on."""
+    calib, _ = load_images(bundle, n=CALIB)
+    held, labels = load_images(bundle, n=400 - CALIB, offset=CALIB)
+    return {"calib": calib, "held": held, "labels": labels}
+
+
+@pytest.fixture(scope="module")
+def fp32(bundle, images):
+    return run_graphs(bundle, {}, images["held"])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def op_inputs(model: onnx.ModelProto, op: str) -> list[list[str]]:
+    """For each node of type ``op``: the op types producing its inputs ("" for a graph input or initializer)."""
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    return [[producer.get(i, "") for i in n.input] for n in model.graph.node if n.op_type == op]
+
+
+def io_types(model: onnx.ModelProto) -> set[int]:
+    return {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output] if v.name != "mask"}
+
+
+def test_feeds_hold_each_image_at_its_own_count_and_cover_the_plan(bundle, images):
+    lines = []
+    feeds = encoder_feeds(bundle, images["calib"], log=lines.append)
+    assert sum(len(f["tokens"]) for f in feeds.encoder) == CALIB == sum(feeds.coverage)
+    for f in feeds.encoder:  # one exact count per unmasked feed: no padding row reaches the mask-free graph
+        assert f.keys() == {"tokens"} and f["tokens"].shape[1] in set(feeds.counts.tolist())
+    plan = bundle.plan
+    for f in feeds.encoder_masked:
+        counts = f["mask"].sum(1)
+        bucket = plan.buckets[plan.index(int(counts.max()))]
+        assert f["tokens"].shape[1] == bucket.max and counts.min() >= bucket.min
+    assert len(set(feeds.counts.tolist())) > 3 and all(n > 0 for n in feeds.coverage)
+    assert lines == [lines[0]] and lines[0].startswith(f"calibration: {CALIB} images over 3 buckets")
+
+
+def test_a_calibration_that_misses_buckets_warns_and_names_them(bundle, images, tmp_path):
+    shutil.copytree(bundle.path, tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    manifest["threshold"] = 1.0  # all coarse: every image has the minimum count, 17
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    lines = []
+    feeds = encoder_feeds(Bundle(tmp_path / "b"), images["calib"], log=lines.append)
+    assert feeds.coverage == [CALIB, 0, 0]
+    warnings = [line for line in lines if line.startswith("warning:")]
+    b = bundle.plan.buckets
+    assert [f"bucket {i} (tokens {b[i].min}..{b[i].max})" in w for i, w in zip((1, 2), warnings, strict=True)]
+    assert all("misses" in w for w in warnings) and len(warnings) == 2
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x: x[: MIN_IMAGES - 1], f"{MIN_IMAGES - 1} calibration images are too few"),
+        (lambda x: x[:, :28, :28], "are 28x28 with 3 channels; the model takes 32x32 with 3"),
+        (lambda x: x[..., :1], "with 1 channels; the model takes 32x32 with 3"),
+        (lambda x: x.astype(np.float32), "must be a uint8 array [N, H, W, C], got float32"),
+    ],
+)
+def test_unusable_calibration_images_are_refused_before_any_work(bundle, images, tmp_path, change, message):
+    bad = change(images["calib"])
+    with pytest.raises(MsvitEdgeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_images(bundle, bad)
+    start = time.perf_counter()
+    with pytest.raises(MsvitEdgeError):
+        precision_graphs(bundle, "int8", "onnxruntime", bad, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert time.perf_counter() - start < 2 and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_int8_without_images_or_with_a_foreign_method_is_refused(bundle, tmp_path):
+    with pytest.raises(MsvitEdgeError, match="INT8 needs calibration images"):
+        precision_graphs(bundle, "int8", "tensorrt", None, tmp_path)
+    with pytest.raises(
+        MsvitEdgeError, match="the modelopt quantizer's calibration methods are entropy, max, not 'minmax'"
+    ):
+        settings_for("int8", "tensorrt", "minmax")
+    with pytest.raises(MsvitEdgeError, match="precision must be one of fp32, fp16, int8"):
+        settings_for("int4", "tensorrt")
+
+
+def test_missing_modelopt_names_the_package_to_install(bundle, images, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "modelopt" else real(name, *a))
+    with pytest.raises(MsvitEdgeError, match=r"needs NVIDIA ModelOpt \(nvidia-modelopt\): pip install 'msvit-edge"):
+        precision_graphs(bundle, "int8", "tensorrt", images["calib"], tmp_path, cache_dir=tmp_path / "c")
+    with pytest.raises(MsvitEdgeError, match=r"FP16 conversion needs NVIDIA ModelOpt"):
+        precision_graphs(bundle, "fp16", "tensorrt", None, tmp_path, cache_dir=tmp_path / "c")
+
+
+def test_fp32_is_the_bundles_own_graphs(bundle, tmp_path):
+    graphs, facts = precision_graphs(bundle, "fp32", "tensorrt", None, tmp_path / "out")
+    assert graphs == {n: bundle.graph(n) for n in ("tokenizer", "encoder", "encoder_masked")}
+    assert facts == {"precision": "fp32"} and not (tmp_path / "out").exists()
+
+
+def test_fp16_keeps_layernorm_and_io_fp32_and_agrees(bundle, images, fp32, cache, tmp_path):
+    graphs, facts = precision_graphs(bundle, "fp16", "tensorrt", None, tmp_path, cache_dir=cache)
+    assert graphs["tokenizer"] == bundle.graph("tokenizer") and facts["keep_fp32"] == ["LayerNormalization"]
+    for name in ("encoder", "encoder_masked"):
+        model = onnx.shape_inference.infer_shapes(onnx.load(graphs[name]))
+        types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
+        norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+        assert len(norms) == 2 * TINY.depth + 1
+        assert all(types[n.input[0]] == types[n.output[0]] == onnx.TensorProto.FLOAT for n in norms)
+        assert io_types(model) == {onnx.TensorProto.FLOAT}
+        weights = [i for i in model.graph.initializer if len(i.dims) == 2]
+        assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)  # the rest did go FP16
+    report = compare_outputs(run_graphs(bundle, graphs, images["held"]), fp32, images["labels"])
+    assert report["counts_identical"] and report["top1_agreement"] >= TOLERANCES["fp16"].min_agreement, report
+
+
+# ids avoid the word "tensorrt", which conftest takes as the marker for tests that need TensorRT itself
+@pytest.mark.parametrize("backend", ["tensorrt", "onnxruntime"], ids=["modelopt-qdq", "onnxruntime-qdq"])
+def test_int8_quantizes_every_matmul_and_keeps_counts_and_top1(bundle, images, fp32, cache, tmp_path, backend):
+    graphs, facts = precision_graphs(bundle, "int8", backend, images["calib"], tmp_path, cache_dir=cache)
+    assert facts["quantizer"] == {"tensorrt": "modelopt", "onnxruntime": "onnxruntime"}[backend]
+    assert facts["calibration"]["images"] == CALIB and facts["calibration"]["missed_buckets"] == []
+    assert [c["images"] for c in facts["calibration"]["coverage"]] == encoder_feeds(bundle, images["calib"]).coverage
+    for name in ("encoder", "encoder_masked"):
+        model = onnx.load(graphs[name])
+        matmuls = op_inputs(model, "MatMul")
+        assert len(matmuls) == 6 * TINY.depth and io_types(model) == {onnx.TensorProto.FLOAT}
+        # ModelOpt leaves the masked graph's two attention batch-matmuls unquantized (its MHA matcher skips a
+        # masked softmax); every MatMul with a weight is Q/DQ in both graphs, every MatMul in encoder.onnx
+        full = name == "encoder" or facts["quantizer"] == "onnxruntime"
+        quantized = [m == ["DequantizeLinear"] * 2 for m in matmuls]
+        assert sum(quantized) == (len(matmuls) if full else 4 * TINY.depth), matmuls
+    report = compare_outputs(run_graphs(bundle, graphs, images["held"]), fp32, images["labels"])
+    assert report["counts_identical"] and report["top1_agreement"] >= TOLERANCES["int8"].min_agreement, report
+
+
+def test_a_second_identical_call_reuses_the_cache_and_any_change_misses_it(bundle, images, cache, tmp_path):
+    args = (bundle, "int8", "onnxruntime")
+    first = precision_graphs(*args, images["calib"], tmp_path / "a", cache_dir=cache)  # made by the test above
+    start = time.perf_counter()
+    second = precision_graphs(*args, images["calib"], tmp_path / "b", cache_dir=cache)
+    assert second.facts["cache"] == "hit" and time.perf_counter() - start < 1
+    assert (
+        second.facts["cache_key"]
+        == first.facts["cache_key"]
+        == cache_key(bundle, images["calib"], settings_for(*args[1:]))
+    )
+    assert second.graphs["encoder"].read_bytes() == first.graphs["encoder"].read_bytes()
+    changed = images["calib"].copy()
+    changed[0, 0, 0, 0] ^= 1
+    keys = {
+        cache_key(bundle, changed, settings_for("int8", "onnxruntime")),
+        cache_key(bundle, images["calib"], settings_for("int8", "onnxruntime", "entropy")),
+        cache_key(bundle, images["calib"], settings_for("int8", "tensorrt")),
+    }
+    assert len(keys) == 3 and first.facts["cache_key"] not in keys
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # a Jetson without PyTorch or ModelOpt
+sys.modules["modelopt"] = None
+import numpy as np
+from msvit_edge.bundle import Bundle
+from msvit_edge.calibration import encoder_feeds
+feeds = encoder_feeds(Bundle(sys.argv[1]), np.load(sys.argv[2])["images"])
+print(sum(feeds.coverage))
+"""
+
+
+def test_calibration_feeds_need_neither_pytorch_nor_modelopt(bundle, images, tmp_path):
+    np.savez(tmp_path / "x.npz", images=images["calib"])
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(bundle.path), str(tmp_path / "x.npz")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [str(CALIB)]

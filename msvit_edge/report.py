@@ -248,7 +248,7 @@ def check_gates(report: dict, min_accuracy: float | None, min_agreement: float |
     for engine in report["engines"]:
         r, mine = engine["row"], []
         if r["status"] == "failed":
-            mine.append(f"{r['source']} failed")
+            mine.append(f"{r['source']} failed ({r['error']})")
         if min_accuracy is not None and r["top1"] is not None and r["top1"] < min_accuracy:
             mine.append(f"{r['source']} top-1 {100 * r['top1']:.2f}% < {100 * min_accuracy:.2f}%")
         if min_agreement is not None and (r["agreement"] or 0.0) < min_agreement:

@@ -1,5 +1,6 @@
-"""Hardware markers: tests marked gpu / tensorrt / jetson run where that hardware exists and skip, saying why,
-elsewhere (such as the 2-core CPU machines CI runs on)."""
+"""Hardware markers (tests marked gpu / tensorrt / jetson run where that hardware exists and skip, saying why,
+elsewhere, such as the 2-core CPU machines CI runs on) and the tiny model and bundle the export, build and bench
+tests share."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from msvit_edge.config import ViTConfig
+
+# The tiny MSViT of the export, build and bench tests: 16 regions, 17..65 tokens. Head size 16, since ModelOpt leaves
+# a MatMul with a dimension under 16 unquantized.
+TINY = ViTConfig(
+    img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=2, mean=(0.5,) * 3, std=(0.5,) * 3
+)
 
 
 def _missing() -> dict[str, str | None]:
@@ -30,3 +40,46 @@ def pytest_collection_modifyitems(config, items):
                 missing = missing or _missing()
                 if missing[marker]:
                     item.add_marker(pytest.mark.skip(reason=missing[marker]))
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    """A checkpoint of a tiny MSViT and an npz of 400 real Fashion-MNIST test images, RGB at 32 px."""
+    import torch
+
+    from msvit_edge.bundle import preprocess
+    from msvit_edge.checkpoint import save_checkpoint
+    from msvit_edge.config import MSViTConfig
+    from msvit_edge.data import load_fashion_mnist
+    from msvit_edge.msvit import MSViT
+
+    root = tmp_path_factory.mktemp("tiny")
+    images, labels = load_fashion_mnist(split="test")
+    rgb = np.repeat(images[:400, :, :, None], 3, axis=3)
+    np.savez(root / "fmnist.npz", images=rgb, labels=labels[:400])
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(TINY))
+    x = torch.nn.functional.interpolate(torch.from_numpy(preprocess(rgb, TINY.mean, TINY.std)), size=32)
+    with torch.no_grad():  # centre the untrained gate on these images so that its decisions vary, cutting
+        logits = model.gate(x)  # halfway between two DISTINCT logits: no region may sit on the threshold, where the
+        distinct = torch.unique(logits)  # last bits of ORT vs PyTorch would decide (black background regions
+        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))  # all share one logit)
+        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
+    save_checkpoint(model, root / "tiny.safetensors")
+    return root
+
+
+@pytest.fixture(scope="session")
+def bundle(workdir):
+    """The tiny model exported with 3 buckets, planned on 300 images, with 48 validation images."""
+    from msvit_edge.export import ExportConfig, export
+
+    cfg = ExportConfig(
+        out=str(workdir / "bundle"),
+        ckpt=str(workdir / "tiny.safetensors"),
+        buckets=3,
+        calib=str(workdir / "fmnist.npz"),
+        calib_images=300,
+        val_images=48,
+    )
+    return export(cfg, log=lambda *_: None)

@@ -1,0 +1,155 @@
+"""bench for real on the tiny bundle and its ONNX Runtime engines: accuracy against PyTorch, latency against the
+plain ViT, the curve and the threshold sweep, the reports, failures that never stop the run, and the CI gates.
+Short timing runs (a few calls): the tests check what was measured and written, never how fast it was."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from msvit_edge.bench import BenchConfig, bench
+from msvit_edge.build import BuildConfig, build
+from msvit_edge.errors import MsvitEdgeError
+
+QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
+
+
+def quiet(*_) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def int8(bundle, workdir, tmp_path_factory):
+    cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200)
+    return build(cfg, log=quiet)
+
+
+@pytest.fixture(scope="module")
+def report(bundle, int8, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "report"
+    cfg = BenchConfig(sources=(str(bundle.path), str(int8.path)), thresholds=(0.0, 0.5, 1.0), out=str(out), **QUICK)
+    return bench(cfg, log=quiet), out
+
+
+def test_every_source_is_measured_and_passes(report):
+    data, _ = report
+    assert [e["row"]["status"] for e in data["engines"]] == ["passed", "passed"]
+    assert [e["row"]["precision"] for e in data["engines"]] == ["fp32", "int8"]
+    for engine in data["engines"]:
+        assert set(engine["latency"]) == {"1", "4"}
+        lat = engine["latency"]["4"]
+        assert lat["iters"] == 3 and set(lat["stages_ms"]) == {"tokenizer", "selection", "encoder"}
+        assert lat["speedup"] == pytest.approx(lat["vit"]["p50_ms"] / lat["p50_ms"])
+        assert lat["efficiency"] == pytest.approx(lat["speedup"] / lat["ideal_speedup"])
+
+
+def test_fp32_accuracy_matches_the_bundle_reference_exactly(report, bundle):
+    data, _ = report
+    acc = data["engines"][0]["accuracy"]
+    ref = bundle.reference()
+    assert acc["reference_top1"] == float((ref.logits.argmax(1) == ref.labels).mean())
+    assert acc["agreement"] == 1.0 and acc["counts_agreement"] == 1.0 and acc["logits"]["max_abs"] <= 1e-4
+    assert sum(b["images"] for b in acc["per_bucket"]) == len(ref.labels)
+
+
+def test_token_curve_covers_every_bucket_maximum(report, bundle):
+    data, _ = report
+    curve = data["engines"][0]["curve"]
+    assert [p["tokens"] for p in curve] == [b.max for b in bundle.plan.buckets]
+    assert curve[-1]["tokens"] == 65 and curve[-1]["ideal_ms"] == pytest.approx(curve[-1]["encoder_ms"])
+
+
+def test_threshold_sweep_trades_tokens_for_the_extremes(report):
+    data, _ = report
+    sweep = {p["threshold"]: p for p in data["engines"][0]["thresholds"]}
+    assert sweep[0.0]["mean_tokens"] == 65 and sweep[1.0]["mean_tokens"] == 17
+    assert sweep[1.0]["mean_tokens"] < sweep[0.5]["mean_tokens"] < sweep[0.0]["mean_tokens"]
+
+
+def test_reports_are_written_with_a_versioned_schema(report):
+    _, out = report
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["schema_version"] == 1 and on_disk["environment"]["python"]["version"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "latency_vs_tokens.png",
+        "report.csv",
+        "report.json",
+        "report.md",
+        "thresholds.png",
+        "tokens_histogram.png",
+    ]
+    csv_lines = (out / "report.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("source,status,backend,precision")
+    assert "| bundle | passed | onnxruntime | fp32 |" in (out / "report.md").read_text()
+
+
+def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdir, tmp_path):
+    from msvit_edge.evaluate import EvalConfig, evaluate
+
+    data = str(workdir / "fmnist.npz")
+    cfg = BenchConfig(sources=(str(bundle.path),), data=data, limit=100, out=str(tmp_path / "b"), **QUICK)
+    acc = bench(cfg, log=quiet)["engines"][0]["accuracy"]
+    ev = evaluate(EvalConfig(ckpt=str(workdir / "tiny.safetensors"), data=data, limit=100, out=str(tmp_path / "e")))
+    assert acc["n"] == ev["images"] == 100
+    assert round(100 * acc["reference_top1"]) == round(100 * ev["settings"]["msvit"]["top1"])  # images right, of 100
+
+
+def edited_engine(bundle, folder, **changes):
+    """An fp32 engine directory of the tiny bundle with its manifest changed."""
+    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(folder)), log=quiet)
+    manifest = json.loads((engine.path / "manifest.json").read_text())
+    (engine.path / "manifest.json").write_text(json.dumps(manifest | changes))
+    return engine.path
+
+
+def test_a_broken_engine_fails_alone_and_the_run_exits_1(bundle, tmp_path):
+    built = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "x")), log=quiet)
+    broken = edited_engine(bundle, tmp_path / "broken", graphs=built.manifest["graphs"] | {"encoder": "encoder.onnx"})
+    (broken / "encoder.onnx").write_bytes(b"not a graph")
+    other = edited_engine(bundle, tmp_path / "other", device={"slug": "jetson-agx-thor"})
+    out = tmp_path / "report"
+    cfg = BenchConfig(sources=(str(broken), str(bundle.path), str(other)), out=str(out), **QUICK)
+    with pytest.raises(MsvitEdgeError, match=r"broken failed \(.*encoder.onnx.*\); .*other failed"):
+        bench(cfg, log=quiet)
+    rows = [e["row"] for e in json.loads((out / "report.json").read_text())["engines"]]
+    assert [r["status"] for r in rows] == ["failed", "passed", "failed"]
+    assert "encoder.onnx" in rows[0]["error"] and "built for device jetson-agx-thor" in rows[2]["error"]
+
+
+def test_min_accuracy_gate_names_the_engine_and_the_shortfall(bundle, tmp_path):
+    cfg = BenchConfig(sources=(str(bundle.path),), out=str(tmp_path / "r"), min_accuracy=0.99, **QUICK)
+    with pytest.raises(MsvitEdgeError, match=r"bundle top-1 \d+\.\d+% < 99\.00%"):
+        bench(cfg, log=quiet)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "msvit_edge", "bench", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_prints_the_status_table(bundle, tmp_path):
+    result = run_cli(str(bundle.path), "--iters", "2", "--warmup", "0", "--batch", "1", "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| engine | status | backend | precision |" in result.stdout
+    assert f"reports: {tmp_path / 'r'}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "jetson"], "/etc/nv_tegra_release"),
+        (["--device", "tpu"], "--device must be one of auto, cpu, cuda, jetson"),
+        (["--batch", "1,x"], "--batch takes comma-separated numbers"),
+        (["--data", "{tmp}/empty"], "{tmp}/empty"),
+    ],
+)
+def test_bad_input_is_one_line(bundle, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_cli(str(bundle.path), *argv, "--iters", "2", "--out", str(tmp_path / "r"))
+    assert result.returncode == 1, result.stderr[-1000:]
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+    assert message.replace("{tmp}", str(tmp_path)) in result.stderr

@@ -1,0 +1,164 @@
+"""build for real on the tiny bundle: ONNX Runtime engines at fp32/fp16/int8 (ModelOpt AutoCast, ORT's quantizer),
+validation recorded, the engine cache, refusals, and the Jetson path that builds from a workstation's graphs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from msvit_edge import build as build_module
+from msvit_edge.build import BuildConfig, build
+from msvit_edge.engine import EngineDir
+from msvit_edge.engines import open_pipeline
+from msvit_edge.errors import MsvitEdgeError
+
+
+def quiet(*_) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def engines(bundle, workdir, tmp_path_factory):
+    """fp32, fp16 and int8 ONNX Runtime engine directories of the tiny bundle (calibrated on its 400 images)."""
+    root = tmp_path_factory.mktemp("engines")
+    made = {}
+    for precision in ("fp32", "fp16", "int8"):
+        cfg = BuildConfig(
+            str(bundle.path), precision, "onnxruntime", str(workdir / "fmnist.npz"), 200, str(root / precision)
+        )
+        made[precision] = build(cfg, log=quiet)
+    return made
+
+
+def op_types(path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_each_precision_is_validated_with_identical_token_counts(engines):
+    for precision, engine in engines.items():
+        v = engine.manifest["validation"]
+        assert engine.precision == precision and engine.backend == "onnxruntime"
+        assert v["batch1"]["counts_equal"] and v["batched"]["counts_equal"]
+        assert engine.manifest["tolerance"] == build_module.validation.tolerance_dict(precision)
+    assert engines["fp32"].manifest["validation"]["batch1"]["logits"]["max_abs"] <= 1e-4
+
+
+def test_int8_and_fp16_run_changed_encoders_and_the_fp32_tokenizer(engines, bundle):
+    int8, fp16 = engines["int8"], engines["fp16"]
+    assert int8.graph("tokenizer").resolve() == bundle.graph("tokenizer").resolve()
+    assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(int8.graph("encoder"))
+    assert "QuantizeLinear" not in op_types(bundle.graph("encoder"))
+    fp16_encoder = onnx.load(str(fp16.graph("encoder")))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16_encoder.graph.initializer)
+    assert int8.manifest["calibration"]["calibration"]["images"] == 200
+
+
+def test_precision_graphs_live_in_the_bundle_and_engines_find_them_by_relative_path(engines, bundle):
+    entry = engines["int8"].manifest["graphs"]["encoder"]
+    assert not entry.startswith("/")
+    assert (bundle.path / "precision" / "onnxruntime-int8" / "facts.json").is_file()
+
+
+def test_a_second_identical_build_reuses_the_engine(engines, bundle, workdir):
+    engine = engines["int8"]
+    before = (engine.path / "manifest.json").stat().st_mtime_ns
+    lines: list[str] = []
+    cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200, str(engine.path))
+    again = build(cfg, log=lines.append)
+    assert any("reused" in line for line in lines) and again.manifest["key"] == engine.manifest["key"]
+    assert (engine.path / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_other_calibration_images_are_another_build_refused_without_force(engines, bundle, workdir):
+    engine = engines["int8"]
+    cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(engine.path))
+    with pytest.raises(MsvitEdgeError, match="holds another build"):
+        build(cfg, log=quiet)
+
+
+def test_an_engine_dir_runs_through_open_pipeline(engines, bundle):
+    ref = bundle.reference()
+    with open_pipeline(engines["fp16"].path) as pipe:
+        out = pipe(bundle.preprocess(ref.images[:8]), bundle.threshold)
+    assert out.counts.tolist() == ref.counts[:8].tolist()
+    assert (out.logits.argmax(1) == ref.logits[:8].argmax(1)).mean() >= 0.875
+
+
+def test_an_engine_for_another_device_is_refused(engines):
+    engine = engines["fp32"]
+    with pytest.raises(MsvitEdgeError, match=r"built for device cpu-.*, this is jetson-agx-thor; rebuild it here"):
+        engine.check_runs_here(engine.manifest["backend_version"], "jetson-agx-thor")
+
+
+def test_an_engine_whose_bundle_changed_is_refused(bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy, ignore=shutil.ignore_patterns("engines", "precision"))
+    engine = build(BuildConfig(str(copy), "fp32", "onnxruntime"), log=quiet)
+    EngineDir(engine.path)  # opens while the bundle is the one it was built from
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(manifest | {"threshold": 0.9}))
+    with pytest.raises(MsvitEdgeError, match="built for another bundle"):
+        EngineDir(engine.path)
+
+
+def test_failed_validation_leaves_no_engine_folder(bundle, workdir, tmp_path, monkeypatch):
+    strict = build_module.validation.Tolerance(atol=0.0, min_agreement=1.0, max_accuracy_drop=0.0)
+    monkeypatch.setitem(build_module.validation.TOLERANCES, "fp32", strict)
+    out = tmp_path / "engine"
+    with pytest.raises(MsvitEdgeError, match=r"validation failed \(batch1\): onnxruntime fp32 logits max abs diff"):
+        build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(out)), log=quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_jetson_without_modelopt_builds_from_the_graphs_a_workstation_made(bundle, workdir, monkeypatch):
+    cfg = BuildConfig(str(bundle.path), "fp16", "onnxruntime", graphs_only=True)
+    folder = build(cfg, log=quiet)
+    assert folder == bundle.path / "precision" / "onnxruntime-fp16"
+    monkeypatch.setattr(build_module, "_can_make_graphs", lambda: False)
+    graphs, facts = build_module.precision_graphs(bundle, cfg, "onnxruntime", quiet)
+    assert graphs["encoder"] == folder / "encoder.fp16.onnx" and facts["precision"] == "fp16"
+    missing = BuildConfig(str(bundle.path), "int8", "tensorrt")
+    with pytest.raises(MsvitEdgeError, match=r"--backend tensorrt --precision int8 --graphs-only"):
+        build_module.precision_graphs(bundle, missing, "tensorrt", quiet)
+
+
+def test_auto_picks_onnxruntime_here_and_says_why():
+    backend, why = build_module.choose_backend("auto")
+    assert backend == "onnxruntime" and "TensorRT is not installed" in why
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "msvit_edge", "build", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--precision", "int4"], "--precision must be one of fp32, fp16, int8, got 'int4'"),
+        (["--backend", "openvino"], "--backend must be one of auto, onnxruntime, tensorrt, got 'openvino'"),
+        (["--backend", "tensorrt"], "msvit-edge[tensorrt]"),
+        (["--bundle", "{tmp}/nowhere"], "{tmp}/nowhere: not an export bundle (no manifest.json)"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(bundle, tmp_path, args, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--bundle" not in argv:
+        argv = ["--bundle", str(bundle.path), *argv]
+    result = run_cli(*argv, "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr[-1000:]
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
+    assert message.replace("{tmp}", str(tmp_path)) in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_build_prints_the_validation_and_the_engine(bundle, tmp_path):
+    result = run_cli("--bundle", str(bundle.path), "--out", str(tmp_path / "e"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation: onnxruntime fp32 vs PyTorch on 48 reference images" in result.stdout
+    assert f"engine: {tmp_path / 'e'}" in result.stdout

@@ -21,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: typer's rich panels render every flag as `--force <bool>`
+    context_settings={"max_content_width": 120},  # the terminal's width up to 120 (plain help's default is 80)
 )
 
 
@@ -74,7 +76,7 @@ def train(
         False, "--freeze-backbone", help="Stage 2: train only the gate, on a fixed backbone (a gate warm-up)."
     ),
     num_classes: int | None = typer.Option(
-        None, help="Replace the preset's classifier (fine-tuning a DeiT checkpoint)."
+        None, help="Classes of the classifier; an --init classifier with another number is replaced (fine-tuning)."
     ),
     epochs: int = typer.Option(5, min=1),
     batch_size: int = typer.Option(128, min=2, help="Global batch size, split across torchrun processes."),
@@ -88,7 +90,9 @@ def train(
         1.0, help="Flip gate gradient: the share of each batch given the extra forward (less: cheaper, noisier)."
     ),
     train_size: int | None = typer.Option(None, help="Use only N (randomly drawn) training items."),
-    skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images."),
+    skip_corrupt: bool = typer.Option(
+        False, "--skip-corrupt", help="Report and skip unreadable images and non-image files."
+    ),
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
     gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
@@ -162,7 +166,9 @@ def eval_(
     overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    skip_corrupt: bool = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images."),
+    skip_corrupt: bool = typer.Option(
+        False, "--skip-corrupt", help="Report and skip unreadable images and non-image files."
+    ),
 ) -> None:
     """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
     from msvit_edge.evaluate import EvalConfig, evaluate, markdown

@@ -25,14 +25,13 @@ from msvit_edge.msvit import MSViT
 FORMAT = "msvit-edge/1"
 _WRAPPERS = ("model", "state_dict", "model_state_dict")  # where DeiT / Lightning / others nest the weights
 _MAX_LISTED = 6
+_PLAIN_VIT = "not an msvit-edge checkpoint: a plain ViT/DeiT one (`msvit-edge train --init` starts from it)"
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors`` or a ``torch.save`` file (plain, or nested under "model" etc.)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MsvitEdgeError("checkpoint not found", path)
-    sd = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    path = _checkpoint_file(path)
+    sd = _read_safetensors(path) if path.suffix == ".safetensors" else read_torch_file(path)
     for key in _WRAPPERS:
         if isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -53,10 +52,17 @@ def _read_safetensors(path: Path) -> dict:
         raise MsvitEdgeError(f"not a readable safetensors file ({_first_line(e)})", path) from None
 
 
-def _read_torch(path: Path) -> dict:
+def read_torch_file(path: str | Path) -> dict:
+    """A dict from a ``torch.save`` file, read weights-only: pickled code in it is refused, never run."""
+    path = _checkpoint_file(path)
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # torch names the refused object (a GLOBAL) and why: all of it, on one line
+            why = " ".join(str(e).split())
+            raise MsvitEdgeError(f"refused to load pickled objects beyond tensors ({why})", path) from None
+        raise MsvitEdgeError(f"not a readable checkpoint ({_first_line(e)})", path) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise MsvitEdgeError(f"not a readable checkpoint ({_first_line(e)})", path) from None
     if not isinstance(sd, dict):
         raise MsvitEdgeError(f"expected a state dict, found a {type(sd).__name__}", path)
@@ -73,14 +79,15 @@ def load_vit_weights(model: nn.Module, path: str | Path, reset_head: bool = Fals
     Args:
         model: The model to fill.
         path: ``.pth``/``.pt``/``.bin`` or ``.safetensors`` file in timm's key layout.
-        reset_head: Drop the checkpoint's classifier (fine-tuning on a different label set).
+        reset_head: Drop the checkpoint's classifier where it does not fit the model's (fine-tuning on a different
+            label set); one that already has the model's classes is kept.
     """
     sd = read_state_dict(path)
+    expected = model.state_dict()
     if reset_head:
-        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.") or _fits(v, expected.get(k))}
     if "pos_embed" in sd and sd["pos_embed"].shape != model.pos_embed.shape:
         sd["pos_embed"] = resize_pos_embed(sd["pos_embed"], model.cfg.grid)
-    expected = model.state_dict()
     optional = {k for k in expected if k.startswith("gate.") or (reset_head and k.startswith("head."))}
     _check_keys(sd, expected, optional, path)
     model.load_state_dict(sd, strict=False)
@@ -139,9 +146,9 @@ def read_checkpoint_header(path: str | Path) -> dict[str, str]:
     """The safetensors metadata of an msvit-edge checkpoint (cheap: reads only the header)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise MsvitEdgeError("checkpoint not found", path)
+    path = _checkpoint_file(path)
+    if _is_torch_save(path):  # safetensors would call its first bytes a header length ("header too large")
+        raise MsvitEdgeError(_PLAIN_VIT, path)
     try:
         with safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
@@ -150,11 +157,27 @@ def read_checkpoint_header(path: str | Path) -> dict[str, str]:
             f"not an msvit-edge checkpoint: not a readable safetensors file ({_first_line(e)})", path
         ) from None
     if header.get("format") != FORMAT:
-        raise MsvitEdgeError(
-            "not an msvit-edge checkpoint (a plain ViT/DeiT state dict? `msvit-edge train --init` starts from one)",
-            path,
-        )
+        raise MsvitEdgeError(_PLAIN_VIT + " (its safetensors header has no msvit-edge format)", path)
     return header
+
+
+def _checkpoint_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise MsvitEdgeError("is a folder, not a checkpoint file (name the file in it, e.g. model.safetensors)", path)
+    if not path.is_file():
+        raise MsvitEdgeError("checkpoint not found", path)
+    return path
+
+
+def _is_torch_save(path: Path) -> bool:
+    """A ``torch.save`` file: a zip archive (torch >= 1.6) or a bare pickle (protocol 2+ starts with 0x80)."""
+    with path.open("rb") as f:
+        return zipfile.is_zipfile(f) or f.read(1) == b"\x80"
+
+
+def _fits(tensor: Tensor, expected: Tensor | None) -> bool:
+    return expected is not None and tensor.shape == expected.shape
 
 
 def load_checkpoint(path: str | Path) -> tuple[MSViT, dict]:

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.preprocess import load_image, open_rgb, preprocess
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -45,9 +46,6 @@ _IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC = 2051, 2049
 _ITEM_THRESHOLD = 16
 _CLUTTER_SIZES = (6, 10)  # fragment side range in px, inclusive
 _CLUTTER_CONTRAST = 0.45  # fragments are pasted with this fraction of an item's opacity
-# What PIL raises for a damaged file; UnidentifiedImageError (not an image at all) is an OSError.
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -330,10 +328,9 @@ def region_overlap(box: Sequence[int], canvas: int, region: int) -> np.ndarray:
 class ImageFolderDataset(Dataset):
     """Images in ``root/<class name>/**/*.{jpg,jpeg,png,bmp,webp}``; classes are the sorted subfolder names.
 
-    Any size and mode is accepted: 16-bit images are scaled to 8 bits, transparent pixels become black, EXIF
-    rotation is applied. Each image is resized so that its shorter side is ``image_size`` and centre-cropped to a
-    square (bicubic), so objects keep their aspect ratio. Hidden files and folders (``.DS_Store``) are ignored; any
-    other non-image file is an error.
+    Any size and mode is accepted: images are loaded by ``msvit_edge.preprocess.load_image`` (shorter side to
+    ``image_size``, bicubic, centre crop), the torch-free loader deployed machines use too. Hidden files and folders
+    (``.DS_Store``) are ignored; any other non-image file is an error (skipped, with a warning, by ``skip_corrupt``).
 
     Args:
         root: The dataset folder.
@@ -341,7 +338,7 @@ class ImageFolderDataset(Dataset):
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation std.
         skip_corrupt: Check every image at construction and skip, with a warning naming each, those PIL cannot
-            read; otherwise a corrupt image raises when it is loaded.
+            read and files that are not images; otherwise a corrupt image raises when it is loaded.
     """
 
     def __init__(
@@ -354,10 +351,13 @@ class ImageFolderDataset(Dataset):
     ):
         self.root = Path(root)
         self.image_size = image_size
-        self.mean, self.std = _norm_stats(mean, std)
+        _norm_stats(mean, std)  # checked; ``preprocess`` normalises
+        self.mean, self.std = tuple(mean), tuple(std)
         self.classes = _class_folders(self.root)
         self.samples = [
-            (path, label) for label, name in enumerate(self.classes) for path in _class_images(self.root / name)
+            (path, label)
+            for label, name in enumerate(self.classes)
+            for path in _class_images(self.root / name, skip_corrupt)
         ]
         if skip_corrupt:
             self.samples = _drop_corrupt(self.samples)
@@ -367,9 +367,8 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        image = ImageOps.fit(_open_rgb(path), (self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # [3, S, S]
-        return (pixels - self.mean) / self.std, label
+        pixels = load_image(path, self.image_size)[None]  # uint8 [1, S, S, 3]
+        return torch.from_numpy(preprocess(pixels, self.mean, self.std)[0]), label
 
 
 def _is_hidden(name: str) -> bool:
@@ -385,14 +384,18 @@ def _class_folders(root: Path) -> list[str]:
     return classes
 
 
-def _class_images(folder: Path) -> list[Path]:
-    """Image files under a class folder, sorted; raises on a file that is not an image."""
+def _class_images(folder: Path, skip_other: bool = False) -> list[Path]:
+    """Image files under a class folder, sorted; a file that is not an image raises, or is skipped with a warning."""
     paths = []
     for path in sorted(folder.rglob("*")):
         if any(_is_hidden(part) for part in path.relative_to(folder).parts) or path.is_dir():
             continue
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise MsvitEdgeError(f"not an image file (expected one of {', '.join(sorted(IMAGE_EXTENSIONS))})", path)
+            err = MsvitEdgeError(f"not an image file (expected one of {', '.join(sorted(IMAGE_EXTENSIONS))})", path)
+            if not skip_other:
+                raise err
+            warnings.warn(f"skipping {err}", stacklevel=4)
+            continue
         paths.append(path)
     if not paths:
         raise MsvitEdgeError("class folder has no images", folder)
@@ -403,35 +406,12 @@ def _drop_corrupt(samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
     kept = []
     for path, label in samples:
         try:
-            _open_rgb(path)
+            open_rgb(path)
         except MsvitEdgeError as err:
             warnings.warn(f"skipping {err}", stacklevel=3)
             continue
         kept.append((path, label))
     return kept
-
-
-def _open_rgb(path: Path) -> Image.Image:
-    """Fully decodes an image file to 8-bit RGB; raises MsvitEdgeError naming the file if PIL cannot."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
-    except UnidentifiedImageError as err:
-        raise MsvitEdgeError("not a readable image (unknown or damaged format)", path) from err
-    except _PIL_ERRORS as err:
-        raise MsvitEdgeError(f"corrupt image ({err})", path) from err
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # PIL's own conversion saturates at 255 instead of rescaling 0..65535.
-        levels = np.asarray(image, dtype=np.float64) / 257.0
-        image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -497,6 +477,8 @@ def _images_nchw(images: np.ndarray, path: Path) -> torch.Tensor:
     """[N, H, W], [N, H, W, C] or [N, C, H, W] (C in {1, 3}) -> tensor [N, C, H, W] of the same dtype."""
     if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
         raise MsvitEdgeError(f"images must be uint8 (0..255) or float (0..1), got {images.dtype}", path)
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():  # NaN passes any range test
+        raise MsvitEdgeError(f"float images hold {np.count_nonzero(~np.isfinite(images))} NaN or infinite values", path)
     if np.issubdtype(images.dtype, np.floating) and images.size and (images.min() < 0 or images.max() > 1):
         raise MsvitEdgeError(f"float images must be in 0..1, got {images.min():g}..{images.max():g}", path)
     if images.ndim == 3:
@@ -546,8 +528,24 @@ def open_dataset(
         skip_corrupt: For ImageFolder trees, skip unreadable images with a warning instead of failing.
 
     Returns:
-        A dataset of (float32 [3, image_size, image_size], label) pairs with a ``classes`` attribute.
+        A dataset of (float32 [3, image_size, image_size], label) pairs with a ``classes`` attribute; never empty.
     """
+    dataset = _open(spec, split, image_size, mean, std, scene, skip_corrupt)
+    if len(dataset) == 0:
+        skipped = " readable" if skip_corrupt else ""
+        raise MsvitEdgeError(f"holds no{skipped} images (split {split!r})", spec)
+    return dataset
+
+
+def _open(
+    spec: str | Path,
+    split: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scene: SceneConfig | None,
+    skip_corrupt: bool,
+) -> Dataset:
     path = Path(spec)
     if str(spec) == SCENES_SPEC or _has_idx_files(path):
         return _open_scenes(None if str(spec) == SCENES_SPEC else path, split, image_size, mean, std, scene)

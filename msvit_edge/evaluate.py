@@ -23,13 +23,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from msvit_edge.bundle import to_uint8
 from msvit_edge.checkpoint import load_model
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
+from msvit_edge.preprocess import to_uint8
+from msvit_edge.train import resolve_device
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -67,8 +68,9 @@ class _Tally:
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate as ``cfg`` says, write the report files, and return the report."""
     check_output(cfg.out, cfg.force)
+    device = resolve_device(cfg.device)
     model, meta = load_model(cfg.ckpt)
-    model.to(cfg.device)
+    model.to(device)
     dataset = random_subset(_dataset(cfg, model, meta), cfg.limit)
     on_object = object_regions(dataset, model)
     settings = _settings(model, cfg.thresholds, oracle=on_object is not None)
@@ -143,7 +145,11 @@ def _run(
             out = model.tokenize(images, threshold=threshold, decisions=decisions)
             fine = model.fine_regions(out)
             gate_fine = fine if name == "msvit" else gate_fine
-            tallies[name].add(model.encode(*pack(out.tokens, out.counts)), labels, out.counts, fine)
+            logits = model.encode(*pack(out.tokens, out.counts))
+            if not torch.isfinite(logits).all():  # argmax would call NaN logits class 0: a silent wrong score
+                where = cfg.ckpt or "the embedded demo checkpoint"
+                raise MsvitEdgeError(f"gives NaN or infinite logits ({name}, batch {b}): NaN weights?", where)
+            tallies[name].add(logits, labels, out.counts, fine)
     return tallies
 
 

@@ -116,14 +116,29 @@ def check_output(path: str | Path, force: bool) -> Path:
         raise MsvitEdgeError("output path exists and is not a folder", path)
     if path.exists() and not force:
         raise MsvitEdgeError("output folder exists (pass --force to replace it)", path)
-    ancestor = path.absolute().parent
+    _check_writable(path.absolute().parent, path)
+    return path
+
+
+def check_run_folder(path: str | Path) -> Path:
+    """Refuse a folder that results could not be written into, up front, before any long work. Unlike
+    ``check_output``'s, it may exist: training writes into its run folder as it goes, and resumes in it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MsvitEdgeError("output path exists and is not a folder", path)
+    _check_writable(path.absolute(), path)
+    return path
+
+
+def _check_writable(start: Path, path: Path) -> None:
+    """``start``, or its nearest existing ancestor, must be a folder this process can write into."""
+    ancestor = start
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise MsvitEdgeError(f"cannot create the output folder {path}: this is a file, not a folder", ancestor)
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise MsvitEdgeError(f"cannot create the output folder {path}: no write permission", ancestor)
-    return path
+        raise MsvitEdgeError(f"cannot write the output folder {path}: no write permission", ancestor)
 
 
 def write_json(path: str | Path, obj: object) -> None:

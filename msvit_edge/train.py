@@ -36,12 +36,13 @@ from msvit_edge.checkpoint import (
     load_checkpoint,
     load_vit_weights,
     read_checkpoint_header,
+    read_torch_file,
     save_checkpoint,
 )
 from msvit_edge.config import GateConfig, MSViTConfig, preset
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
-from msvit_edge.io import atomic_path, write_json
+from msvit_edge.io import atomic_path, check_run_folder, raise_if_stopped, write_json
 from msvit_edge.loss import GBaSConfig, GBaSLoss, GeneralizedBatchShaping
 from msvit_edge.msvit import MSViT, pack
 
@@ -99,13 +100,13 @@ class TrainConfig:
 
 def train(cfg: TrainConfig) -> Path:
     """Train as ``cfg`` says; returns the final checkpoint path (``OUT/model.safetensors``)."""
-    out = Path(cfg.out)
+    out = check_run_folder(cfg.out)
     if not cfg.resume and (out / "train.jsonl").exists():
         raise MsvitEdgeError("holds a training run already (pass --resume to continue it, or another --out)", out)
     rank, world = _init_distributed()
     if cfg.batch_size % world:
         raise MsvitEdgeError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
-    device = _device(cfg.device, rank)
+    device = resolve_device(cfg.device, rank)
     torch.manual_seed(cfg.seed + rank)  # per-rank noise streams; weights are broadcast by DDP anyway
     model, meta = _build_model(cfg)
     train_set, val_set = _datasets(cfg, model)
@@ -230,6 +231,7 @@ def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, w
     ddp.train()
     with _Progress(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), log.show) as progress:
         for i, (images, labels) in enumerate(loader):
+            raise_if_stopped()  # a stop whose exception a library lost ends training here, not an epoch later
             images, labels = images.to(device), labels.to(device)
             logits, counts, task, loss, shaping = train_step(ddp, step_module.gbas, images, labels, optimizer, cfg)
             schedule.step()
@@ -400,7 +402,7 @@ def _resume(out: Path, step_module: TrainStep, optimizer, schedule) -> int:
         raise MsvitEdgeError("nothing to resume: last.safetensors and state.pt are not both there", out)
     model, _ = load_checkpoint(ckpt)
     step_module.model.load_state_dict(model.state_dict())
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = read_torch_file(state_path)
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     if step_module.gbas is not None and state["gbas"]:
@@ -416,12 +418,19 @@ def _init_distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _device(name: str, rank: int) -> torch.device:
+def resolve_device(name: str, rank: int = 0) -> torch.device:
+    """A ``--device`` value (auto, cpu, cuda, cuda:N) as a device this PyTorch has; auto: this rank's GPU or the CPU."""
     if name == "auto":
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MsvitEdgeError(f"--device {name}: not a device (expected auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise MsvitEdgeError(f"--device {name}: no CUDA GPU is available to this PyTorch")
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise MsvitEdgeError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 def _wrap(step_module: TrainStep, device: torch.device, world: int) -> nn.Module:

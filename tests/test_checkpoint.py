@@ -134,8 +134,9 @@ def test_corrupt_or_missing_checkpoints_name_the_file(tmp_path, name, content, m
 
 def test_pickled_code_is_refused(tmp_path):
     torch.save({"model": vit().state_dict(), "evil": NotWeights()}, tmp_path / "w.pth")
-    with pytest.raises(MsvitEdgeError, match="not a readable checkpoint"):
+    with pytest.raises(MsvitEdgeError, match="refused to load pickled objects beyond tensors") as err:
         load_vit_weights(MSViT(MSViTConfig(TINY)), tmp_path / "w.pth")
+    assert "NotWeights" in str(err.value) and "\n" not in str(err.value)  # torch's reason, whole, on one line
     torch.save(torch.zeros(3), tmp_path / "t.pth")
     with pytest.raises(MsvitEdgeError, match="expected a state dict, found a Tensor"):
         load_vit_weights(MSViT(MSViTConfig(TINY)), tmp_path / "t.pth")
@@ -179,3 +180,23 @@ def test_interrupted_save_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(MSViT(MSViTConfig(TINY)), path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_classifier_that_already_fits_is_kept_when_a_new_one_is_asked_for(tmp_path):
+    torch.save({"model": vit().state_dict()}, tmp_path / "w.pth")
+    fits, other = MSViT(MSViTConfig(TINY)), MSViT(MSViTConfig(ViTConfig(**{**TINY.__dict__, "num_classes": 7})))
+    load_vit_weights(fits, tmp_path / "w.pth", reset_head=True)
+    load_vit_weights(other, tmp_path / "w.pth", reset_head=True)
+    assert torch.equal(fits.head.weight, vit().head.weight) and other.head.weight.shape[0] == 7
+
+
+@pytest.mark.parametrize("loader", [load_checkpoint, lambda path: load_vit_weights(MSViT(MSViTConfig(TINY)), path)])
+def test_a_folder_is_named_as_a_folder(tmp_path, loader):
+    with pytest.raises(MsvitEdgeError, match="is a folder, not a checkpoint file"):
+        loader(tmp_path)
+
+
+def test_a_torch_save_file_is_named_a_plain_vit_checkpoint(tmp_path):
+    torch.save({"model": vit().state_dict()}, tmp_path / "deit.pth")
+    with pytest.raises(MsvitEdgeError, match="not an msvit-edge checkpoint: a plain ViT/DeiT one"):
+        load_checkpoint(tmp_path / "deit.pth")

@@ -1,0 +1,106 @@
+"""Pixels to the tokenizer's input with numpy and Pillow only: what training's loaders did, for deployed machines.
+
+One home for the normalisation (``preprocess`` and its inverse ``to_uint8``) and for photo loading (``load_image``).
+``msvit_edge.data``'s ImageFolder loader calls ``load_image`` too, so a photo loaded on a Jetson without PyTorch
+reaches the model exactly as it did in training.
+
+A bundle's manifest records the resize rule as data (``preprocessing.resize``, made by ``resize_rule``)::
+
+    {"method": "shorter_side_bicubic_center_crop", "size": 224,       # image files (ImageFolder): load_image
+     "npz": "bilinear_antialiased_stretch", "idx": "rendered_at_size"}  # what the array inputs did
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from msvit_edge.errors import MsvitEdgeError
+
+# Image files: the shorter side scaled to S (bicubic), then the centre S x S crop, so objects keep their aspect ratio.
+PHOTO_RESIZE = "shorter_side_bicubic_center_crop"
+# .npz arrays that are not S x S: both sides stretched to S (bilinear, antialiased; aspect ratio not kept).
+NPZ_RESIZE = "bilinear_antialiased_stretch"
+# Fashion-MNIST IDX items: composed into scenes on an S x S canvas, never resized.
+IDX_RESIZE = "rendered_at_size"
+# What PIL raises for a damaged file; UnidentifiedImageError (not an image at all) is an OSError.
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def resize_rule(size: int) -> dict:
+    """The manifest's machine-readable record of how msvit-edge's loaders bring inputs to ``size`` x ``size``."""
+    return {"method": PHOTO_RESIZE, "size": size, "npz": NPZ_RESIZE, "idx": IDX_RESIZE}
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file of any size and mode -> uint8 RGB [size, size, 3], as training loaded an ImageFolder.
+
+    16-bit images are scaled to 8 bits, transparent pixels become black, EXIF rotation is applied; then the
+    ``PHOTO_RESIZE`` rule.
+    """
+    image = ImageOps.fit(open_rgb(Path(path)), (size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_images(paths: Sequence[str | Path], rule: dict) -> np.ndarray:
+    """Image files -> uint8 [N, S, S, 3] by a manifest's resize ``rule`` (see ``resize_rule``)."""
+    if rule.get("method") != PHOTO_RESIZE:
+        raise MsvitEdgeError(f"unknown resize method {rule.get('method')!r} (this msvit-edge knows {PHOTO_RESIZE})")
+    return np.stack([load_image(p, int(rule["size"])) for p in paths])
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Fully decodes an image file to 8-bit RGB; raises MsvitEdgeError naming the file if PIL cannot."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _to_rgb(ImageOps.exif_transpose(image))
+    except UnidentifiedImageError as err:
+        raise MsvitEdgeError("not a readable image (unknown or damaged format)", path) from err
+    except _PIL_ERRORS as err:
+        raise MsvitEdgeError(f"corrupt image ({err})", path) from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # PIL's own conversion saturates at 255 instead of rescaling 0..65535.
+        levels = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def check_images(images: object, size: int, channels: int) -> None:
+    """Refuse what the tokenizer cannot take, in one line: anything but uint8 [B, size, size, channels]."""
+    if not isinstance(images, np.ndarray):
+        raise MsvitEdgeError(f"images must be a numpy uint8 array [B, H, W, C], got a {type(images).__name__}")
+    if images.dtype != np.uint8 or images.ndim != 4:
+        hint = " (one image? add the batch dimension: images[None])" if images.ndim == 3 else ""
+        raise MsvitEdgeError(f"images must be uint8 [B, H, W, C], got {images.dtype} {list(images.shape)}{hint}")
+    if images.shape[1:] != (size, size, channels):
+        _, h, w, c = images.shape
+        raise MsvitEdgeError(
+            f"images are {h}x{w} with {c} channels; the model takes {size}x{size} with {channels} "
+            "(load photos with Bundle.load_images, which resizes them as training did)"
+        )
+
+
+def preprocess(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 images [B, H, W, C] -> float32 [B, C, H, W], scaled to 0..1 and normalised per channel."""
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255)
+    mean = np.asarray(mean, np.float32)[None, :, None, None]
+    std = np.asarray(std, np.float32)[None, :, None, None]
+    return (x - mean) / std
+
+
+def to_uint8(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The inverse of ``preprocess``: normalised float [B, C, H, W] -> uint8 [B, H, W, C], rounded and clipped."""
+    mean = np.asarray(mean, np.float32)[None, :, None, None]
+    std = np.asarray(std, np.float32)[None, :, None, None]
+    return (np.clip(images * std + mean, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)

@@ -376,16 +376,19 @@ def token_curve(pipe, vit, x: np.ndarray, source, cfg) -> list[dict]:
     tokens = pipe.tokenize(x[:1], 0.0).tokens  # every region fine: the first n rows are real tokens for any n
     calls = {n: Selection(np.array([0]), np.array([n]), n, plan.index(n)) for n in counts}
     inputs = {n: pipe.cut(tokens, call) for n, call in calls.items()}
-    candidates = {n: (lambda i, n=n: pipe.encode(inputs[n], calls[n])) for n in counts}
+    candidates: dict = {n: (lambda i, n=n: pipe.encode(inputs[n], calls[n])) for n in counts}
+    if vit is not None:  # in the same interleaved run, so that the plot's lines are comparable
+        candidates["vit"] = lambda i: vit(x[:1])
     short = BenchConfig(warmup=min(cfg.warmup, 0.5), min_seconds=cfg.min_seconds / 2, iters=cfg.iters)
     times = interleaved(candidates, _repeats(candidates, short, pipe.synchronize), warmup=0, sync=pipe.synchronize)
-    full = 1e3 * statistics.median(times[counts[-1]])
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     vit_cfg = MSViTConfig.from_dict(_bundle(source).manifest["model"]).vit
     return [
         {
             "tokens": n,
-            "encoder_ms": 1e3 * statistics.median(times[n]),
-            "ideal_ms": full * encoder_macs(vit_cfg, n) / encoder_macs(vit_cfg, counts[-1]),
+            "encoder_ms": ms[n],
+            "ideal_ms": ms[counts[-1]] * encoder_macs(vit_cfg, n) / encoder_macs(vit_cfg, counts[-1]),
+            "vit_ms": ms.get("vit"),
         }
         for n in counts
     ]

@@ -1,0 +1,142 @@
+"""``msvit-edge demo``: the whole chain on the embedded demo checkpoint, offline, on a laptop's CPU.
+
+export (buckets planned on real scenes, validated against PyTorch) -> build ONNX Runtime FP32 and INT8 (and
+TensorRT FP16 and INT8 where it and a GPU exist) -> bench every engine against PyTorch and the plain ViT -> a
+report folder with the Markdown report, its plots and gate overlays. One progress line per stage: what it started
+from, the result, the time, the file and its size.
+
+Every stage writes its own output atomically, so an interrupted demo leaves whole stages behind, never half of one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import check_output
+
+SAMPLE = Path(__file__).parent / "assets" / "fashion-mnist-sample"
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    force: bool = False
+    calib_images: int = 1000  # bucket planning; enough for a stable histogram, quick on 2 cores
+    min_seconds: float = 2.0  # timed seconds per batch size in bench
+
+
+def demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
+    """Run the chain into ``cfg.out``; returns the bench report."""
+    from msvit_edge.bench import BenchConfig, bench
+    from msvit_edge.export import export
+
+    out = check_output(cfg.out, cfg.force)
+    if out.exists():
+        shutil.rmtree(out)  # --force: a fresh run; check_output refused it otherwise
+    data, why = demo_data()
+    log(f"demo: the embedded demo checkpoint on {why}")
+    bundle = _stage(log, "export", lambda: export(_export_cfg(out, data, cfg), log=_quiet), _exported)
+    engines = [
+        _stage(log, f"build {b} {p}", lambda b=b, p=p: _build(bundle, b, p, data), _built) for b, p in engine_plan()
+    ]
+    sources = tuple(str(e.path) for e in engines)
+    settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
+    report = _stage(log, "bench", lambda: bench(settings, log=_quiet), lambda r: _folder(out / "report", "report.md"))
+    _stage(log, "overlays", lambda: gate_overlays(bundle, out / "report" / "overlays"), lambda p: _folder(p[0], ""))
+    from msvit_edge.report import table
+
+    log(table(report))
+    log(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
+    return report
+
+
+def demo_data() -> tuple[str, str]:
+    """The demo's images: Fashion-MNIST scenes from the Debian package, else the sample shipped in the package."""
+    from msvit_edge.data import FASHION_MNIST_DIR, SCENES_SPEC
+
+    if (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        return SCENES_SPEC, f"Fashion-MNIST scenes ({FASHION_MNIST_DIR})"
+    return str(SAMPLE), (
+        "the 1,500-item Fashion-MNIST sample shipped in the package (the full set is not installed: "
+        "apt-get install dataset-fashion-mnist)"
+    )
+
+
+def engine_plan() -> list[tuple[str, str]]:
+    """(backend, precision) of each engine: ONNX Runtime fp32 and int8, and TensorRT fp16 and int8 with a GPU."""
+    from msvit_edge.build import choose_backend
+
+    plan = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    if importlib.util.find_spec("tensorrt") and choose_backend("auto")[0] == "tensorrt":
+        plan += [("tensorrt", "fp16"), ("tensorrt", "int8")]
+    return plan
+
+
+def _build(bundle, backend: str, precision: str, data: str):
+    from msvit_edge.build import BuildConfig, build
+
+    return build(BuildConfig(str(bundle.path), precision, backend, calib=data, calib_images=256), log=_quiet)
+
+
+def _exported(bundle) -> tuple[Path, int, str]:
+    v = bundle.manifest["validation"]["batch1"]["logits"]
+    words = f"{len(bundle.plan.buckets)} buckets, ONNX Runtime = PyTorch within {v['max_abs']:.1e}"
+    return bundle.path, _size(bundle.path), words
+
+
+def _built(engine) -> tuple[Path, int, str]:
+    """The engine folder; its size is that of the graphs or engines it runs (ONNX Runtime's live in the bundle)."""
+    v = engine.manifest["validation"]["batched"]["logits"]
+    size = sum(engine.graph(name).stat().st_size for name in engine.manifest["graphs"])
+    return engine.path, size, f"validated: top-1 agreement {100 * v['top1_agreement']:.2f}%, token counts identical"
+
+
+def _folder(path: Path, words: str) -> tuple[Path, int, str]:
+    return path, _size(path), words
+
+
+def _quiet(_line: str) -> None:
+    """The stages' own lines: the demo prints one line per stage instead."""
+
+
+def _export_cfg(out: Path, data: str, cfg: DemoConfig):
+    from msvit_edge.export import ExportConfig
+
+    return ExportConfig(out=str(out / "bundle"), calib=data, calib_images=cfg.calib_images)
+
+
+def gate_overlays(bundle, folder: Path) -> list[Path]:
+    """Overlays of the first 8 validation images: the gate's decisions as the ONNX Runtime pipeline makes them."""
+    from msvit_edge.config import MSViTConfig
+    from msvit_edge.engines.ort import OnnxRuntimePipeline
+    from msvit_edge.overlay import write_overlays
+
+    ref = bundle.reference()
+    with OnnxRuntimePipeline(bundle) as pipe:
+        probs = pipe(bundle.preprocess(ref.images[:8]), bundle.threshold).probs
+    vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
+    return write_overlays(ref.images[:8], probs > bundle.threshold, 2 * vit.patch_size, folder)
+
+
+def _stage(log, name: str, run: Callable, outcome: Callable):
+    """Run one stage and log its line: name, time, what it made (and its size), and the result in words."""
+    start = time.perf_counter()
+    try:
+        result = run()
+    except MsvitEdgeError as e:
+        raise MsvitEdgeError(f"demo stage {name} failed: {e}") from None
+    path, size, words = outcome(result)
+    log(f"[{name:<22}] {time.perf_counter() - start:5.1f} s  {path} ({size / 1e6:.1f} MB)  {words}".rstrip())
+    return result
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -1,0 +1,59 @@
+"""Gate overlays: an image with its coarse regions dimmed and its fine regions split 2x2. Torch-free (Pillow).
+
+The picture that explains MSViT: plain background stays coarse, the object gets fine tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+FINE = (255, 60, 60)
+SCALE = 4  # the demo's 80 px scenes are small on screen
+
+
+def overlay(pixels: np.ndarray, fine: np.ndarray, region: int, scale: int = SCALE) -> Image.Image:
+    """``pixels`` uint8 [H, W, C] enlarged ``scale`` times, with each coarse region (``region`` px) drawn by its
+    decision in ``fine`` [R] (row-major coarse grid)."""
+    size, step = pixels.shape[0] * scale, region * scale
+    grid = pixels.shape[0] // region
+    image = Image.fromarray(pixels).resize((size, size), Image.NEAREST).convert("RGB")
+    draw = ImageDraw.Draw(image, "RGBA")
+    for r in range(grid * grid):
+        x, y = (r % grid) * step, (r // grid) * step
+        box = [x, y, x + step - 1, y + step - 1]
+        if fine[r]:
+            half = step // 2
+            draw.rectangle(box, outline=(*FINE, 255), width=2)
+            draw.line([x + half, y, x + half, y + step], fill=(*FINE, 200))
+            draw.line([x, y + half, x + step, y + half], fill=(*FINE, 200))
+        else:
+            draw.rectangle(box, fill=(0, 0, 0, 90), outline=(90, 90, 90, 255))
+    return image
+
+
+def write_overlays(images: np.ndarray, fine: np.ndarray, region: int, folder: Path, columns: int = 4) -> list[Path]:
+    """One PNG per image in ``folder`` plus ``overlays.png``, a sheet of them all; returns the sheet's path first.
+
+    Args:
+        images: uint8 [N, H, W, C].
+        fine: bool [N, R], each region's decision.
+        region: Coarse region side, px.
+        folder: Created if missing.
+        columns: Images per row of the sheet.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    tiles = [overlay(img, f, region) for img, f in zip(images, fine, strict=True)]
+    paths = []
+    for i, tile in enumerate(tiles):
+        paths.append(folder / f"{i:03d}.png")
+        tile.save(paths[-1])
+    w, h = tiles[0].size
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * w, rows * h), "white")
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % columns) * w, (i // columns) * h))
+    sheet.save(folder / "overlays.png")
+    return [folder / "overlays.png", *paths]

@@ -202,6 +202,9 @@ def export(
     threshold: float | None = typer.Option(None, help="Gate threshold (default: the checkpoint's)."),
     simplifier: str = typer.Option("onnxslim", help="onnxslim, onnxsim or none."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (only once the new one is complete)."),
+    skip_corrupt: bool = typer.Option(
+        False, "--skip-corrupt", help="Report and skip unreadable images and non-image files in --calib."
+    ),
 ) -> None:
     """Export ONNX graphs (tokenizer + encoder) with bucketed token-count profiles, validated against PyTorch."""
     from msvit_edge.export import ExportConfig
@@ -218,5 +221,6 @@ def export(
             threshold=threshold,
             simplifier=simplifier,
             force=force,
+            skip_corrupt=skip_corrupt,
         )
     )

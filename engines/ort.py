@@ -39,7 +39,13 @@ def session(
         options.intra_op_num_threads = threads
     if profile_prefix:
         options.enable_profiling, options.profile_file_prefix = True, profile_prefix
-    return ort.InferenceSession(str(path), options, providers=list(providers))
+    state = ort.capi.onnxruntime_pybind11_state  # ONNX Runtime's exceptions derive from Exception only
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    except (state.Fail, state.InvalidArgument, state.InvalidProtobuf, state.NoSuchFile, state.InvalidGraph) as e:
+        # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from PATH failed:Protobuf parsing failed."
+        reason = str(e).strip().splitlines()[0].split(" : ", 2)[-1].replace(f"Load model from {path} failed:", "")
+        raise MsvitEdgeError(f"ONNX Runtime cannot load this graph ({reason})", path) from None
 
 
 class OnnxRuntimePipeline(Pipeline):

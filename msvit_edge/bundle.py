@@ -1,7 +1,8 @@
 """The export bundle: what ``msvit-edge export`` writes and every backend reads. No PyTorch needed to read it.
 
-DIR/manifest.json        schema version, model config, source checkpoint sha256, graphs and their I/O, bucket
-                         plan, gate threshold, preprocessing, tool versions, export-time validation
+DIR/manifest.json        schema version, model config, source checkpoint sha256, graphs (I/O, sha256), bucket
+                         plan, gate threshold, preprocessing (with a machine-readable resize rule), tool versions,
+                         export-time validation; checked against the graph files whenever a bundle is opened
 DIR/tokenizer.onnx       images [B, C, H, W] (+ threshold []) -> tokens [B, M, D], counts [B], probs [B, R],
                          order [B, M]; static shapes but B; the selected tokens come first
 DIR/encoder.onnx         tokens [B, N, D] -> logits [B, K]; for batch 1 or equal counts (no mask)
@@ -14,15 +15,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import sha256
+from msvit_edge.preprocess import check_images, load_images, preprocess, resize_rule
+from msvit_edge.preprocess import to_uint8 as to_uint8  # imported from here by export, build and calibration
 
 SCHEMA_VERSION = 1
 GRAPHS = ("tokenizer", "encoder", "encoder_masked")
+# What every reader needs, and its JSON type. Everything else in a manifest is a record for people.
+_REQUIRED = {"model": dict, "graphs": dict, "buckets": dict, "threshold": (int, float), "preprocessing": dict}
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -45,27 +53,24 @@ class Reference:
 
 
 class Bundle:
-    """A read-only view of an export bundle folder."""
+    """A read-only view of an export bundle folder, checked when opened: the manifest's schema, and that its graphs
+    are the files beside it (by sha256 where the manifest records one, else by their inputs and outputs)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        manifest = self.path / "manifest.json"
-        if not manifest.is_file():
-            raise MsvitEdgeError("not an export bundle (no manifest.json)", self.path)
-        try:
-            self.manifest = json.loads(manifest.read_text())
-        except json.JSONDecodeError as e:
-            raise MsvitEdgeError(f"manifest is not valid JSON ({e})", manifest) from None
-        if self.manifest.get("schema_version") != SCHEMA_VERSION:
-            raise MsvitEdgeError(
-                f"manifest schema {self.manifest.get('schema_version')} is not {SCHEMA_VERSION}", manifest
-            )
-        missing = [g for g in GRAPHS if not self.graph(g).is_file()]
+        self.manifest = read_manifest(self.path)
+        missing = [f for name, entry in self.manifest["graphs"].items() for f in self._files(name, entry)]
+        missing = [f.name for f in missing if not f.is_file()]
         if missing:
-            raise MsvitEdgeError(f"bundle is missing {', '.join(g + '.onnx' for g in missing)}", self.path)
+            raise MsvitEdgeError(f"bundle is missing {', '.join(missing)}", self.path)
+        for name, entry in self.manifest["graphs"].items():
+            check_graph(self.graph(name), entry)
 
     def graph(self, name: str) -> Path:
         return self.path / f"{name}.onnx"
+
+    def _files(self, name: str, entry: dict) -> list[Path]:
+        return [self.graph(name), *([self.path / entry["data"]] if entry.get("data") else [])]
 
     @property
     def plan(self) -> BucketPlan:
@@ -75,27 +80,154 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
 
+    @property
+    def resize(self) -> dict:
+        """How inputs reach the model's size (see ``msvit_edge.preprocess.resize_rule``)."""
+        pre = self.manifest["preprocessing"]
+        # manifests before the rule was data said it in prose; every msvit-edge version resized by this rule
+        return pre["resize"] if isinstance(pre.get("resize"), dict) else resize_rule(pre["size"])
+
     def reference(self) -> Reference:
         path = self.path / "reference.npz"
         if not path.is_file():
             raise MsvitEdgeError("bundle has no reference.npz (PyTorch's answers on the validation images)", self.path)
         return Reference.load(path)
 
+    def load_images(self, paths: list[str | Path]) -> np.ndarray:
+        """Image files of any size and mode -> uint8 [N, S, S, 3], resized as training loaded them; no PyTorch."""
+        return load_images(paths, self.resize)
+
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images [B, H, W, C] -> the tokenizer's normalised float32 input [B, C, H, W]."""
-        return preprocess(images, self.manifest["preprocessing"]["mean"], self.manifest["preprocessing"]["std"])
+        """uint8 images [B, S, S, C] -> the tokenizer's normalised float32 input [B, C, S, S]; other sizes, dtypes
+        or channel counts are refused (``load_images`` brings photos to the model's size)."""
+        pre = self.manifest["preprocessing"]
+        check_images(images, pre["size"], len(pre["mean"]))
+        return preprocess(images, pre["mean"], pre["std"])
 
 
-def to_uint8(images: np.ndarray, mean, std) -> np.ndarray:
-    """The inverse of ``preprocess``: normalised float [B, C, H, W] -> uint8 [B, H, W, C], rounded and clipped."""
-    mean = np.asarray(mean, np.float32)[None, :, None, None]
-    std = np.asarray(std, np.float32)[None, :, None, None]
-    return (np.clip(images * std + mean, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+def read_manifest(folder: Path) -> dict:
+    """The bundle manifest in ``folder``, refused with the reason if a reader could trip on it."""
+    file = folder / "manifest.json"
+    if not file.is_file():
+        raise MsvitEdgeError("not an export bundle (no manifest.json)", folder)
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MsvitEdgeError(f"manifest is not valid JSON ({e})", file) from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise MsvitEdgeError(f"not a usable bundle manifest: {problem}", file)
+    return manifest
 
 
-def preprocess(images: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 images [B, H, W, C] -> float32 [B, C, H, W], scaled to 0..1 and normalised per channel."""
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255)
-    mean = np.asarray(mean, np.float32)[None, :, None, None]
-    std = np.asarray(std, np.float32)[None, :, None, None]
-    return (x - mean) / std
+def manifest_problem(m: object) -> str | None:
+    """What is wrong with a parsed manifest (schema version, required keys and their types), or None."""
+    if not isinstance(m, dict):
+        return f"it is {_json_type(m)}, not an object"
+    if m.get("schema_version") != SCHEMA_VERSION:
+        return f"schema_version is {m.get('schema_version')!r}, this msvit-edge reads {SCHEMA_VERSION}"
+    for key, kind in _REQUIRED.items():
+        if key not in m:
+            return f"no {key!r}"
+        if not isinstance(m[key], kind) or isinstance(m[key], bool):
+            return f"{key!r} is {_json_type(m[key])}, not {'a number' if kind == (int, float) else _JSON_TYPES[kind]}"
+    missing = [g for g in GRAPHS if g not in m["graphs"]]
+    if missing:
+        return f"'graphs' lacks {', '.join(missing)}"
+    for name, g in m["graphs"].items():
+        if not isinstance(g, dict) or not all(isinstance(g.get(k), list) for k in ("inputs", "outputs")):
+            return f"graphs.{name} needs 'inputs' and 'outputs' arrays"
+    if not 0 <= m["threshold"] <= 1:
+        return f"threshold {m['threshold']} is not in [0, 1]"
+    return _preprocessing_problem(m["preprocessing"]) or _buckets_problem(m["buckets"])
+
+
+def _preprocessing_problem(p: dict) -> str | None:
+    size, mean, std, resize = p.get("size"), p.get("mean"), p.get("std"), p.get("resize")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return f"preprocessing.size must be a positive integer, got {size!r}"
+    if not (_numbers(mean) and _numbers(std) and len(mean) == len(std) > 0 and min(std) > 0):
+        return f"preprocessing.mean and .std must be equal-length arrays of numbers, std > 0; got {mean!r}, {std!r}"
+    if isinstance(resize, dict) and resize.get("size") != size:
+        return f"preprocessing.resize.size {resize.get('size')!r} is not preprocessing.size {size}"
+    return None
+
+
+def _buckets_problem(buckets: dict) -> str | None:
+    try:
+        plan = BucketPlan.from_dict(buckets)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return f"'buckets' is not a bucket plan ({type(e).__name__}: {e})"
+    return None if plan.buckets else "'buckets' has no buckets"
+
+
+def check_graph(path: Path, entry: dict) -> None:
+    """``path`` must be the graph ``entry`` (its manifest record) describes: same sha256, or if the manifest
+    records none (bundles before it did), the same inputs and outputs."""
+    if "sha256" in entry:
+        if _sha256(path) != entry["sha256"]:
+            raise MsvitEdgeError(
+                "is not the graph the manifest describes (sha256 differs): replaced, damaged, or the manifest "
+                "comes from another export",
+                path,
+            )
+        return
+    found, expected = io_description(path), {k: entry[k] for k in ("inputs", "outputs")}
+    if found != expected:
+        raise MsvitEdgeError(
+            f"does not match the manifest (graph {_signature(found)}; manifest {_signature(expected)}): the "
+            "manifest comes from another model",
+            path,
+        )
+
+
+def io_description(path: Path) -> dict:
+    """A graph's inputs and outputs (name, numpy dtype, shape with symbolic dims as names), as manifests record."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except (DecodeError, OSError, ValueError) as e:
+        raise MsvitEdgeError(f"not a readable ONNX graph ({e})", path) from None
+
+    def describe(values) -> list[dict]:
+        return [
+            {
+                "name": v.name,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            }
+            for v in values
+        ]
+
+    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
+
+
+@lru_cache(maxsize=64)
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256(path)
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file, hashed once per process while it is unchanged: bundles are opened again and again."""
+    stat = path.stat()
+    return _sha256_of(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+def _signature(io: dict) -> str:
+    def one(values: list) -> str:
+        return ", ".join(
+            f"{v.get('name')} [{', '.join(map(str, v.get('shape', [])))}]" if isinstance(v, dict) else repr(v)
+            for v in values
+        )
+
+    return f"{one(io['inputs'])} -> {one(io['outputs'])}"
+
+
+def _numbers(values: object) -> bool:
+    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _json_type(value: object) -> str:
+    return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else _JSON_TYPES[type(value)]

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge import __version__, validation
 from msvit_edge.buckets import BucketPlan, plan_buckets
-from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, preprocess, to_uint8
+from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, io_description
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.config import MSViTConfig, preset
 from msvit_edge.data import SceneConfig, open_dataset, random_subset
@@ -32,6 +32,7 @@ from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
 from msvit_edge.msvit import MSViT, check_threshold
+from msvit_edge.preprocess import preprocess, resize_rule, to_uint8
 
 OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
@@ -53,6 +54,7 @@ class ExportConfig:
     simplifier: str = "onnxslim"
     max_batch: int = 64
     force: bool = False
+    skip_corrupt: bool = False  # ImageFolder --calib: report and skip unreadable images and non-image files
 
     def __post_init__(self) -> None:
         checks = {
@@ -117,7 +119,7 @@ def export(cfg: ExportConfig, log=print) -> Bundle:
     log(f"export: {source} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), threshold {threshold:.4g}")
     plan = plan_for(model, cfg, threshold)
     log(describe_plan(plan))
-    reference = make_reference(model, cfg.calib, cfg.val_images, threshold)
+    reference = make_reference(model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt)
     with atomic_dir(cfg.out, cfg.force) as tmp:
         graphs = export_graphs(model, tmp, cfg, log)
         reference.save(tmp / "reference.npz")
@@ -145,35 +147,39 @@ def choose_threshold(model: MSViT, cfg: ExportConfig) -> float:
     images' regions fine (a random-weights model has no trained threshold)."""
     if cfg.fine_fraction is None:
         return check_threshold(model.mcfg.gate.threshold if cfg.threshold is None else cfg.threshold)
-    probs = gate_probs(model, cfg.calib, cfg.calib_images)
+    probs = gate_probs(model, cfg.calib, cfg.calib_images, cfg.skip_corrupt)
     return float(np.quantile(probs, 1 - cfg.fine_fraction))
 
 
 # ---- buckets and reference -------------------------------------------------------------------------------------
 
 
-def dataset(model: MSViT, data: str, split: str, n: int) -> Dataset:
+def dataset(model: MSViT, data: str, split: str, n: int, skip_corrupt: bool = False) -> Dataset:
     """``n`` images of ``data`` drawn at random, at the model's size (scenes are rendered at it)."""
     vit = model.cfg
     scene = SceneConfig(canvas=vit.img_size)
-    return random_subset(open_dataset(data, split, vit.img_size, vit.mean, vit.std, scene=scene), n)
+    full = open_dataset(data, split, vit.img_size, vit.mean, vit.std, scene=scene, skip_corrupt=skip_corrupt)
+    return random_subset(full, n)
 
 
 @torch.no_grad()
-def gate_probs(model: MSViT, data: str, n: int) -> np.ndarray:
+def gate_probs(model: MSViT, data: str, n: int, skip_corrupt: bool = False) -> np.ndarray:
     """The gate's fine probabilities [n, R] on ``n`` training images."""
-    return torch.cat([model.gate(x).sigmoid() for x, _ in DataLoader(dataset(model, data, "train", n), 250)]).numpy()
+    loader = DataLoader(dataset(model, data, "train", n, skip_corrupt), batch_size=250)
+    return torch.cat([model.gate(x).sigmoid() for x, _ in loader]).numpy()
 
 
 @torch.no_grad()
-def token_counts(model: MSViT, data: str, split: str, n: int, threshold: float) -> np.ndarray:
+def token_counts(
+    model: MSViT, data: str, split: str, n: int, threshold: float, skip_corrupt: bool = False
+) -> np.ndarray:
     """The gate's token counts on ``n`` images of a data set, drawn at random."""
-    loader = DataLoader(dataset(model, data, split, n), batch_size=250)
+    loader = DataLoader(dataset(model, data, split, n, skip_corrupt), batch_size=250)
     return torch.cat([model.tokenize(x, threshold=threshold).counts for x, _ in loader]).numpy()
 
 
 def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> BucketPlan:
-    counts = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold)
+    counts = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt)
     lo, hi = model.num_regions + 1, model.cfg.num_patches + 1
     return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(model.cfg, n), lo, hi, (1, 1, cfg.max_batch))
 
@@ -194,10 +200,10 @@ def describe_plan(plan: BucketPlan) -> str:
 
 
 @torch.no_grad()
-def make_reference(model: MSViT, data: str, n: int, threshold: float) -> Reference:
+def make_reference(model: MSViT, data: str, n: int, threshold: float, skip_corrupt: bool = False) -> Reference:
     """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels."""
     vit = model.cfg
-    images, labels = next(iter(DataLoader(dataset(model, data, "test", n), batch_size=n)))
+    images, labels = next(iter(DataLoader(dataset(model, data, "test", n, skip_corrupt), batch_size=n)))
     pixels = to_uint8(images.numpy(), vit.mean, vit.std)
     x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
     out = model.tokenize(x, threshold=threshold)
@@ -244,7 +250,8 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
         data = f"{path.name}.data" if external else None
         onnx_export(module, args, path, inputs, outputs, dynamic, external)
         nodes = simplify(path, cfg.simplifier, data)
-        graphs[name] = io_description(path) | {"file": path.name, "nodes": nodes} | ({"data": data} if data else {})
+        graphs[name] = io_description(path) | {"file": path.name, "nodes": nodes, "sha256": sha256(path)}
+        graphs[name] |= {"data": data, "data_sha256": sha256(folder / data)} if data else {}
         files = [path.name, *([data] if data else [])]
         size = sum((folder / f).stat().st_size for f in files)
         log(f"  {' + '.join(files)}: {nodes} nodes, {size / 1e6:.2f} MB ({cfg.simplifier})")
@@ -316,24 +323,6 @@ def simplify(path: Path, simplifier: str, data: str | None = None) -> int:
     return len(model.graph.node)
 
 
-def io_description(path: Path) -> dict:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-
-    def describe(values) -> list[dict]:
-        return [
-            {
-                "name": v.name,
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-            }
-            for v in values
-        ]
-
-    return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
-
-
 # ---- manifest and validation -----------------------------------------------------------------------------------
 
 
@@ -361,7 +350,7 @@ def build_manifest(
             "std": list(vit.std),
             "layout": "NCHW float32",
             # what msvit-edge's loaders did to reach `size` (the reference images are stored at `size`)
-            "resize": "ImageFolder: shorter side to size, bicubic, centre crop; npz/IDX: bilinear, antialiased",
+            "resize": resize_rule(vit.img_size),
         },
         "export": asdict(cfg),
         "versions": {

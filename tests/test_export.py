@@ -348,3 +348,30 @@ def test_random_weights_preset_is_a_latency_only_model_of_that_size():
     model, source = export_module.load_model(cfg)
     assert source == "random weights (vit_tiny_patch16_224)"
     assert model.cfg.embed_dim == 192 and model.cfg.img_size == 224 and model.num_regions == 49
+
+
+def test_export_skip_corrupt_plans_and_validates_on_the_readable_images(workdir, tmp_path):
+    from PIL import Image
+
+    from msvit_edge.bundle import Bundle
+
+    with np.load(workdir / "fmnist.npz") as z:
+        images = z["images"][:12]
+    for i, image in enumerate(images):
+        folder = tmp_path / "calib" / "ab"[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (tmp_path / "calib" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "calib" / "a" / "notes.txt").write_text("not an image")
+    argv = ["--ckpt", str(workdir / "tiny.safetensors"), "--calib", str(tmp_path / "calib"), "--buckets", "1"]
+    argv += ["--calib-images", "100", "--val-images", "4"]
+    stopped = run_cli("--out", str(tmp_path / "stopped"), *argv)
+    assert stopped.returncode == 1 and stopped.stderr.strip().endswith(
+        "notes.txt: not an image file (expected one of .bmp, .jpeg, .jpg, .png, .webp)"
+    )
+    skipped = run_cli("--out", str(tmp_path / "bundle"), *argv, "--skip-corrupt")
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert "broken.png" in skipped.stderr and "notes.txt" in skipped.stderr
+    made = Bundle(tmp_path / "bundle")
+    assert sum(made.plan.histogram.values()) == 12 and made.manifest["export"]["skip_corrupt"]
+    assert not (tmp_path / "stopped").exists()

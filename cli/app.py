@@ -200,6 +200,15 @@ def export(
         128, min=1, help="Validation images stored with PyTorch's answers (from --calib's test split)."
     ),
     threshold: float | None = typer.Option(None, help="Gate threshold (default: the checkpoint's)."),
+    preset: str | None = typer.Option(
+        None, help="With --random-weights: export an untrained model of this preset (e.g. vit_small_patch16_224)."
+    ),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="A latency-only bundle: no checkpoint needed, accuracy is meaningless."
+    ),
+    fine_fraction: float | None = typer.Option(
+        None, help="Set the threshold so this share of the calibration images' regions is tokenized fine."
+    ),
     simplifier: str = typer.Option("onnxslim", help="onnxslim, onnxsim or none."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists (only once the new one is complete)."),
     skip_corrupt: bool = typer.Option(
@@ -219,8 +228,130 @@ def export(
             calib_images=calib_images,
             val_images=val_images,
             threshold=threshold,
+            preset=preset,
+            random_weights=random_weights,
+            fine_fraction=fine_fraction,
             simplifier=simplifier,
             force=force,
             skip_corrupt=skip_corrupt,
         )
     )
+
+
+@app.command()
+def build(
+    bundle: Path = typer.Option(Path("bundle"), help="Export bundle to build from (what `export` writes by default)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (int8 is calibrated on --calib images)."),
+    backend: str = typer.Option(
+        "auto", help="auto (TensorRT where it and a GPU exist, else ONNX Runtime), onnxruntime or tensorrt."
+    ),
+    calib: str | None = typer.Option(
+        None,
+        help="INT8 calibration images: fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz (training "
+        "split; default: the data the bundle's buckets were planned on).",
+    ),
+    calib_images: int = typer.Option(512, min=1, help="Number of INT8 calibration images."),
+    out: Path | None = typer.Option(
+        None, help="Engine folder (default: BUNDLE/engines/<backend>-<precision>-<device>)."
+    ),
+    graphs_only: bool = typer.Option(
+        False, "--graphs-only", help="Only make the FP16/INT8 ONNX graphs (in the bundle), e.g. for a Jetson."
+    ),
+    workspace_gb: float | None = typer.Option(None, help="TensorRT builder workspace in GB (default: TensorRT's)."),
+    opt_level: int | None = typer.Option(None, help="TensorRT builder optimisation level 0..5 (default: 3)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if an identical engine exists; replace OUT."),
+) -> None:
+    """Build an engine (ONNX Runtime or TensorRT; FP32, FP16 or INT8) from a bundle, validated against PyTorch."""
+    from msvit_edge.build import BuildConfig
+    from msvit_edge.build import build as run
+
+    run(
+        BuildConfig(
+            bundle=str(bundle),
+            precision=precision,
+            backend=backend,
+            calib=calib,
+            calib_images=calib_images,
+            out=None if out is None else str(out),
+            graphs_only=graphs_only,
+            workspace_gb=workspace_gb,
+            opt_level=opt_level,
+            force=force,
+        )
+    )
+
+
+@app.command()
+def bench(
+    sources: list[str] | None = typer.Argument(
+        None, help="Engine folders (from `build`) or bundles (their FP32 graphs in ONNX Runtime). Default: bundle."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or jetson (adds power from jtop/tegrastats/sysfs)."),
+    data: str | None = typer.Option(
+        None, help="Labelled test images (any form eval takes; default: the bundle's validation images)."
+    ),
+    limit: int = typer.Option(500, min=1, help="With --data: measure N randomly drawn images (seeded, as eval)."),
+    batch: str = typer.Option("1,32", help="Batch sizes to time, comma-separated."),
+    thresholds: str | None = typer.Option(None, help="Gate thresholds to sweep, e.g. 0.3,0.5,0.7."),
+    batching: str = typer.Option("split", help="Mixed token counts in a batch: split (by bucket) or pad."),
+    warmup: float = typer.Option(1.0, min=0.0, help="Seconds of untimed calls first."),
+    min_seconds: float = typer.Option(3.0, min=0.0, help="Timed seconds per batch size."),
+    iters: int | None = typer.Option(None, min=1, help="Timed calls per batch size (instead of --min-seconds)."),
+    threads: int | None = typer.Option(None, min=1, help="ONNX Runtime intra-op threads (default: ORT's)."),
+    out: Path = typer.Option(Path("runs/bench"), help="Report folder (report.json/.csv/.md and plots)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    min_accuracy: float | None = typer.Option(None, help="Exit 1 if an engine's top-1 is below this (0..1)."),
+    min_agreement: float | None = typer.Option(
+        None, help="Exit 1 if an engine's top-1 agreement with PyTorch is below this (0..1)."
+    ),
+) -> None:
+    """Accuracy, latency (and power on Jetson) of engines against PyTorch and the plain ViT."""
+    from msvit_edge.bench import BenchConfig
+    from msvit_edge.bench import bench as run
+
+    run(
+        BenchConfig(
+            sources=tuple(sources or ("bundle",)),
+            device=device,
+            data=data,
+            limit=limit,
+            batch=_numbers(batch, int, "--batch"),
+            thresholds=_numbers(thresholds, float, "--thresholds") if thresholds else (),
+            batching=batching,
+            warmup=warmup,
+            min_seconds=min_seconds,
+            iters=iters,
+            threads=threads,
+            out=str(out),
+            force=force,
+            min_accuracy=min_accuracy,
+            min_agreement=min_agreement,
+        )
+    )
+
+
+@app.command()
+def doctor() -> None:
+    """What is installed, which backends and precisions work here, and how to install what is missing."""
+    from msvit_edge.doctor import diagnose, format_report
+
+    typer.echo(format_report(diagnose()))
+
+
+def _numbers(text: str, kind: type, option: str) -> tuple:
+    try:
+        return tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        raise MsvitEdgeError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Folder for the bundle, engines and report."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+) -> None:
+    """The whole chain on the embedded demo checkpoint: export, build (FP32, INT8), bench, report. CPU, offline."""
+    from msvit_edge.demo import DemoConfig
+    from msvit_edge.demo import demo as run
+
+    run(DemoConfig(out=str(out), force=force))

@@ -21,7 +21,9 @@ def default_data(bundle: Bundle) -> str:
 def load_images(
     bundle: Bundle, data: str | None = None, n: int = 512, offset: int = 0, split: str = "train", seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images of a data set at the bundle's size, as uint8 [n, H, W, 3], and their labels [n].
+    """Up to ``n`` images of a data set at the bundle's size, as uint8 [n, H, W, 3], and their labels [n].
+
+    A split with fewer than ``offset + n`` images gives what it has (``check_images`` refuses too few).
 
     Args:
         bundle: The export bundle (its preprocessing decides size and normalisation).
@@ -38,8 +40,8 @@ def load_images(
 
     pre = bundle.manifest["preprocessing"]
     dataset = open_dataset(data or default_data(bundle), split, int(pre["size"]), pre["mean"], pre["std"])
-    if offset + n > len(dataset):
-        raise MsvitEdgeError(f"asked for images {offset}..{offset + n} of a {split} split of {len(dataset)} images")
+    if offset >= len(dataset):
+        raise MsvitEdgeError(f"the {split} split has {len(dataset)} images, none from image {offset} on")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[offset : offset + n]
     images, labels = [], []
     for x, y in DataLoader(Subset(dataset, order.tolist()), batch_size=256):

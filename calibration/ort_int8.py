@@ -17,7 +17,9 @@ from msvit_edge.calibration.tokens import Feed
 from msvit_edge.errors import MsvitEdgeError
 
 OP_TYPES = ("MatMul",)
-METHODS = ("minmax", "entropy", "percentile")
+# ONNX Runtime's histogram calibrators (entropy, percentile, distribution) stack each tensor's outputs across feeds
+# into one array, which fails when feeds differ in token count; ModelOpt patches exactly that. So min-max only.
+METHODS = ("minmax",)
 DEFAULT_METHOD = "minmax"
 ACTIVATIONS = ("int8", "uint8")
 
@@ -37,7 +39,7 @@ def quantize_ort(
         graph: An FP32 encoder graph of an export bundle.
         feeds: Its calibration inputs (``CalibrationFeeds.for_graph``).
         out: The quantized graph's path.
-        op_types: Op types to quantize.
+        op_types: Op types to quantize (empty: every type ONNX Runtime's QDQ quantizer supports).
         method: ONNX Runtime calibration method, one of ``METHODS``.
         activation: Activation type, "int8" (symmetric) or "uint8"; weights are int8 per channel.
         log: Progress and failure lines.
@@ -51,11 +53,11 @@ def quantize_ort(
     return run_isolated("msvit_edge.calibration.ort_int8", graph, out, args, log, feeds)
 
 
-def _quantize_here(graph: Path, feeds: list[Feed], out: Path, op_types: list[str], method: str, act: str) -> None:
+def _quantize_here(
+    graph: Path, feeds: list[Feed], out: Path, op_types: list[str] | None, method: str, act: str
+) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
-    methods["percentile"] = CalibrationMethod.Percentile
     quantize_static(
         str(graph),
         str(out),
@@ -65,7 +67,7 @@ def _quantize_here(graph: Path, feeds: list[Feed], out: Path, op_types: list[str
         per_channel=True,
         activation_type=QuantType.QInt8 if act == "int8" else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        calibrate_method=methods[method],
+        calibrate_method={"minmax": CalibrationMethod.MinMax}[method],
         extra_options={"ActivationSymmetric": act == "int8"},
     )
 
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--activation", choices=ACTIVATIONS, default="int8")
 
     ns, feeds = child_args(argv, "ONNX Runtime INT8 QDQ of one graph (run by quantize_ort)", options)
-    _quantize_here(ns.graph, feeds, ns.out, ns.op_types.split(","), ns.method, ns.activation)
+    op_types = [op for op in ns.op_types.split(",") if op] or None  # none named: every op type it supports
+    _quantize_here(ns.graph, feeds, ns.out, op_types, ns.method, ns.activation)
 
 
 if __name__ == "__main__":

@@ -83,3 +83,16 @@ def bundle(workdir):
         val_images=48,
     )
     return export(cfg, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def copy_bundle(tmp_path_factory):
+    """Makes a copy of a bundle, for tests that write into theirs (engines, precision graphs)."""
+    from msvit_edge.bundle import Bundle
+
+    def copy(bundle):
+        folder = tmp_path_factory.mktemp("copy") / "bundle"
+        shutil.copytree(bundle.path, folder)
+        return Bundle(folder)
+
+    return copy

@@ -22,6 +22,12 @@ def quiet(*_) -> None:
 
 
 @pytest.fixture(scope="module")
+def bundle(bundle, copy_bundle):
+    """This module's own copy: it writes engines and precision graphs into it."""
+    return copy_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
 def int8(bundle, workdir, tmp_path_factory):
     cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200)
     return build(cfg, log=quiet)

@@ -23,6 +23,12 @@ def quiet(*_) -> None:
 
 
 @pytest.fixture(scope="module")
+def bundle(bundle, copy_bundle):
+    """This module's own copy: it writes engines and precision graphs into it."""
+    return copy_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
 def engines(bundle, workdir, tmp_path_factory):
     """fp32, fp16 and int8 ONNX Runtime engine directories of the tiny bundle (calibrated on its 400 images)."""
     root = tmp_path_factory.mktemp("engines")

@@ -32,7 +32,8 @@ from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
 from msvit_edge.msvit import MSViT, check_threshold
-from msvit_edge.preprocess import preprocess, resize_rule, to_uint8
+from msvit_edge.preprocess import preprocess, to_uint8
+from msvit_edge.preprocess import record as preprocessing_record
 
 OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
@@ -342,16 +343,7 @@ def build_manifest(
         "buckets": plan.to_dict(),
         "threshold": threshold,
         "tokens": {"min": model.num_regions + 1, "max": vit.num_patches + 1, "candidates": model.num_candidates},
-        "preprocessing": {
-            "input": "uint8 RGB [B, H, W, C]",
-            "size": vit.img_size,
-            "scale": 1 / 255,
-            "mean": list(vit.mean),
-            "std": list(vit.std),
-            "layout": "NCHW float32",
-            # what msvit-edge's loaders did to reach `size` (the reference images are stored at `size`)
-            "resize": resize_rule(vit.img_size),
-        },
+        "preprocessing": preprocessing_record(vit.img_size, vit.mean, vit.std),
         "export": asdict(cfg),
         "versions": {
             name: _version(name)

@@ -1,8 +1,9 @@
 """Pixels to the tokenizer's input with numpy and Pillow only: what training's loaders did, for deployed machines.
 
-One home for the normalisation (``preprocess`` and its inverse ``to_uint8``) and for photo loading (``load_image``).
-``msvit_edge.data``'s ImageFolder loader calls ``load_image`` too, so a photo loaded on a Jetson without PyTorch
-reaches the model exactly as it did in training.
+One home for the normalisation (``normalise``; ``preprocess`` from uint8 and its inverse ``to_uint8``), for what a
+bundle manifest records about it (``record``) and for photo loading (``load_image``). ``msvit_edge.data``'s data sets
+normalise with ``normalise`` and load photos with ``load_image`` too, so an image reaches a deployed model without
+PyTorch exactly as it reached the model in training.
 
 A bundle's manifest records the resize rule as data (``preprocessing.resize``, made by ``resize_rule``)::
 
@@ -91,16 +92,41 @@ def check_images(images: object, size: int, channels: int) -> None:
         )
 
 
+def record(size: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """What a bundle manifest says about preprocessing (``preprocessing``): what ``preprocess`` does, as data."""
+    return {
+        "input": "uint8 RGB [B, H, W, C]",
+        "size": size,
+        "scale": 1 / 255,
+        "mean": list(mean),
+        "std": list(std),
+        "layout": "NCHW float32",
+        # what msvit-edge's loaders did to reach `size` (the reference images are stored at `size`)
+        "resize": resize_rule(size),
+    }
+
+
+def check_stats(mean: Sequence[float], std: Sequence[float], channels: int) -> None:
+    """Refuse normalisation statistics that are not one mean and one positive std per channel."""
+    if len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise MsvitEdgeError(f"mean and std need {channels} values each with std > 0, got mean={mean}, std={std}")
+
+
+def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Images in 0..1, channels first ([C, H, W] or [B, C, H, W]) -> float32 ``(x - mean) / std`` per channel."""
+    return (np.asarray(images, np.float32) - _per_channel(mean)) / _per_channel(std)
+
+
 def preprocess(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """uint8 images [B, H, W, C] -> float32 [B, C, H, W], scaled to 0..1 and normalised per channel."""
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255)
-    mean = np.asarray(mean, np.float32)[None, :, None, None]
-    std = np.asarray(std, np.float32)[None, :, None, None]
-    return (x - mean) / std
+    return normalise(images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255), mean, std)
 
 
 def to_uint8(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """The inverse of ``preprocess``: normalised float [B, C, H, W] -> uint8 [B, H, W, C], rounded and clipped."""
-    mean = np.asarray(mean, np.float32)[None, :, None, None]
-    std = np.asarray(std, np.float32)[None, :, None, None]
-    return (np.clip(images * std + mean, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    pixels = np.clip(images * _per_channel(std) + _per_channel(mean), 0, 1)
+    return (pixels * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _per_channel(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, np.float32)[:, None, None]  # [C, 1, 1]: broadcasts over [..., C, H, W]

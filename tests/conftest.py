@@ -47,11 +47,11 @@ def workdir(tmp_path_factory) -> Path:
     """A checkpoint of a tiny MSViT and an npz of 400 real Fashion-MNIST test images, RGB at 32 px."""
     import torch
 
-    from msvit_edge.bundle import preprocess
     from msvit_edge.checkpoint import save_checkpoint
     from msvit_edge.config import MSViTConfig
     from msvit_edge.data import load_fashion_mnist
     from msvit_edge.msvit import MSViT
+    from msvit_edge.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("tiny")
     images, labels = load_fashion_mnist(split="test")

@@ -268,11 +268,11 @@ def tiny_bundle(tmp_path_factory):
     region sits on the threshold, where the last bits of TensorRT vs ONNX Runtime would decide."""
     import torch
 
-    from msvit_edge.bundle import preprocess
     from msvit_edge.checkpoint import save_checkpoint
     from msvit_edge.config import MSViTConfig, ViTConfig
     from msvit_edge.export import ExportConfig, export
     from msvit_edge.msvit import MSViT
+    from msvit_edge.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("trt")
     vit = ViTConfig(

@@ -103,7 +103,7 @@ def test_missing_files_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         load_fashion_mnist(tmp_path, "train")
     with pytest.raises(MsvitEdgeError, match="nowhere: folder not found"):
         load_fashion_mnist(tmp_path / "nowhere")
-    monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(data.idx, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(MsvitEdgeError, match=r"apt-get install dataset-fashion-mnist\b.* --data"):
         load_fashion_mnist()
 

@@ -1,0 +1,38 @@
+"""Data sets: Fashion-MNIST IDX files, the "Fashion-MNIST scenes" demo task, ImageFolder trees and .npz archives.
+
+Every data set yields ``(image, label)`` with ``image`` a float32 tensor [3, S, S] normalised by
+``msvit_edge.preprocess.normalise`` and exposes ``.classes`` (class names, index = label). Problems with the user's
+files raise :class:`~msvit_edge.errors.MsvitEdgeError` naming the offending file. One concern per module:
+
+- ``idx``: Fashion-MNIST's IDX files (numpy only);
+- ``scenes``: the scene generator and its data set;
+- ``boxes``: which coarse regions an object's box touches;
+- ``image_folder`` and ``npz``: the user's own images;
+- ``spec``: ``open_dataset``, what a ``--data`` argument names;
+- ``subsets``: seeded random subsets and held-out splits.
+"""
+
+from msvit_edge.data.boxes import region_overlap
+from msvit_edge.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
+from msvit_edge.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from msvit_edge.data.npz import NpzDataset
+from msvit_edge.data.scenes import FashionMNISTScenes, SceneConfig
+from msvit_edge.data.spec import SCENES_SPEC, open_dataset
+from msvit_edge.data.subsets import random_subset, split, unwrap
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "IMAGE_EXTENSIONS",
+    "SCENES_SPEC",
+    "FashionMNISTScenes",
+    "ImageFolderDataset",
+    "NpzDataset",
+    "SceneConfig",
+    "load_fashion_mnist",
+    "open_dataset",
+    "random_subset",
+    "region_overlap",
+    "split",
+    "unwrap",
+]

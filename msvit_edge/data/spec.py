@@ -1,0 +1,90 @@
+"""What a ``--data`` argument names: the demo scenes, a folder of IDX files, an .npz or an ImageFolder tree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from msvit_edge.data.image_folder import ImageFolderDataset
+from msvit_edge.data.npz import NpzDataset
+from msvit_edge.data.scenes import FashionMNISTScenes, SceneConfig
+from msvit_edge.errors import MsvitEdgeError
+
+SCENES_SPEC = "fashion-mnist-scenes"
+
+
+def open_dataset(
+    spec: str | Path,
+    split: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scene: SceneConfig | None = None,
+    skip_corrupt: bool = False,
+) -> Dataset:
+    """Opens the dataset a ``--data`` argument names.
+
+    Args:
+        spec: "fashion-mnist-scenes" (the demo, from ``FASHION_MNIST_DIR``); a folder of Fashion-MNIST IDX files
+            (scenes too); an .npz file; or an ImageFolder tree. For a folder that has a ``split`` subfolder
+            (``root/train``, ``root/test``) that subfolder is used, else the folder itself for every split; an .npz
+            serves every split.
+        split: "train" or "test".
+        image_size: Side of the model's input images, px; must equal the scene canvas for scenes.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation std.
+        scene: Scene settings (default ``SceneConfig()``).
+        skip_corrupt: For ImageFolder trees, skip unreadable images with a warning instead of failing.
+
+    Returns:
+        A dataset of (float32 [3, image_size, image_size], label) pairs with a ``classes`` attribute; never empty.
+    """
+    dataset = _open(spec, split, image_size, mean, std, scene, skip_corrupt)
+    if len(dataset) == 0:
+        skipped = " readable" if skip_corrupt else ""
+        raise MsvitEdgeError(f"holds no{skipped} images (split {split!r})", spec)
+    return dataset
+
+
+def _open(
+    spec: str | Path,
+    split: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scene: SceneConfig | None,
+    skip_corrupt: bool,
+) -> Dataset:
+    path = Path(spec)
+    if str(spec) == SCENES_SPEC or _has_idx_files(path):
+        return _open_scenes(None if str(spec) == SCENES_SPEC else path, split, image_size, mean, std, scene)
+    if path.suffix.lower() == ".npz":
+        return NpzDataset(path, image_size, mean, std)
+    if path.is_dir():
+        folder = path / split if (path / split).is_dir() else path
+        return ImageFolderDataset(folder, image_size, mean, std, skip_corrupt=skip_corrupt)
+    raise MsvitEdgeError(
+        f"not a dataset: expected {SCENES_SPEC!r}, a folder of Fashion-MNIST IDX files, an .npz file "
+        "or an ImageFolder tree",
+        path,
+    )
+
+
+def _has_idx_files(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*-idx[13]-ubyte*"))
+
+
+def _open_scenes(
+    root: Path | None,
+    split: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scene: SceneConfig | None,
+) -> FashionMNISTScenes:
+    config = scene or SceneConfig()
+    if image_size != config.canvas:
+        raise MsvitEdgeError(f"image size {image_size} must equal the scene canvas {config.canvas} for {SCENES_SPEC}")
+    return FashionMNISTScenes.from_split(split, root, config, mean=mean, std=std)

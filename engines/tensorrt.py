@@ -1,7 +1,8 @@
 """TensorRT backend: engines built through Polygraphy's loaders, one optimisation profile per token bucket.
 
 Three engines per engine directory, one per bundle graph: ``tokenizer.plan`` (static shapes but the batch),
-``encoder.plan`` and ``encoder_masked.plan`` (one profile per bucket of the plan, over tokens and batch). The
+``encoder.plan`` and ``encoder_masked.plan`` (one profile per bucket of the plan, over tokens and batch); and
+``vit.plan``, the plain ViT of the same weights that ``bench`` times MSViT against (static image, batch range). The
 precision lives in the ONNX graphs (AutoCast FP16, ModelOpt Q/DQ INT8), built as strongly typed networks: the one
 path that TensorRT 10.x (JetPack 6: 10.3) and 11.x share. The 10.x builder flags survive only as an explicit
 fallback (``strongly_typed=False``) where a feature probe finds them.

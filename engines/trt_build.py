@@ -6,6 +6,11 @@ device memory per profile, and every layer's precision through the engine inspec
 INT8 and shows none fails (``check_precision``): other projects shipped FP32 engines labelled FP16 when TensorRT 11
 silently dropped the old precision flags.
 
+Given the bundle's plain-ViT graph (``vit``: images -> logits, the same weights with every token fine), it also
+builds ``vit.plan``, the baseline ``bench`` times MSViT against, at the same precision and with the same check.
+A plain ViT in FP32 beside an FP16 or INT8 MSViT would flatter MSViT, so a ``vit`` graph that does not carry the
+requested precision (``graph_precisions``) is not built, and the facts say why (``skipped``).
+
 ``trtexec_commands`` writes the same build as trtexec command lines for TensorRT 10.x and 11.x, so a Jetson can
 rebuild with JetPack's trtexec and no Python at all. Only ``build_engines`` needs TensorRT; the rest is pure.
 """
@@ -42,6 +47,13 @@ _PRECISION_PATTERNS = (  # (pattern, class) in match order: BFLOAT16 before FLOA
     (re.compile(r"FP32|FLOAT"), "FP32"),
 )
 TRTEXEC_FAMILIES = ("10", "11")
+COMPARISON = "vit"  # the plain ViT of the same weights: optional, built only for bench's speedup
+_ONNX_PRECISIONS = {"FLOAT": "FP32", "FLOAT16": "FP16", "BFLOAT16": "BF16", "INT8": "INT8", "FLOAT8E4M3FN": "FP8"}
+
+
+def stages(graphs: dict) -> list[str]:
+    """The engines to build for ``graphs``: every MSViT stage, then the plain ViT where it is given."""
+    return [*GRAPHS, *([COMPARISON] if COMPARISON in graphs else [])]
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class EngineShapes:
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> EngineShapes:
         graphs = bundle.manifest["graphs"]
-        return cls(bundle.plan, {s: {i["name"]: i["shape"] for i in graphs[s]["inputs"]} for s in GRAPHS})
+        return cls(bundle.plan, {s: {i["name"]: i["shape"] for i in graphs[s]["inputs"]} for s in stages(graphs)})
 
     @classmethod
     def standard(cls, plan: BucketPlan, embed_dim: int, image_shape: tuple[int, int, int]) -> EngineShapes:
@@ -70,11 +82,14 @@ class EngineShapes:
                 "tokenizer": {"images": ["batch", *image_shape], "threshold": []},
                 "encoder": {"tokens": tokens},
                 "encoder_masked": {"tokens": tokens, "mask": ["batch", "tokens"]},
+                COMPARISON: {"images": ["batch", *image_shape]},
             },
         )
 
     def profiles(self, stage: str) -> list[ProfileShapes]:
         """The stage's optimisation profiles: one per bucket when it takes tokens, else one over the batch."""
+        if stage not in self.inputs:
+            raise MsvitEdgeError(f"no input shapes for the {stage} graph: the bundle's manifest does not list it")
         inputs = self.inputs[stage]
         has_tokens = any(len(s) > 1 and isinstance(s[1], str) for s in inputs.values())
         ranges = [(b.min, b.opt, b.max) for b in self.plan.buckets] if has_tokens else [None]
@@ -115,7 +130,8 @@ def trtexec_commands(
     """The trtexec command line that builds each stage's engine, as ``build_engines`` does ({stage: line}).
 
     Args:
-        graphs: Stage -> ONNX graph path, as the command should name it (relative to where it runs).
+        graphs: Stage -> ONNX graph path, as the command should name it (relative to where it runs); ``vit`` is
+            optional (the plain ViT: one profile over the batch, like the tokenizer, at ``precision``).
         shapes: The engines' input shapes and bucket plan.
         precision: fp32, fp16 or int8 (the graphs carry it; only 10.x's weakly typed build names it).
         family: ``"10"`` or ``"11"``: TensorRT 11's trtexec has no precision flags and is always strongly typed.
@@ -129,7 +145,7 @@ def trtexec_commands(
     if family == "11" and not strongly_typed:
         raise MsvitEdgeError("TensorRT 11 builds every network strongly typed: there is no weakly typed trtexec line")
     lines = {}
-    for stage in GRAPHS:
+    for stage in stages(graphs):
         args = ["trtexec", f"--onnx={graphs[stage]}", f"--saveEngine={stage}.plan"]
         args += _typing_flags(family, precision if stage != "tokenizer" else "fp32", strongly_typed)
         for index, ranges in enumerate(shapes.profiles(stage)):
@@ -219,6 +235,42 @@ def check_precision(stage: str, precision: str, built: dict, parsed: dict[str, i
     raise MsvitEdgeError(f"asked for {precision} but the {stage} engine has no {wanted[0]} layer: {why}")
 
 
+def graph_precisions(path: str | Path) -> dict[str, int]:
+    """Tensor counts by precision class in an ONNX graph, read without TensorRT.
+
+    Counts initializers, ``Constant`` values, ``Cast`` targets and typed values: AutoCast leaves FP16 weights and
+    casts, ModelOpt's Q/DQ leaves INT8 zero points, so a graph from the precision pass shows its precision here.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    types = [t.data_type for t in graph.initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            if (node.op_type, attr.name) == ("Cast", "to"):
+                types.append(attr.i)
+            elif (node.op_type, attr.name) == ("Constant", "value"):
+                types.append(attr.t.data_type)
+    types += [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output, *graph.value_info)]
+    names = (onnx.TensorProto.DataType.Name(t) for t in types if t)
+    return dict(Counter(_ONNX_PRECISIONS[n] for n in names if n in _ONNX_PRECISIONS))
+
+
+def comparison_gap(precision: str, graph: dict[str, int]) -> str | None:
+    """Why the plain-ViT graph with these tensor counts (``graph_precisions``) is no baseline at ``precision``.
+
+    None when it carries the precision (or fp32 was asked). Timing an FP32 plain ViT against an FP16 or INT8 MSViT
+    would credit the precision to the mixed-scale tokens.
+    """
+    wanted = WANTED.get(precision)
+    if wanted is None or any(graph.get(p) for p in wanted):
+        return None
+    return (
+        f"the plain-ViT graph has no {wanted[0]} tensors ({graph}): the precision pass made no {precision} vit graph, "
+        f"and an FP32 plain ViT against a {precision} MSViT would overstate the speedup"
+    )
+
+
 # ---- the build (needs TensorRT) ---------------------------------------------------------------------------------
 
 
@@ -242,11 +294,13 @@ def build_engines(
     strongly_typed: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Build ``tokenizer.plan``, ``encoder.plan`` and ``encoder_masked.plan`` into ``out_dir``; returns the facts
-    for the engine manifest (version, capabilities, per-engine profiles, memory, layer precisions, trtexec files).
+    """Build ``tokenizer.plan``, ``encoder.plan``, ``encoder_masked.plan`` (and ``vit.plan``) into ``out_dir``;
+    returns the facts for the engine manifest (version, capabilities, per-engine profiles, memory, layer
+    precisions, trtexec files, and the engines not built with the reason).
 
     Args:
-        graphs: Stage -> ONNX graph of that precision (the tokenizer's stays FP32).
+        graphs: Stage -> ONNX graph of that precision (the tokenizer's stays FP32). ``vit``, optional: the plain
+            ViT, built at ``precision`` when its graph carries that precision, else listed in ``skipped``.
         shapes: The bundle (its manifest's inputs and bucket plan), or the shapes themselves.
         out_dir: Folder for the plans, their layer information and the trtexec scripts.
         precision: fp32, fp16 or int8; a build that does not get it raises ``MsvitEdgeError``.
@@ -262,19 +316,36 @@ def build_engines(
     caps = capabilities(trt)
     shapes = shapes if isinstance(shapes, EngineShapes) else EngineShapes.from_bundle(shapes)
     opts = _Options(precision, _typing(caps, strongly_typed), workspace_gb, opt_level, timing_cache)
+    skipped = _skipped_comparison(graphs, shapes, precision, log)
+    built = {stage: graphs[stage] for stage in stages(graphs) if stage not in skipped}
     engines = {
-        stage: _build_stage(trt, caps, stage, Path(graphs[stage]), shapes, out_dir, opts, log) for stage in GRAPHS
+        stage: _build_stage(trt, caps, stage, Path(graph), shapes, out_dir, opts, log) for stage, graph in built.items()
     }
-    scripts = _write_trtexec(graphs, shapes, out_dir, opts)
+    scripts = _write_trtexec(built, shapes, out_dir, opts)
     return {
         "tensorrt_version": caps["version"],
         "capabilities": caps,
         "family": family(caps),
         "strongly_typed": opts.strongly_typed,
         "engines": engines,
+        "skipped": skipped,
         "timing_cache": None if timing_cache is None else str(timing_cache),
         "trtexec": scripts,
     }
+
+
+def _skipped_comparison(graphs: dict, shapes: EngineShapes, precision: str, log) -> dict[str, str]:
+    """{"vit": why} when a plain-ViT graph is given but cannot be a fair baseline here; else {}."""
+    if COMPARISON not in graphs:
+        return {}
+    if COMPARISON not in shapes.inputs:
+        why = "the bundle's manifest lists no vit graph (exported before plain-ViT graphs): export it again"
+    else:
+        why = comparison_gap(precision, graph_precisions(graphs[COMPARISON]))
+    if why is None:
+        return {}
+    log(f"tensorrt: {COMPARISON}.plan not built: {why}")
+    return {COMPARISON: why}
 
 
 def _typing(caps: dict, requested: bool | None) -> bool:

@@ -4,12 +4,15 @@ Device memory and the stream are Polygraphy's CUDA wrapper (``polygraphy.cuda``)
 no cuda-python. ``tokenize`` runs the tokenizer engine and brings only counts and gate probabilities to the host;
 ``cut`` slices the selection's images and rows on the device with strided 2D copies (``copy_plan``); ``encode``
 runs the encoder engine in the execution context of the selection's bucket (one context per profile, each bound to
-its profile once, because switching a context's profile can stall) and brings the logits back.
+its profile once, because switching a context's profile can stall) and brings the logits back. ``plain_vit`` runs
+``vit.plan``, the plain ViT of the same weights, in a context and buffers of its own, for ``bench``'s speedup.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -19,6 +22,7 @@ import numpy as np
 from msvit_edge.bundle import GRAPHS
 from msvit_edge.engine import EngineDir, open_source
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
+from msvit_edge.engines.trt_build import COMPARISON
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import Selection
 
@@ -125,12 +129,16 @@ class TensorRTPipeline(Pipeline):
     def activate(self) -> None:
         from polygraphy import cuda
 
-        from msvit_edge.engines.tensorrt import import_tensorrt
-
-        trt = import_tensorrt()
         self.stream = cuda.Stream()
         for stage in GRAPHS:
-            self.engines[stage] = _open_engine(trt, self._deserialize(stage), self.stream)
+            self._load(stage)
+
+    def _load(self, stage: str) -> _Engine:
+        from msvit_edge.engines.tensorrt import import_tensorrt
+
+        if stage not in self.engines:
+            self.engines[stage] = _open_engine(import_tensorrt(), self._deserialize(stage), self.stream)
+        return self.engines[stage]
 
     def _deserialize(self, stage: str) -> Any:
         from polygraphy.backend.trt import EngineFromPath
@@ -197,6 +205,28 @@ class TensorRTPipeline(Pipeline):
         if mask is not None:
             inputs["mask"] = self._upload((stage, "mask"), mask)
         return self._download(self._execute(stage, inputs, selection.bucket)["logits"])
+
+    def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
+        """``vit.plan`` (loaded on first use, in an execution context and device buffers of its own): images ->
+        host logits. Raises ``MsvitEdgeError`` with the build's reason where the engine directory has none."""
+        if COMPARISON not in self.source.manifest["graphs"]:
+            raise MsvitEdgeError(f"no plain-ViT engine here: {self._why_no_vit()}", self.source.path)
+        if self.stream is None:
+            raise MsvitEdgeError("activate the TensorRT pipeline (use it as a context manager) before plain_vit()")
+        self._load(COMPARISON)
+        return self._run_vit
+
+    def _run_vit(self, images: np.ndarray) -> np.ndarray:
+        buf = self._upload((COMPARISON, "images"), np.ascontiguousarray(images, np.float32))
+        return self._download(self._execute(COMPARISON, {"images": buf}, None)["logits"])
+
+    def _why_no_vit(self) -> str:
+        """The build's reason for skipping vit.plan (``build_engines``' ``skipped``), or the likely one."""
+        facts = self.source.path / "tensorrt.json"
+        skipped = json.loads(facts.read_text()).get("skipped", {}) if facts.is_file() else {}
+        return skipped.get(
+            COMPARISON, "built without one (an older build, or a bundle without vit.onnx): rebuild with --force"
+        )
 
     def _execute(self, stage: str, inputs: dict[str, DeviceTensor], bucket: int | None) -> dict[str, DeviceTensor]:
         """Run ``stage`` on device inputs in the context of the profile that holds their shapes; device outputs."""

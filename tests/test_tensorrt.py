@@ -20,7 +20,10 @@ import pytest
 from msvit_edge.buckets import Bucket, BucketPlan
 from msvit_edge.engines.trt_build import (
     EngineShapes,
+    _skipped_comparison,
     check_precision,
+    comparison_gap,
+    graph_precisions,
     layer_precisions,
     tensor_precision,
 )
@@ -126,6 +129,107 @@ def test_fused_layers_defer_to_a_strongly_typed_network_but_not_to_a_weakly_type
     assert "strongly typed network with FP16" in check_precision("encoder", "fp16", opaque, {"FP16": 30}, True)
     with pytest.raises(MsvitEdgeError, match="has no FP16 layer"):
         check_precision("encoder", "fp16", opaque, {"FP16": 30}, False)  # flags can be dropped: trust the engine
+
+
+# ---- the plain ViT (vit.plan) -------------------------------------------------------------------------------------
+
+
+def test_the_plain_vit_has_one_profile_over_the_batch_at_the_static_image_size():
+    assert SHAPES.profiles("vit") == [{"images": ((1, 3, 32, 32), (1, 3, 32, 32), (32, 3, 32, 32))}]
+
+
+def test_a_stage_the_shapes_do_not_list_is_a_clear_error():
+    with pytest.raises(MsvitEdgeError, match="no input shapes for the vit graph"):
+        EngineShapes(PLAN, {"encoder": {"tokens": ["batch", "tokens", 32]}}).profiles("vit")
+
+
+def onnx_graph(path: Path, cast_to: str | None = None, int8_zero_point: bool = False) -> Path:
+    """A one-MatMul graph, optionally with a Cast (AutoCast's mark) or a Q/DQ pair with an INT8 zero point."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    nodes, inits, x = [], [numpy_helper.from_array(np.ones((4, 4), np.float32), "w")], "x"
+    if int8_zero_point:
+        inits += [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])]
+        nodes += [helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        x = "dq"
+    if cast_to is not None:
+        to = getattr(TensorProto, cast_to)
+        nodes += [helper.make_node("Cast", [x], ["c"], to=to), helper.make_node("Cast", ["c"], ["back"], to=1)]
+        x = "back"
+    nodes.append(helper.make_node("MatMul", [x, "w"], ["y"]))
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    save(helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:], inits)), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "cast_to, int8, found, missing",
+    [
+        (None, False, {"FP32"}, {"FP16", "INT8"}),
+        ("FLOAT16", False, {"FP32", "FP16"}, {"INT8"}),
+        ("BFLOAT16", False, {"BF16"}, {"FP16", "INT8"}),
+        (None, True, {"FP32", "INT8"}, {"FP16"}),
+    ],
+)
+def test_graph_precisions_read_casts_and_quantization_from_the_onnx_graph(tmp_path, cast_to, int8, found, missing):
+    counts = graph_precisions(onnx_graph(tmp_path / "g.onnx", cast_to, int8))
+    assert found <= set(counts) and not missing & set(counts)
+
+
+def test_a_plain_vit_without_the_requested_precision_is_no_baseline():
+    assert comparison_gap("fp32", {"FP32": 10}) is None
+    assert comparison_gap("fp16", {"FP32": 3, "FP16": 10}) is None
+    assert comparison_gap("fp16", {"FP32": 3, "BF16": 10}) is None  # what check_precision accepts for fp16
+    assert comparison_gap("int8", {"FP16": 10, "INT8": 4}) is None
+    why = comparison_gap("int8", {"FP32": 3, "FP16": 10})
+    assert "plain-ViT graph has no INT8 tensors" in why and "would overstate the speedup" in why
+
+
+def test_the_build_skips_an_fp32_plain_vit_at_fp16_and_says_why(tmp_path):
+    graphs = {"tokenizer": "t.onnx", "vit": onnx_graph(tmp_path / "vit.onnx")}
+    lines = []
+    assert _skipped_comparison(graphs, SHAPES, "fp32", lines.append) == {}
+    skipped = _skipped_comparison(graphs, SHAPES, "fp16", lines.append)
+    assert list(skipped) == ["vit"] and "no FP16 tensors" in skipped["vit"]
+    assert lines == [f"tensorrt: vit.plan not built: {skipped['vit']}"]
+    fp16 = graphs | {"vit": onnx_graph(tmp_path / "vit.fp16.onnx", "FLOAT16")}
+    assert _skipped_comparison(fp16, SHAPES, "fp16", lines.append) == {}
+    assert _skipped_comparison({"tokenizer": "t.onnx"}, SHAPES, "fp16", lines.append) == {}  # no vit, nothing said
+    old = EngineShapes(PLAN, {k: v for k, v in SHAPES.inputs.items() if k != "vit"})
+    assert "export it again" in _skipped_comparison(graphs, old, "fp32", lines.append)["vit"]
+
+
+def test_the_bundles_vit_graph_is_fp32_and_its_shapes_come_from_the_manifest(bundle):
+    assert comparison_gap("fp16", graph_precisions(bundle.graph("vit"))) is not None
+    images = EngineShapes.from_bundle(bundle).profiles("vit")[0]["images"]
+    assert images[0][1:] == (3, 32, 32) and images[2][0] == bundle.plan.batch[2]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("modelopt") is None, reason="needs ModelOpt (the quantize extra)")
+def test_modelopt_autocast_of_the_vit_graph_is_a_baseline_at_fp16(bundle, tmp_path):
+    """What the precision pass will hand the build for ``vit`` at fp16 reads as FP16 here."""
+    from msvit_edge.calibration.fp16 import to_fp16
+
+    fp16 = to_fp16(bundle.graph("vit"), tmp_path / "vit.fp16.onnx")
+    assert graph_precisions(fp16).get("FP16") and comparison_gap("fp16", graph_precisions(fp16)) is None
+
+
+def test_the_pipeline_says_why_an_engine_directory_has_no_plain_vit(bundle, tmp_path):
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    out = tmp_path / "engines"
+    out.mkdir()
+    facts = {"tensorrt_version": "11.4", "engines": {s: {"file": f"{s}.plan"} for s in ("tokenizer", "encoder")}}
+    pipe = TensorRTPipeline(engine_dir(bundle, out, facts))
+    with pytest.raises(MsvitEdgeError, match=r"no plain-ViT engine here: .*rebuild with --force"):
+        pipe.plain_vit()
+    (out / "tensorrt.json").write_text(json.dumps({"skipped": {"vit": "the plain-ViT graph has no FP16 tensors"}}))
+    with pytest.raises(MsvitEdgeError, match="no plain-ViT engine here: the plain-ViT graph has no FP16 tensors"):
+        pipe.plain_vit()
+    facts["engines"]["vit"] = {"file": "vit.plan"}
+    with pytest.raises(MsvitEdgeError, match="activate the TensorRT pipeline"):
+        TensorRTPipeline(engine_dir(bundle, out, facts)).plain_vit()
 
 
 # ---- device-side cut and profile choice --------------------------------------------------------------------------
@@ -323,7 +427,7 @@ def built(tiny_bundle, tmp_path_factory):
     from msvit_edge.engines.tensorrt import build_engines
 
     out = tmp_path_factory.mktemp("engines")
-    graphs = {stage: tiny_bundle.graph(stage) for stage in ("tokenizer", "encoder", "encoder_masked")}
+    graphs = {stage: tiny_bundle.graph(stage) for stage in ("tokenizer", "encoder", "encoder_masked", "vit")}
     facts = build_engines(graphs, tiny_bundle, out, "fp32", timing_cache=out.parent / "timing.cache", log=print)
     return engine_dir(tiny_bundle, out, facts), facts
 
@@ -341,6 +445,8 @@ def test_the_encoder_engines_have_one_profile_per_bucket_and_report_memory(built
         assert len(got["device_memory"]["per_profile"]) == len(plan.buckets) and got["device_memory"]["max"] > 0
         assert got["layers"]["layers"] > 0 and got["precision"]["requested"] == "fp32"
     assert len(facts["engines"]["tokenizer"]["profiles"]) == 1
+    assert facts["engines"]["vit"]["profiles"] == [{"images": [[1, 3, 32, 32], [1, 3, 32, 32], [32, 3, 32, 32]]}]
+    assert facts["skipped"] == {} and facts["engines"]["vit"]["precision"]["requested"] == "fp32"
     assert (engine.path.parent / "timing.cache").stat().st_size > 0
     assert sorted(facts["trtexec"]) == (["10", "11"] if facts["strongly_typed"] else ["10"])
 
@@ -367,6 +473,22 @@ def test_tensorrt_matches_onnxruntime_at_batch_1_and_batched(built, tiny_bundle,
                 np.testing.assert_allclose(got.logits, want.logits, atol=1e-4, rtol=1e-4)
                 assert [c.bucket for c in got.calls] == [c.bucket for c in want.calls]
     assert len({int(c) for c in ref.counts}) > 1 and len({tiny_bundle.plan.index(int(c)) for c in ref.counts}) == 2
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_the_plain_vit_engine_matches_onnxruntimes_vit_graph(built, tiny_bundle):
+    from msvit_edge.engines.ort import OnnxRuntimePipeline
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    engine, _ = built
+    images = tiny_bundle.preprocess(tiny_bundle.reference().images)
+    with TensorRTPipeline(engine) as trt_pipe, OnnxRuntimePipeline(tiny_bundle) as ort_pipe:
+        got, want = trt_pipe.plain_vit(), ort_pipe.plain_vit()
+        for size in (1, 16, 32):
+            np.testing.assert_allclose(got(images[:size]), want(images[:size]), atol=1e-4, rtol=1e-4)
+        msvit = trt_pipe(images[:4], tiny_bundle.threshold)  # the MSViT engines still run beside it
+    assert msvit.logits.shape == (4, 10)
 
 
 @pytest.mark.tensorrt

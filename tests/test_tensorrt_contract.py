@@ -410,6 +410,19 @@ def test_trtexec_profiles_are_the_bucket_plans():
     ]
 
 
+@pytest.mark.parametrize("family", ["10", "11"])
+def test_the_plain_vit_gets_a_line_of_its_own_with_one_profile_over_the_batch(family):
+    lines = trtexec_commands(GRAPHS | {"vit": "../../vit.onnx"}, SHAPES, "fp16", family)
+    assert list(lines) == ["tokenizer", "encoder", "encoder_masked", "vit"]
+    vit = parse_trtexec(lines["vit"], TRTEXEC[family])
+    assert vit["--onnx"] == "../../vit.onnx" and vit["--saveEngine"] == "vit.plan"
+    assert vit["profiles"] == [
+        {"min": {"images": (1, 3, 32, 32)}, "opt": {"images": (1, 3, 32, 32)}, "max": {"images": (32, 3, 32, 32)}}
+    ]
+    weak = trtexec_commands(GRAPHS | {"vit": "v.onnx"}, SHAPES, "fp16", "10", strongly_typed=False)
+    assert "--fp16" in parse_trtexec(weak["vit"], TRTEXEC["10"])["flags"]  # the encoders' precision, not the gate's
+
+
 def test_weakly_typed_lines_exist_for_trtexec_10_only():
     lines = trtexec_commands(GRAPHS, SHAPES, "int8", "10", strongly_typed=False)
     encoder = parse_trtexec(lines["encoder"], TRTEXEC["10"])

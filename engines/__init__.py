@@ -1,7 +1,8 @@
 """Backends that run a bundle or an engine directory: ONNX Runtime here, TensorRT on GPU machines and Jetson.
 
 ``open_pipeline`` is the one entry point: it reads which backend an engine directory was built for (a bundle alone
-means its FP32 graphs in ONNX Runtime) and imports only that backend.
+means its FP32 graphs in ONNX Runtime) and imports only that backend. ``torch`` and ``torch-cudagraphs`` run a
+bundle's own PyTorch model (eager, or with per-bucket CUDA graphs), the reference the engines are measured against.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from msvit_edge.errors import MsvitEdgeError
 PIPELINES = {
     "onnxruntime": "msvit_edge.engines.ort:OnnxRuntimePipeline",
     "tensorrt": "msvit_edge.engines.tensorrt:TensorRTPipeline",
+    "torch": "msvit_edge.engines.pytorch:torch_pipeline",
+    "torch-cudagraphs": "msvit_edge.engines.pytorch:cuda_graph_pipeline",
 }
 
 
@@ -25,7 +28,8 @@ def open_pipeline(source: Bundle | EngineDir | str | Path, backend: str | None =
     Args:
         source: A bundle, an engine directory, or the path of either.
         backend: Override the backend (default: the engine directory's, or ONNX Runtime for a bundle).
-        options: Passed to the pipeline (e.g. ``threads``, ``pad_to_bucket``, ``batching``).
+        options: Passed to the pipeline (e.g. ``threads``, ``pad_to_bucket``, ``batching``; ``device`` and
+            ``model`` for the torch backends).
     """
     source = open_source(source)
     backend = backend or (source.backend if isinstance(source, EngineDir) else "onnxruntime")

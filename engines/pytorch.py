@@ -3,14 +3,15 @@
 ``TorchPipeline`` runs an ``MSViT`` through the same pipeline glue as the engines; ``CudaGraphTorchPipeline`` replays
 its encoder as one CUDA graph per bucket and batch size on a GPU; ``TorchRunner`` is a Polygraphy runner over any
 ``nn.Module`` graph (tokenizer or encoder), so Polygraphy's ``Comparator`` can set PyTorch against ONNX Runtime or
-TensorRT runners.
+TensorRT runners. Each pipeline's ``plain_vit`` is the plain ViT of the same weights run the way that pipeline runs
+its encoder (eager, or one CUDA graph per batch size), the baseline ``bench`` times MSViT against.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +20,8 @@ from polygraphy.backend.base import BaseRunner
 from torch import Tensor, nn
 
 from msvit_edge.buckets import BucketPlan
+from msvit_edge.bundle import Bundle
+from msvit_edge.engine import EngineDir
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.msvit import MSViT
@@ -54,11 +57,23 @@ class TorchPipeline(Pipeline):
         mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)
         return self.model.encode(tokens, mask_t).float().cpu().numpy()
 
+    def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The plain ViT of the same weights on this device: every patch fine, no gate (images -> logits)."""
+        return self._plain_vit
+
+    @torch.no_grad()
+    def _plain_vit(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
+        return self._vit(x).float().cpu().numpy()
+
+    def _vit(self, images: Tensor) -> Tensor:
+        """Images [b, C, H, W] -> logits [b, K] through every fine token (``PlainViTGraph`` of the export)."""
+        return self.model.encode(self.model.embed(images))
+
 
 class _Graph(NamedTuple):
     graph: torch.cuda.CUDAGraph
-    tokens: Tensor  # [b, bucket max, D], the graph's static input
-    mask: Tensor  # bool [b, bucket max]
+    inputs: tuple[Tensor, ...]  # the graph's static inputs: (tokens [b, bucket max, D], bool mask) or (images,)
     logits: Tensor  # [b, K], the graph's static output
 
 
@@ -67,7 +82,9 @@ class CudaGraphTorchPipeline(TorchPipeline):
 
     What changes from ``TorchPipeline``: every encoder call runs at its bucket's maximum with the key mask (a graph
     replays fixed shapes; all True where nothing is padded), so one graph serves every count in its bucket. At batch
-    1 an eager ViT on a GPU waits on kernel launches more than on the GPU; a replay launches them all at once.
+    1 an eager ViT on a GPU waits on kernel launches more than on the GPU; a replay launches them all at once. The
+    plain ViT (``plain_vit``) is one CUDA graph per batch size too: against an eager plain ViT, the launches saved
+    by the graphs would count as MSViT's speedup. The tokenizer stays eager: its gate decides the shapes.
 
     Args:
         model: The model.
@@ -79,49 +96,98 @@ class CudaGraphTorchPipeline(TorchPipeline):
     """
 
     def __init__(self, model: MSViT, plan: BucketPlan, device: str = "cuda", batching: str = "pad", warmup: int = 3):
-        if torch.device(device).type != "cuda" or not torch.cuda.is_available():
-            raise MsvitEdgeError(
-                f"CUDA graphs need a CUDA GPU (device {device!r}, torch.cuda.is_available() is "
-                f"{torch.cuda.is_available()}): use the torch backend without CUDA graphs"
-            )
+        require_cuda_graphs(device)
         if plan is None:
             raise MsvitEdgeError("CUDA graphs need the bucket plan: one graph per bucket")
         super().__init__(model, plan, pad_to_bucket=True, device=device, batching=batching)
-        self.warmup, self.graphs, self.pool = warmup, {}, None
+        self.warmup, self.graphs, self.vit_graphs, self.pool = warmup, {}, {}, None
 
     def deactivate(self) -> None:
-        self.graphs, self.pool = {}, None
+        self.graphs, self.vit_graphs, self.pool = {}, {}, None
 
     @torch.no_grad()
     def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
         key = (selection.bucket, len(selection.index))
         if key not in self.graphs:
-            self.graphs[key] = self._capture(tokens)
+            static = (torch.zeros_like(tokens), torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device))
+            self.graphs[key] = self._capture(self.model.encode, static)
         graph = self.graphs[key]
-        graph.tokens.copy_(tokens)
+        graph.inputs[0].copy_(tokens)
         mask = selection.mask()
         if mask is None:
-            graph.mask.fill_(True)
+            graph.inputs[1].fill_(True)
         else:
-            graph.mask.copy_(torch.from_numpy(mask))
+            graph.inputs[1].copy_(torch.from_numpy(mask))
         graph.graph.replay()
         return graph.logits.float().cpu().numpy()
 
-    def _capture(self, example: Tensor) -> _Graph:
-        """Capture the masked encoder at ``example``'s shape [b, bucket max, D] (the PyTorch CUDA-graph recipe)."""
-        tokens = torch.zeros_like(example)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device)
+    @torch.no_grad()
+    def _plain_vit(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images, np.float32))
+        if len(x) not in self.vit_graphs:
+            self.vit_graphs[len(x)] = self._capture(self._vit, (torch.zeros_like(x, device=self.device),))
+        graph = self.vit_graphs[len(x)]
+        graph.inputs[0].copy_(x)
+        graph.graph.replay()
+        return graph.logits.float().cpu().numpy()
+
+    def _capture(self, fn: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> _Graph:
+        """Capture ``fn`` on static ``inputs`` (the PyTorch CUDA-graph recipe: warm up on a side stream first)."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup):
-                self.model.encode(tokens, mask)
+                fn(*inputs)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):  # one memory pool for all graphs: they never run at once
-            logits = self.model.encode(tokens, mask)
+            logits = fn(*inputs)
         self.pool = graph.pool()
-        return _Graph(graph, tokens, mask, logits)
+        return _Graph(graph, inputs, logits)
+
+
+def require_cuda_graphs(device: str) -> None:
+    """Refuse, in one line, a device where CUDA graphs cannot run."""
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        raise MsvitEdgeError(
+            f"CUDA graphs need a CUDA GPU (device {device!r}, torch.cuda.is_available() is "
+            f"{torch.cuda.is_available()}): use the torch backend without CUDA graphs"
+        )
+
+
+def torch_pipeline(source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cpu", **kw) -> TorchPipeline:
+    """``open_pipeline``'s ``torch`` backend: the bundle's own PyTorch model, eager, on ``device``.
+
+    Args:
+        source: The bundle (not an engine directory: PyTorch runs no engine).
+        model: The model, when the caller has it; else ``msvit_edge.reference.bundle_model`` finds it (checkpoint
+            or random-weights preset) and checks it against the bundle's reference.
+        device: ``cpu`` or a CUDA device.
+        kw: ``pad_to_bucket``, ``batching``: see ``Pipeline``.
+    """
+    bundle = _bundle_only(source, "torch")
+    return TorchPipeline(model or _bundle_model(bundle), bundle.plan, device=device, **kw)
+
+
+def cuda_graph_pipeline(
+    source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cuda", batching: str = "pad"
+) -> CudaGraphTorchPipeline:
+    """``open_pipeline``'s ``torch-cudagraphs`` backend: ``torch_pipeline`` with ``CudaGraphTorchPipeline``."""
+    bundle = _bundle_only(source, "torch-cudagraphs")
+    require_cuda_graphs(device)  # before the model is looked for: the usual reason this fails
+    return CudaGraphTorchPipeline(model or _bundle_model(bundle), bundle.plan, device=device, batching=batching)
+
+
+def _bundle_only(source: Bundle | EngineDir, backend: str) -> Bundle:
+    if not isinstance(source, Bundle):
+        raise MsvitEdgeError(f"the {backend} backend runs a bundle's model, not an engine directory", source.path)
+    return source
+
+
+def _bundle_model(bundle: Bundle) -> MSViT:
+    from msvit_edge.reference import bundle_model
+
+    return bundle_model(bundle)
 
 
 class TorchRunner(BaseRunner):

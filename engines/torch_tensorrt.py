@@ -3,7 +3,8 @@
 torch-tensorrt's dynamo path gives each input one (min, opt, max) range, not several profiles, so this compiles
 the masked encoder once per bucket, each with its bucket's ``torch_tensorrt.Input`` ranges (the same shapes as the
 TensorRT engine's profiles), and the selection's bucket picks the module. The tokenizer stays eager PyTorch: its
-gate decides the shapes and stays FP32.
+gate decides the shapes and stays FP32. The plain ViT of the same weights (``plain_vit``, bench's baseline) is
+compiled the same way, over the plan's batch range, on first use.
 
 x86 with CUDA only in practice: torch-tensorrt pins one torch minor and one TensorRT minor, and has no Jetson Orin
 release after 2.8.
@@ -11,6 +12,7 @@ release after 2.8.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -43,10 +45,16 @@ def bucket_inputs(plan: BucketPlan, embed_dim: int) -> list[ProfileShapes]:
     The TensorRT profiles' shapes, but for the batch's opt: torch.export specialises a dim traced at 1, and
     torch-tensorrt traces at opt, so opt batch is at least 2.
     """
-    profiles = EngineShapes.standard(plan, embed_dim, (3, 1, 1)).profiles("encoder_masked")
-    return [
-        {name: (lo, (min(max(2, opt[0]), hi[0]), *opt[1:]), hi) for name, (lo, opt, hi) in p.items()} for p in profiles
-    ]
+    return [_traceable(p) for p in EngineShapes.standard(plan, embed_dim, (3, 1, 1)).profiles("encoder_masked")]
+
+
+def vit_inputs(plan: BucketPlan, image_shape: tuple[int, int, int]) -> ProfileShapes:
+    """(min, opt, max) shapes of the plain ViT's ``images``: the TensorRT ``vit.plan`` profile, opt batch >= 2."""
+    return _traceable(EngineShapes.standard(plan, 1, image_shape).profiles("vit")[0])
+
+
+def _traceable(profile: ProfileShapes) -> ProfileShapes:
+    return {name: (lo, (min(max(2, opt[0]), hi[0]), *opt[1:]), hi) for name, (lo, opt, hi) in profile.items()}
 
 
 class _MaskedEncoder(nn.Module):
@@ -56,6 +64,15 @@ class _MaskedEncoder(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         return self.model.encode(tokens, mask)
+
+
+class _PlainViT(nn.Module):
+    def __init__(self, model: MSViT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.encode(self.model.embed(images))
 
 
 class TorchTensorRTPipeline(TorchPipeline):
@@ -79,6 +96,7 @@ class TorchTensorRTPipeline(TorchPipeline):
             raise MsvitEdgeError("torch-tensorrt compiles one module per bucket: it needs the bucket plan")
         super().__init__(model, plan, pad_to_bucket, device, **kw)
         self.compiled: dict[int, nn.Module] = {}
+        self.compiled_vit: nn.Module | None = None
 
     def activate(self) -> None:
         ttrt = import_torch_tensorrt()
@@ -92,7 +110,20 @@ class TorchTensorRTPipeline(TorchPipeline):
             self.compiled[index] = ttrt.compile(encoder, ir="dynamo", inputs=inputs)
 
     def deactivate(self) -> None:
-        self.compiled = {}
+        self.compiled, self.compiled_vit = {}, None
+
+    def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The plain ViT compiled by torch-tensorrt over the plan's batch range (compiled here, on the first call)."""
+        if self.compiled_vit is None:
+            ttrt = import_torch_tensorrt()
+            cfg = self.model.cfg
+            lo, opt, hi = vit_inputs(self.plan, (cfg.in_chans, cfg.img_size, cfg.img_size))["images"]
+            inputs = [ttrt.Input(min_shape=lo, opt_shape=opt, max_shape=hi, dtype=torch.float32)]
+            self.compiled_vit = ttrt.compile(_PlainViT(self.model).eval(), ir="dynamo", inputs=inputs)
+        return super().plain_vit()
+
+    def _vit(self, images: Tensor) -> Tensor:
+        return self.compiled_vit(images)
 
     @torch.no_grad()
     def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:

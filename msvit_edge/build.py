@@ -62,6 +62,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> EngineDir | P
     """Build as ``cfg`` says; returns the validated engine directory (the precision graphs' folder with
     ``graphs_only``)."""
     bundle = Bundle(cfg.bundle)
+    bundle.reference()  # every build is validated against it: refuse a bundle without one before any work
     backend, why = choose_backend(cfg.backend, installed=not cfg.graphs_only)
     log(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
     device = _device_slug()

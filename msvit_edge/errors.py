@@ -13,13 +13,21 @@ class MsvitEdgeError(Exception):
         path: The file or folder it concerns, put in front of the message.
     """
 
+    exit_code = 1  # the work failed
+
     def __init__(self, message: str, path: str | Path | None = None):
         self.path = None if path is None else Path(path)
         super().__init__(f"{path}: {message}" if path is not None else message)
 
 
+class UsageError(MsvitEdgeError):
+    """Options that cannot work together or values out of range: nothing was attempted."""
+
+    exit_code = 2  # as for the command line's own usage errors
+
+
 def require(checks: dict[str, bool], prefix: str = "") -> None:
-    """Raise ``MsvitEdgeError`` with the first message whose condition is false (option validation)."""
+    """Raise ``UsageError`` with the first message whose condition is false (option validation)."""
     for message, ok in checks.items():
         if not ok:
-            raise MsvitEdgeError(prefix + message)
+            raise UsageError(prefix + message)

@@ -31,6 +31,7 @@ from msvit_edge.calibration import encoder_feeds, precision_graphs
 from msvit_edge.calibration.compare import GraphsPipeline, compare_outputs, run_graphs
 from msvit_edge.calibration.images import load_images
 from msvit_edge.calibration.int8 import DEFAULT_METHOD, quantize_modelopt
+from msvit_edge.calibration.isolated import Job
 from msvit_edge.calibration.ort_int8 import quantize_ort
 from msvit_edge.selection import select
 from msvit_edge.timing import interleaved
@@ -95,17 +96,16 @@ def variant(bundle: Bundle, name: str, calib: np.ndarray, work: Path, method: st
     graphs = {n: folder / f"{n}.onnx" for n in ("encoder", "encoder_masked")}
     if all(p.is_file() for p in graphs.values()):
         return graphs
-    feeds = encoder_feeds(bundle, calib)
-    for n, path in graphs.items():
-        folder.mkdir(parents=True, exist_ok=True)
-        if name == "int8-modelopt":
-            quantize_modelopt(bundle.graph(n), feeds.for_graph(n), path, method or DEFAULT_METHOD, "fp32")
-        else:
-            ops = {"int8-ort-matmul": ("MatMul",), "int8-ort-gemm": ("MatMul", "Gemm"), "int8-ort-all": ALL_ORT_OPS}
-            act = "uint8" if name.endswith("-u8") else "int8"
-            quantize_ort(
-                bundle.graph(n), feeds.for_graph(n), path, ops[name.removesuffix("-u8")], method or "minmax", act
-            )
+    feeds = encoder_feeds(bundle, calib, minimum=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [Job(bundle.graph(n), path, feeds.for_graph(n)) for n, path in graphs.items()]
+    if name == "int8-modelopt":
+        quantize_modelopt(jobs, method or DEFAULT_METHOD, "fp32")
+    else:
+        ops = {"int8-ort-matmul": ("MatMul",), "int8-ort-gemm": ("MatMul", "Gemm"), "int8-ort-all": ALL_ORT_OPS}
+        quantize_ort(
+            jobs, ops[name.removesuffix("-u8")], method or "minmax", "uint8" if name.endswith("-u8") else "int8"
+        )
     return graphs
 
 
@@ -163,17 +163,39 @@ def speed(args: argparse.Namespace) -> None:
     calib, _ = load_images(bundle, n=args.calib)
     images, _ = load_images(bundle, n=64, offset=args.calib)
     graphs = {name: variant(bundle, name, calib, args.work) for name in args.variants}
-    pipes = {name: GraphsPipeline(bundle, g, args.threads).__enter__() for name, g in graphs.items()}
+    pipes = {name: QuietPipeline(bundle, g, args.threads).__enter__() for name, g in graphs.items()}
     for batch in (1, 32):
         xs = [bundle.preprocess(images[i : i + batch]) for i in range(0, 64, batch)]
         whole = {name: _whole(pipe, xs, bundle.threshold) for name, pipe in pipes.items()}
         encoder = {name: _encoder(pipe, xs, bundle.threshold) for name, pipe in pipes.items()}
         for stage, candidates in (("pipeline", whole), ("encoder", encoder)):
-            times = interleaved(candidates, args.repeats * (8 if batch == 1 else 1), warmup=3)
+            times = interleaved(candidates, args.repeats * (8 if batch == 1 else 1), warmup=2)
             ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
             for name in graphs:
-                row = {"table": "speed", "bundle": bundle.path.name, "stage": stage, "batch": batch, "variant": name}
+                row = {"table": "speed", "bundle": bundle.path.name, "threads": args.threads, "stage": stage}
+                row |= {"batch": batch, "variant": name}
                 record(args, row | {"ms": ms[name], "speedup_vs_fp32": ms["fp32"] / ms[name]})
+
+
+class QuietPipeline(GraphsPipeline):
+    """Sessions whose idle workers sleep instead of spinning.
+
+    Every variant's sessions stay alive for interleaved timing; ONNX Runtime's workers spin after each run, and on a
+    2-core machine a spinning pool of one variant slowed whichever ran next, by up to 9x at batch 1.
+    """
+
+    def activate(self) -> None:
+        import onnxruntime as ort
+
+        def quiet(path, threads):
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            options.intra_op_num_threads = threads or 0
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        self.sessions = {n: quiet(p, self.threads or (1 if n == "tokenizer" else None)) for n, p in self.graphs.items()}
 
 
 def _whole(pipe, xs: list[np.ndarray], threshold: float):

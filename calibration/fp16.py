@@ -8,8 +8,8 @@ AutoCast (ModelOpt 0.47) leaves ``value_info`` shapes whose unknown dims all sha
 Runtime then takes unrelated dims as equal and fails at run time ("Shape mismatch attempting to re-use buffer"), so
 ``repair_value_info`` re-derives them. The same holds for ModelOpt's INT8 pass with an FP16 rest.
 
-Run as ``python -m msvit_edge.calibration.fp16 GRAPH OUT --keep-fp32 OPS`` by ``to_fp16``, in a process of its own
-(see ``calibration.isolated``).
+Run as ``python -m msvit_edge.calibration.fp16 --job GRAPH OUT - ... --keep-fp32 OPS`` by ``to_fp16_graphs``, in a
+process of its own (see ``calibration.isolated``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from msvit_edge.calibration.isolated import child_args, run_isolated
+from msvit_edge.calibration.isolated import Job, child_args, run_isolated
 from msvit_edge.errors import MsvitEdgeError
 
 KEEP_FP32 = ("LayerNormalization",)
@@ -46,9 +46,16 @@ def to_fp16(
     Returns:
         ``out_path``.
     """
+    return to_fp16_graphs({Path(onnx_path): Path(out_path)}, keep_fp32, log)[0]
+
+
+def to_fp16_graphs(
+    graphs: dict[Path, Path], keep_fp32: Sequence[str] = KEEP_FP32, log: Callable[[str], None] = lambda _: None
+) -> list[Path]:
+    """``to_fp16`` of several graphs ({FP32 file: FP16 file}) in one child process."""
     require_modelopt("FP16 conversion")
-    args = ["--keep-fp32", ",".join(keep_fp32)]
-    return run_isolated("msvit_edge.calibration.fp16", Path(onnx_path), Path(out_path), args, log)
+    jobs = [Job(src, out) for src, out in graphs.items()]
+    return run_isolated("msvit_edge.calibration.fp16", jobs, ["--keep-fp32", ",".join(keep_fp32)], log)
 
 
 def repair_value_info(path: Path) -> None:
@@ -75,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     def options(parser) -> None:
         parser.add_argument("--keep-fp32", default=",".join(KEEP_FP32))
 
-    ns, _ = child_args(argv, "ModelOpt AutoCast FP16 of one graph (run by to_fp16)", options)
-    _to_fp16_here(ns.graph, ns.out, [op for op in ns.keep_fp32.split(",") if op])
+    ns, jobs = child_args(argv, "ModelOpt AutoCast FP16 of graphs (run by to_fp16_graphs)", options)
+    for job in jobs:
+        _to_fp16_here(job.graph, job.out, [op for op in ns.keep_fp32.split(",") if op])
 
 
 if __name__ == "__main__":

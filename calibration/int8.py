@@ -6,17 +6,17 @@ vary in token count from feed to feed: it takes any ``CalibrationDataReader``, s
 needed. ``high_precision_dtype``: "fp32" leaves the unquantized rest FP32 (ONNX Runtime on the CPU has no faster
 FP16); "fp16" casts it to FP16 in the same pass for TensorRT, with LayerNormalization kept FP32.
 
-Run as ``python -m msvit_edge.calibration.int8 GRAPH OUT --feeds FEEDS --method M --high-precision P`` by
+Run as ``python -m msvit_edge.calibration.int8 --job GRAPH OUT FEEDS ... --method M --high-precision P`` by
 ``quantize_modelopt``, in a process of its own (see ``calibration.isolated``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from msvit_edge.calibration.fp16 import KEEP_FP32, repair_value_info, require_modelopt
-from msvit_edge.calibration.isolated import child_args, feed_reader, run_isolated
+from msvit_edge.calibration.isolated import Job, child_args, feed_reader, run_isolated
 from msvit_edge.calibration.tokens import Feed
 from msvit_edge.errors import MsvitEdgeError
 
@@ -25,19 +25,15 @@ DEFAULT_METHOD = "entropy"  # the better of the two on held-out training images:
 
 
 def quantize_modelopt(
-    graph: Path,
-    feeds: list[Feed],
-    out: Path,
+    jobs: Sequence[Job],
     method: str = DEFAULT_METHOD,
     high_precision: str = "fp32",
     log: Callable[[str], None] = lambda _: None,
-) -> Path:
-    """INT8 Q/DQ graph of ``graph`` calibrated on ``feeds``, written to ``out``.
+) -> list[Path]:
+    """INT8 Q/DQ graphs of the jobs' FP32 graphs, each calibrated on its own feeds, written to their ``out``.
 
     Args:
-        graph: An FP32 encoder graph of an export bundle.
-        feeds: Its calibration inputs (``CalibrationFeeds.for_graph``).
-        out: The quantized graph's path.
+        jobs: (FP32 encoder graph, output path, its feeds from ``CalibrationFeeds.for_graph``) per graph.
         method: Calibration method, one of ``METHODS``.
         high_precision: Precision of what is not quantized: "fp32" or "fp16".
         log: Progress and failure lines.
@@ -48,7 +44,7 @@ def quantize_modelopt(
         raise MsvitEdgeError(f"high_precision must be fp32 or fp16, got {high_precision!r}")
     require_modelopt("INT8 quantization")
     args = ["--method", method, "--high-precision", high_precision]
-    return run_isolated("msvit_edge.calibration.int8", graph, out, args, log, feeds)
+    return run_isolated("msvit_edge.calibration.int8", jobs, args, log)
 
 
 def _quantize_here(graph: Path, feeds: list[Feed], out: Path, method: str, high_precision: str) -> None:
@@ -74,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
         parser.add_argument("--high-precision", choices=("fp32", "fp16"), default="fp32")
 
-    ns, feeds = child_args(argv, "ModelOpt INT8 Q/DQ of one graph (run by quantize_modelopt)", options)
-    _quantize_here(ns.graph, feeds, ns.out, ns.method, ns.high_precision)
+    ns, jobs = child_args(argv, "ModelOpt INT8 Q/DQ of graphs (run by quantize_modelopt)", options)
+    for job in jobs:
+        _quantize_here(job.graph, job.feeds, job.out, ns.method, ns.high_precision)
 
 
 if __name__ == "__main__":

@@ -14,46 +14,53 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from msvit_edge.calibration.tokens import Feed, load_feeds, save_feeds
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import atomic_path
 
 
-def run_isolated(
-    module: str, graph: Path, out: Path, args: list[str], log: Callable[[str], None], feeds: list[Feed] | None = None
-) -> Path:
-    """Run pass ``module`` on a private copy of ``graph`` in a child process; the result lands at ``out``.
+class Job(NamedTuple):
+    """One graph through a pass: its FP32 file, where the result goes, and its calibration feeds (INT8 only)."""
+
+    graph: Path
+    out: Path
+    feeds: list[Feed] | None = None
+
+
+def run_isolated(module: str, jobs: Sequence[Job], args: list[str], log: Callable[[str], None]) -> list[Path]:
+    """Run pass ``module`` on private copies of the jobs' graphs in ONE child process; results land at their ``out``.
+
+    One child for all graphs of a pass: importing ModelOpt alone takes seconds.
 
     Args:
-        module: The pass's module, run as ``python -m``; it takes ``GRAPH OUT [--feeds FEEDS] [args]``.
-        graph: The FP32 ONNX graph (a single file).
-        out: Where the new graph goes.
+        module: The pass's module, run as ``python -m``; it takes ``--job GRAPH OUT FEEDS|- ... [args]``.
+        jobs: The graphs (single files) and their feeds.
         args: The pass's options.
-        log: Receives one line when the child fails.
-        feeds: Calibration inputs, one dict per inference (INT8 only).
+        log: Receives one line, naming the file that keeps the child's output, when the child fails.
     """
-    if graph.with_name(graph.name + ".data").exists():
-        raise MsvitEdgeError(
-            "INT8 calibration of a graph with external weights (a model over 2 GB) is not supported", graph
-        )
+    for job in jobs:
+        if job.graph.with_name(job.graph.name + ".data").exists():
+            raise MsvitEdgeError(
+                "precision passes on a graph with external weights (over 2 GB) are not supported", job.graph
+            )
     with tempfile.TemporaryDirectory(prefix="msvit-edge-calib-") as tmp:
-        work = Path(tmp)
-        shutil.copyfile(graph, work / "model.onnx")
-        cmd = [sys.executable, "-m", module, str(work / "model.onnx"), str(work / "out.onnx"), *args]
-        if feeds is not None:
-            save_feeds(work / "feeds.npz", feeds)
-            cmd += ["--feeds", str(work / "feeds.npz")]
+        work, cmd = Path(tmp), [sys.executable, "-m", module, *args]
+        for i, job in enumerate(jobs):
+            shutil.copyfile(job.graph, work / f"{i}.onnx")
+            if job.feeds is not None:
+                save_feeds(work / f"{i}.npz", job.feeds)
+            cmd += ["--job", f"{i}.onnx", f"{i}.out.onnx", "-" if job.feeds is None else f"{i}.npz"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
         if proc.returncode != 0:
-            (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
-            log(f"{module} failed; its output is in {out.name}.log")
-            raise MsvitEdgeError(f"{module.rsplit('.', 1)[-1]} failed: {_last_line(proc.stderr)}", graph)
-        with atomic_path(out) as dst:
-            shutil.copyfile(work / "out.onnx", dst)
-    return out
+            raise MsvitEdgeError(_failure(module, proc, log), jobs[0].graph)
+        for i, job in enumerate(jobs):
+            with atomic_path(job.out) as dst:
+                shutil.copyfile(work / f"{i}.out.onnx", dst)
+    return [job.out for job in jobs]
 
 
 def feed_reader(feeds: list[Feed]):
@@ -80,16 +87,25 @@ def feed_reader(feeds: list[Feed]):
 
 
 def child_args(argv: list[str] | None, description: str, options: Callable) -> tuple:
-    """The arguments every pass's child takes (GRAPH OUT [--feeds]) plus its own; returns (namespace, feeds)."""
+    """Parse a pass child's ``--job GRAPH OUT FEEDS|-`` (repeated) and its own options; returns (namespace, jobs)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("graph", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--feeds", type=Path)
+    parser.add_argument("--job", nargs=3, action="append", required=True, metavar=("GRAPH", "OUT", "FEEDS"))
     options(parser)
     ns = parser.parse_args(argv)
-    return ns, None if ns.feeds is None else load_feeds(ns.feeds)
+    jobs = [Job(Path(g), Path(o), None if f == "-" else load_feeds(Path(f))) for g, o, f in ns.job]
+    return ns, jobs
+
+
+def _failure(module: str, proc: subprocess.CompletedProcess, log: Callable[[str], None]) -> str:
+    """The one-line error for a failed child; its whole output is kept in a temporary file that the line names."""
+    name = module.rsplit(".", 1)[-1]
+    fd, path = tempfile.mkstemp(prefix=f"msvit-edge-{name}-", suffix=".log")
+    with open(fd, "w") as f:
+        f.write(proc.stdout + proc.stderr)
+    log(f"{name}: the child process failed; its whole output is in {path}")
+    return f"{name} failed: {_last_line(proc.stderr)} (output: {path})"
 
 
 def _last_line(text: str) -> str:

@@ -3,8 +3,8 @@
 ONNX Runtime fuses QDQ around MatMul into its integer kernels; which op types to quantize, the activation type
 and the format were chosen by measurement (docs/precision.md). Calibrated on the same feeds as ModelOpt's graph.
 
-Run as ``python -m msvit_edge.calibration.ort_int8 GRAPH OUT --feeds FEEDS [options]`` by ``quantize_ort``, in a process
-of its own (see ``calibration.isolated``).
+Run as ``python -m msvit_edge.calibration.ort_int8 --job GRAPH OUT FEEDS ... [options]`` by ``quantize_ort``, in a
+process of its own (see ``calibration.isolated``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from msvit_edge.calibration.isolated import child_args, feed_reader, run_isolated
+from msvit_edge.calibration.isolated import Job, child_args, feed_reader, run_isolated
 from msvit_edge.calibration.tokens import Feed
 from msvit_edge.errors import MsvitEdgeError
 
@@ -25,20 +25,16 @@ ACTIVATIONS = ("int8", "uint8")
 
 
 def quantize_ort(
-    graph: Path,
-    feeds: list[Feed],
-    out: Path,
+    jobs: Sequence[Job],
     op_types: Sequence[str] = OP_TYPES,
     method: str = DEFAULT_METHOD,
     activation: str = "int8",
     log: Callable[[str], None] = lambda _: None,
-) -> Path:
-    """INT8 QDQ graph of ``graph`` by ``onnxruntime.quantization.quantize_static``, written to ``out``.
+) -> list[Path]:
+    """INT8 QDQ graphs by ``onnxruntime.quantization.quantize_static``, each calibrated on its job's feeds.
 
     Args:
-        graph: An FP32 encoder graph of an export bundle.
-        feeds: Its calibration inputs (``CalibrationFeeds.for_graph``).
-        out: The quantized graph's path.
+        jobs: (FP32 encoder graph, output path, its feeds from ``CalibrationFeeds.for_graph``) per graph.
         op_types: Op types to quantize (empty: every type ONNX Runtime's QDQ quantizer supports).
         method: ONNX Runtime calibration method, one of ``METHODS``.
         activation: Activation type, "int8" (symmetric) or "uint8"; weights are int8 per channel.
@@ -50,7 +46,7 @@ def quantize_ort(
             f"got {method!r}, {activation!r}"
         )
     args = ["--op-types", ",".join(op_types), "--method", method, "--activation", activation]
-    return run_isolated("msvit_edge.calibration.ort_int8", graph, out, args, log, feeds)
+    return run_isolated("msvit_edge.calibration.ort_int8", jobs, args, log)
 
 
 def _quantize_here(
@@ -78,9 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
         parser.add_argument("--activation", choices=ACTIVATIONS, default="int8")
 
-    ns, feeds = child_args(argv, "ONNX Runtime INT8 QDQ of one graph (run by quantize_ort)", options)
+    ns, jobs = child_args(argv, "ONNX Runtime INT8 QDQ of graphs (run by quantize_ort)", options)
     op_types = [op for op in ns.op_types.split(",") if op] or None  # none named: every op type it supports
-    _quantize_here(ns.graph, feeds, ns.out, op_types, ns.method, ns.activation)
+    for job in jobs:
+        _quantize_here(job.graph, job.feeds, job.out, op_types, ns.method, ns.activation)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def encoder_feeds(
     images: np.ndarray,
     log: Callable[[str], None] = lambda _: None,
     threads: int | None = None,
+    minimum: int = MIN_IMAGES,
 ) -> CalibrationFeeds:
     """Run the bundle's FP32 tokenizer on ``images`` and group its tokens into encoder calibration feeds.
 
@@ -84,8 +85,9 @@ def encoder_feeds(
         images: uint8 images [N, H, W, C] (checked with ``check_images`` first).
         log: Receives the coverage line and a warning for each bucket no image falls in.
         threads: Intra-op threads of the tokenizer session (None: ONNX Runtime's default).
+        minimum: Fewest images accepted (below ``MIN_IMAGES`` only to measure what too few does).
     """
-    check_images(bundle, images)
+    check_images(bundle, images, minimum)
     plan = bundle.plan
     tokens, counts = _tokenize(bundle, images, threads)
     buckets = np.array([plan.index(int(c)) for c in counts])

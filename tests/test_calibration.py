@@ -150,6 +150,8 @@ def test_int8_without_images_or_with_a_foreign_method_is_refused(bundle, tmp_pat
         MsvitEdgeError, match="the modelopt quantizer's calibration methods are entropy, max, not 'minmax'"
     ):
         settings_for("int8", "tensorrt", "minmax")
+    with pytest.raises(MsvitEdgeError, match="the INT8 quantizer for tensorrt must be modelopt, got 'onnxruntime'"):
+        settings_for("int8", "tensorrt", quantizer="onnxruntime")
     with pytest.raises(MsvitEdgeError, match="precision must be one of fp32, fp16, int8"):
         settings_for("int4", "tensorrt")
 
@@ -186,10 +188,17 @@ def test_fp16_keeps_layernorm_and_io_fp32_and_agrees(bundle, images, fp32, cache
 
 
 # ids avoid the word "tensorrt", which conftest takes as the marker for tests that need TensorRT itself
-@pytest.mark.parametrize("backend", ["tensorrt", "onnxruntime"], ids=["modelopt-qdq", "onnxruntime-qdq"])
-def test_int8_quantizes_every_matmul_and_keeps_counts_and_top1(bundle, images, fp32, cache, tmp_path, backend):
-    graphs, facts = precision_graphs(bundle, "int8", backend, images["calib"], tmp_path, cache_dir=cache)
-    assert facts["quantizer"] == {"tensorrt": "modelopt", "onnxruntime": "onnxruntime"}[backend]
+@pytest.mark.parametrize(
+    "backend, quantizer",
+    [("tensorrt", None), ("onnxruntime", None), ("onnxruntime", "onnxruntime")],
+    ids=["modelopt-fp16-rest", "modelopt-fp32-rest", "onnxruntime-quantize-static"],
+)
+def test_int8_quantizes_every_matmul_and_keeps_counts_and_top1(
+    bundle, images, fp32, cache, tmp_path, backend, quantizer
+):
+    made = precision_graphs(bundle, "int8", backend, images["calib"], tmp_path, quantizer=quantizer, cache_dir=cache)
+    graphs, facts = made
+    assert facts["quantizer"] == (quantizer or "modelopt") and facts["method"] in ("entropy", "minmax")
     assert facts["calibration"]["images"] == CALIB and facts["calibration"]["missed_buckets"] == []
     assert [c["images"] for c in facts["calibration"]["coverage"]] == encoder_feeds(bundle, images["calib"]).coverage
     for name in ("encoder", "encoder_masked"):
@@ -201,30 +210,45 @@ def test_int8_quantizes_every_matmul_and_keeps_counts_and_top1(bundle, images, f
         full = name == "encoder" or facts["quantizer"] == "onnxruntime"
         quantized = [m == ["DequantizeLinear"] * 2 for m in matmuls]
         assert sum(quantized) == (len(matmuls) if full else 4 * TINY.depth), matmuls
+        halves = {i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer}
+        assert (True in halves) == (backend == "tensorrt")  # TensorRT's graph has its unquantized rest in FP16
     report = compare_outputs(run_graphs(bundle, graphs, images["held"]), fp32, images["labels"])
     assert report["counts_identical"] and report["top1_agreement"] >= TOLERANCES["int8"].min_agreement, report
 
 
 def test_a_second_identical_call_reuses_the_cache_and_any_change_misses_it(bundle, images, cache, tmp_path):
-    args = (bundle, "int8", "onnxruntime")
-    first = precision_graphs(*args, images["calib"], tmp_path / "a", cache_dir=cache)  # made by the test above
+    args = (bundle, "int8", "onnxruntime", images["calib"])
+    first = precision_graphs(*args, tmp_path / "a", quantizer="onnxruntime", cache_dir=cache)
     start = time.perf_counter()
-    second = precision_graphs(*args, images["calib"], tmp_path / "b", cache_dir=cache)
+    second = precision_graphs(*args, tmp_path / "b", quantizer="onnxruntime", cache_dir=cache)
     assert second.facts["cache"] == "hit" and time.perf_counter() - start < 1
-    assert (
-        second.facts["cache_key"]
-        == first.facts["cache_key"]
-        == cache_key(bundle, images["calib"], settings_for(*args[1:]))
-    )
+    settings = settings_for("int8", "onnxruntime", quantizer="onnxruntime")
+    assert second.facts["cache_key"] == first.facts["cache_key"] == cache_key(bundle, images["calib"], settings)
     assert second.graphs["encoder"].read_bytes() == first.graphs["encoder"].read_bytes()
     changed = images["calib"].copy()
     changed[0, 0, 0, 0] ^= 1
     keys = {
-        cache_key(bundle, changed, settings_for("int8", "onnxruntime")),
-        cache_key(bundle, images["calib"], settings_for("int8", "onnxruntime", "entropy")),
+        cache_key(bundle, changed, settings),
+        cache_key(bundle, images["calib"], settings_for("int8", "onnxruntime")),
+        cache_key(bundle, images["calib"], settings_for("int8", "onnxruntime", "max")),
         cache_key(bundle, images["calib"], settings_for("int8", "tensorrt")),
     }
-    assert len(keys) == 3 and first.facts["cache_key"] not in keys
+    assert len(keys) == 4 and first.facts["cache_key"] not in keys
+
+
+def test_a_failing_pass_is_one_line_that_names_its_log_and_writes_nothing(bundle, images, tmp_path):
+    from msvit_edge.calibration.isolated import Job
+    from msvit_edge.calibration.ort_int8 import quantize_ort
+
+    (tmp_path / "broken.onnx").write_bytes(bundle.graph("encoder").read_bytes()[:1000])
+    feeds = encoder_feeds(bundle, images["calib"]).encoder
+    lines = []
+    with pytest.raises(MsvitEdgeError, match=r"ort_int8 failed: .+ \(output: .+\.log\)$") as error:
+        quantize_ort([Job(tmp_path / "broken.onnx", tmp_path / "out.onnx", feeds)], log=lines.append)
+    log = Path(str(error.value).rsplit("(output: ", 1)[1][:-1])
+    assert "Traceback" in log.read_text() and len(lines) == 1 and str(log) in lines[0]
+    assert "\n" not in str(error.value) and sorted(p.name for p in tmp_path.iterdir()) == ["broken.onnx"]
+    log.unlink()
 
 
 NO_TORCH = """

@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +144,9 @@ def bench_source(source: str, cfg: BenchConfig, device: str, log) -> Result:
     """Everything for one source; any failure becomes the result's status and error, never an exception."""
     result = Result(source)
     try:
-        opened = open_source(source)
+        opened = _open(source)
         result.info = describe_source(opened)
-        _check_built_here(opened)
+        _check_built_here(opened, device)
         images = load_images(opened, cfg)
         result.accuracy["images"] = images.origin
         with open_source_pipeline(opened, cfg, device) as pipe:
@@ -158,31 +158,98 @@ def bench_source(source: str, cfg: BenchConfig, device: str, log) -> Result:
     return result
 
 
-def describe_source(source: Bundle | EngineDir) -> dict:
+TORCH_BACKENDS = ("torch", "torch-cudagraphs")  # written BACKEND:BUNDLE: the bundle's own PyTorch model
+
+
+@dataclass
+class TorchSource:
+    """A bundle run by its PyTorch model (``msvit_edge.reference.bundle_model``), loaded on first use.
+
+    It answers what ``measure`` and ``load_images`` ask of a source (``bundle``, ``plan``, ``threshold``).
+    """
+
+    bundle: Bundle
+    backend: str  # torch (eager) or torch-cudagraphs
+
+    @property
+    def plan(self):
+        return self.bundle.plan
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold
+
+    @cached_property
+    def model(self):
+        from msvit_edge.reference import bundle_model
+
+        return bundle_model(self.bundle)
+
+
+def _open(source: str) -> Bundle | EngineDir | TorchSource:
+    """An engine directory, a bundle, or ``torch:BUNDLE`` / ``torch-cudagraphs:BUNDLE``."""
+    backend, sep, path = source.partition(":")
+    if not sep or backend not in TORCH_BACKENDS:
+        return open_source(source)
+    opened = open_source(path)
+    if not isinstance(opened, Bundle):
+        raise MsvitEdgeError(f"{backend}: runs a bundle's PyTorch model, not an engine directory", path)
+    return TorchSource(opened, backend)
+
+
+def describe_source(source: Bundle | EngineDir | TorchSource) -> dict:
     bundle = source if isinstance(source, Bundle) else source.bundle
-    files = {source.graph(n) for n in ("tokenizer", "encoder", "encoder_masked")}
+    if isinstance(source, TorchSource):
+        size = sum(p.numel() * p.element_size() for p in source.model.parameters())
+        backend, precision = source.backend, "fp32"
+    else:
+        size = sum(source.graph(n).stat().st_size for n in ("tokenizer", "encoder", "encoder_masked"))
+        backend = source.backend if isinstance(source, EngineDir) else "onnxruntime"
+        precision = source.precision if isinstance(source, EngineDir) else "fp32"
     return {
-        "backend": source.backend if isinstance(source, EngineDir) else "onnxruntime",
-        "precision": source.precision if isinstance(source, EngineDir) else "fp32",
+        "backend": backend,
+        "precision": precision,
         "bundle": str(bundle.path),
         "latency_only": bool(bundle.manifest.get("latency_only")),
-        "size_mb": sum(f.stat().st_size for f in files) / 1e6,
+        "size_mb": size / 1e6,  # a torch source: its parameters' bytes
         "threshold": bundle.threshold,
     }
 
 
-def _check_built_here(source: Bundle | EngineDir) -> None:
-    if isinstance(source, EngineDir):
+def _check_built_here(source: Bundle | EngineDir | TorchSource, device: str) -> None:
+    if isinstance(source, TorchSource):
+        _check_torch_device(source.backend, device)
+    elif isinstance(source, EngineDir):
         from msvit_edge.build import backend_version
         from msvit_edge.environment import device_slug
 
         source.check_runs_here(backend_version(source.backend), device_slug(_environment()))
 
 
-def open_source_pipeline(source: Bundle | EngineDir, cfg: BenchConfig, device: str):
+def _check_torch_device(backend: str, device: str) -> None:
+    """A torch source on cpu, or on a GPU (cuda, jetson) through a CUDA build of PyTorch; CUDA graphs need one."""
+    if backend == "torch-cudagraphs" and device == "cpu":
+        raise MsvitEdgeError(
+            "torch-cudagraphs: CUDA graphs need a CUDA GPU and this bench runs on the CPU: bench torch:BUNDLE "
+            "here, or this source with --device cuda on a GPU machine"
+        )
+    if device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MsvitEdgeError(
+                f"{backend}: this PyTorch {torch.__version__} cannot use CUDA (torch.cuda.is_available() is False): "
+                "install a CUDA build of torch, or bench with --device cpu"
+            )
+
+
+def open_source_pipeline(source: Bundle | EngineDir | TorchSource, cfg: BenchConfig, device: str):
     from msvit_edge.engines import open_pipeline
 
     options = {"batching": cfg.batching}
+    if isinstance(source, TorchSource):
+        options |= {"model": source.model, "device": "cpu" if device == "cpu" else "cuda"}
+        return open_pipeline(source.bundle, source.backend, **options)
     backend = source.backend if isinstance(source, EngineDir) else "onnxruntime"
     if backend == "onnxruntime":
         options |= {"threads": cfg.threads, "device": "cuda" if device == "cuda" else "cpu"}

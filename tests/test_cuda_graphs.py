@@ -1,20 +1,21 @@
-"""The torch backend's per-bucket CUDA graphs: refused without CUDA here; on a GPU, equal to eager and timed.
-
-``test_latency_table`` prints the table that ``docs/tensorrt.md`` keeps (a DeiT-S-sized MSViT at batch 1 and 32,
-eager against CUDA graphs): ``pytest tests/test_cuda_graphs.py -k latency -s`` on a GPU machine.
+"""The torch backend's per-bucket CUDA graphs: refused without CUDA here; on a GPU, equal to eager (the MSViT and its
+plain ViT), and timed by ``benchmarks/cuda_graphs.py``, which prints the table ``docs/tensorrt.md`` keeps (a
+DeiT-S-sized MSViT at batch 1 and 32, eager against CUDA graphs): ``python benchmarks/cuda_graphs.py`` on a GPU.
 """
 
 from __future__ import annotations
 
-import datetime
-import platform
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from msvit_edge.buckets import plan_buckets
-from msvit_edge.config import MSViTConfig, ViTConfig, preset
+from msvit_edge.config import MSViTConfig, ViTConfig
 from msvit_edge.engines.pytorch import CudaGraphTorchPipeline, TorchPipeline
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.flops import encoder_macs
@@ -29,8 +30,7 @@ def model_and_plan(vit: ViTConfig, images: np.ndarray, threshold: float, buckets
     model = MSViT(MSViTConfig(vit)).eval()
     with torch.no_grad():
         counts = model.tokenize(torch.from_numpy(images), threshold=threshold).counts.numpy()
-    regions = (vit.grid // 2) ** 2
-    plan = plan_buckets(counts, buckets, lambda n: encoder_macs(vit, n), regions + 1, 4 * regions + 1)
+    plan = plan_buckets(counts, buckets, lambda n: encoder_macs(vit, n), *vit.token_range)
     return model, plan
 
 
@@ -79,33 +79,62 @@ def test_a_replayed_graph_reads_new_tokens_each_call():
     assert not np.allclose(outs[0], outs[1])
 
 
-def _encoder_ms(pipe, images: np.ndarray, threshold: float, repeats: int) -> float:
-    """Median encoder milliseconds per call over ``repeats`` calls, after warm-up (captures included)."""
-    from msvit_edge.engines.pipeline import StageTimes
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_graphs.py"
 
-    for _ in range(3):
-        pipe(images, threshold)
-    pipe.timer = StageTimes()
-    for _ in range(repeats):
-        pipe(images, threshold)
-    return 1000 * float(np.median(pipe.timer.seconds["encoder"]))
+
+def benchmark_script():
+    spec = importlib.util.spec_from_file_location("cuda_graphs_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.gpu
-@pytest.mark.slow
-def test_latency_table():
-    """DeiT-S-sized MSViT (224 px, patch 16, D 384, depth 12), random weights, 4 buckets: eager vs CUDA graphs."""
-    vit = preset("vit_small_patch16_224")
-    images = np.random.default_rng(0).standard_normal((64, 3, 224, 224)).astype(np.float32)
-    model, plan = model_and_plan(vit, images, 0.5, 4)
-    rows = []
-    for batch in (1, 32):
-        x = images[:batch]
-        eager = TorchPipeline(model, plan, device="cuda")
-        with CudaGraphTorchPipeline(model, plan) as graphs:
-            e, g = _encoder_ms(eager, x, 0.5, 50), _encoder_ms(graphs, x, 0.5, 50)
-        rows.append(f"| {batch} | {e:.3f} | {g:.3f} | {e / g:.2f}x |")
-    device = torch.cuda.get_device_name()
-    versions = f"torch {torch.__version__}, CUDA {torch.version.cuda}, Python {platform.python_version()}"
-    print(f"\n{device}, {datetime.date.today()}, {versions}")
-    print("| batch | eager encoder ms | CUDA graphs encoder ms | speed-up |\n|---|---|---|---|\n" + "\n".join(rows))
+@pytest.mark.parametrize("batching", ["pad", "split"])
+def test_cuda_graphs_equal_eager_on_the_tiny_bundle_for_msvit_and_its_plain_vit(bundle, batching):
+    from msvit_edge.engines import open_pipeline
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    images = bundle.preprocess(bundle.reference().images)
+    eager = open_pipeline(bundle, "torch", device="cuda", batching=batching)
+    with eager, open_pipeline(bundle, "torch-cudagraphs", model=eager.model, batching=batching) as graphs:
+        for size in (1, 16):
+            for start in range(0, len(images), size):
+                x = images[start : start + size]
+                got, want = graphs(x, bundle.threshold), eager(x, bundle.threshold)
+                np.testing.assert_array_equal(got.counts, want.counts)
+                np.testing.assert_allclose(got.logits, want.logits, atol=1e-4, rtol=1e-4)
+                np.testing.assert_allclose(graphs.plain_vit()(x), eager.plain_vit()(x), atol=1e-4, rtol=1e-4)
+        assert sorted(graphs.vit_graphs) == [1, 16]  # one plain-ViT graph per batch size, replayed after
+        assert not np.allclose(graphs.plain_vit()(images[:1]), graphs.plain_vit()(images[1:2]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_the_benchmark_script_refuses_without_cuda_in_one_line_before_exporting():
+    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0  # no export log: refused first
+    assert result.stderr.startswith("error: this benchmark needs a CUDA GPU")
+
+
+def test_the_benchmark_table_has_a_row_per_batch_size_with_its_ratios(bundle):
+    """The script's timing and table on two eager CPU pipelines (the GPU run swaps in CUDA graphs)."""
+    from msvit_edge.engines import open_pipeline
+
+    script = benchmark_script()
+    x = bundle.preprocess(bundle.reference().images)
+    with open_pipeline(bundle, "torch") as a, open_pipeline(bundle, "torch", model=a.model) as b:
+        rows = [script.measure(a, b, x, n, bundle.threshold, 2, lambda: None) for n in (1, 4)]
+    assert [r["batch"] for r in rows] == [1, 4] and all(r[c] > 0 for r in rows for c in script.CANDIDATES)
+    lines = script.table(rows).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| batch | MSViT eager ms |") and lines[2].startswith("| 1 |")
+    assert script.header().count(",") >= 4 and "torch " in script.header()
+
+
+@pytest.mark.gpu
+def test_the_benchmark_script_prints_the_table_on_a_gpu(bundle):
+    args = ["--bundle", str(bundle.path), "--batch", "1,4", "--repeats", "3"]
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert torch.cuda.get_device_name() in lines[0] and lines[1].startswith("| batch |")
+    assert [line.split("|")[1].strip() for line in lines[3:]] == ["1", "4"]

@@ -75,7 +75,7 @@ def report(bundle: Bundle, patch_embed: Path, threads: int | None, repeats: int)
     ref = bundle.reference()
     images = bundle.preprocess(ref.images)
     mean_tokens = bundle.plan.mean_count
-    n_mean, n_fine = round(mean_tokens), vit.num_patches + 1
+    n_mean, n_fine = round(mean_tokens), vit.token_range.max
     embed = session(patch_embed, threads or 1)  # one thread, like the pipeline's tokenizer
     with OnnxRuntimePipeline(bundle, threads=threads) as pipe:
         all_fine = pipe.tokenize(images[:1], 0.0).tokens  # real all-fine tokens of one image
@@ -113,7 +113,7 @@ def profile_encoder(bundle: Bundle, threads: int | None, repeats: int, tmp: Path
     One profiled session per count, run alternately so that machine noise hits both alike.
     """
     vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
-    counts = (round(bundle.plan.mean_count), vit.num_patches + 1)
+    counts = (round(bundle.plan.mean_count), vit.token_range.max)
     sessions = {n: session(bundle.graph("encoder"), threads, profile_prefix=str(tmp / f"encoder{n}")) for n in counts}
     rng = np.random.default_rng(0)
     feeds = {n: {"tokens": rng.standard_normal((1, n, vit.embed_dim)).astype(np.float32)} for n in counts}

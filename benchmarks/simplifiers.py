@@ -47,10 +47,10 @@ def main() -> None:
 
 
 def make_feeds(model) -> dict[str, dict[str, np.ndarray]]:
-    vit = model.cfg
+    vit = model.vit_config
     rng = np.random.default_rng(0)
     images = rng.standard_normal((1, vit.in_chans, vit.img_size, vit.img_size), dtype=np.float32)
-    tokens = rng.standard_normal((1, vit.num_patches + 1, vit.embed_dim), dtype=np.float32)
+    tokens = rng.standard_normal((1, vit.token_range.max, vit.embed_dim), dtype=np.float32)
     return {"tokenizer": {"images": images, "threshold": np.asarray(0.5, np.float32)}, "encoder": {"tokens": tokens}}
 
 

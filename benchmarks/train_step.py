@@ -42,11 +42,10 @@ def main() -> None:
     tokens: list[float] = []
 
     def step(stage: str, gradient: str, flip_fraction: float = 1.0):
-        """A step function on its own copy of the model (the gate gradient is a model setting)."""
-        copy = deepcopy(model)
-        copy.mcfg = replace(copy.mcfg, gate=replace(copy.mcfg.gate, gradient=gradient))
-        run_cfg = replace(cfg, stage=stage, flip_fraction=flip_fraction)
-        module = TrainStep(copy, run_cfg).to(args.device).train()
+        """A step function on its own copy of the model (TrainStep gives the model the run's gate training)."""
+        gate_training = replace(cfg.gate_training, gradient=gradient)
+        run_cfg = replace(cfg, stage=stage, flip_fraction=flip_fraction, gate_training=gate_training)
+        module = TrainStep(deepcopy(model), run_cfg).to(args.device).train()
         optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
 
         def run(_: int) -> None:
@@ -65,7 +64,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     times = {k: statistics.median(v) for k, v in interleaved(steps, args.repeats, warmup=3, sync=sync).items()}
     n = statistics.mean(tokens)
-    ideal = encoder_macs(model.cfg, n) / encoder_macs(model.cfg, model.cfg.num_patches + 1)
+    ideal = encoder_macs(model.vit_config, n) / encoder_macs(model.vit_config, model.vit_config.token_range.max)
     print(f"training step, batch {args.batch_size}, {args.device}, median of {args.repeats} interleaved:")
     for name, t in times.items():
         print(f"  {name:28s} {1e3 * t:8.1f} ms   / all-fine = {t / times['all-fine']:.3f}")

@@ -58,12 +58,15 @@ def main() -> None:
             sys.exit(128 + signum)
 
 
+# Options that train and eval share.
+_DATA = typer.Option("fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz.")
+_SKIP_CORRUPT = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images and non-image files.")
+
+
 @app.command()
 def train(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (checkpoints, logs, resolved config)."),
-    data: str = typer.Option(
-        "fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."
-    ),
+    data: str = _DATA,
     stage: str = typer.Option("msvit", help="'backbone': all-fine ViT (stage 1); 'msvit': gate + backbone with gBaS."),
     preset: str = typer.Option(
         "vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."
@@ -90,9 +93,7 @@ def train(
         1.0, help="Flip gate gradient: the share of each batch given the extra forward (less: cheaper, noisier)."
     ),
     train_size: int | None = typer.Option(None, help="Use only N (randomly drawn) training items."),
-    skip_corrupt: bool = typer.Option(
-        False, "--skip-corrupt", help="Report and skip unreadable images and non-image files."
-    ),
+    skip_corrupt: bool = _SKIP_CORRUPT,
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
     gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
@@ -105,59 +106,41 @@ def train(
     workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     calibrate: bool = typer.Option(
-        True,
-        "--calibrate-threshold/--no-calibrate-threshold",
-        help="Stage 2: set the default gate threshold to meet --fine-target on the validation images.",
+        True, "--calibrate-threshold/--no-calibrate-threshold", help="Stage 2: the threshold that meets --fine-target."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors and OUT/state.pt."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
-    from msvit_edge.config import GateConfig
+    cfg = _train_config(**locals())  # first: locals() is exactly the options here
+    from msvit_edge.train import train as run
+
+    typer.echo(f"trained: {run(cfg)}")
+
+
+def _train_config(
+    out: Path, fine_target: float, gate_noise: bool, gate_gradient: str, clutter: int, calibrate: bool, **options
+):
+    """The ``TrainConfig`` the train command's options describe; the options not named here map one to one."""
+    from msvit_edge.config import GateTraining
     from msvit_edge.data import SceneConfig
     from msvit_edge.loss import GBaSConfig
     from msvit_edge.train import TrainConfig
-    from msvit_edge.train import train as run
 
-    cfg = TrainConfig(
+    return TrainConfig(
         out=str(out),
-        data=data,
-        stage=stage,
-        preset=preset,
-        init=init,
-        new_gate=new_gate,
-        freeze_backbone=freeze_backbone,
-        num_classes=num_classes,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        min_lr_fraction=min_lr_fraction,
-        warmup_epochs=warmup_epochs,
-        gbas_weight=gbas_weight,
-        gate_lr_mult=gate_lr_mult,
-        flip_fraction=flip_fraction,
         gbas=GBaSConfig(target=fine_target),
-        gate=GateConfig(noise=gate_noise, gradient=gate_gradient),
-        scene=SceneConfig(clutter=clutter, seed=seed),
-        train_size=train_size,
-        val_size=val_size,
-        seed=seed,
-        workers=workers,
-        device=device,
-        skip_corrupt=skip_corrupt,
+        gate_training=GateTraining(noise=gate_noise, gradient=gate_gradient),
+        scene=SceneConfig(clutter=clutter, seed=options["seed"]),
         calibrate_threshold=calibrate,
-        resume=resume,
-        progress=progress,
+        **options,
     )
-    typer.echo(f"trained: {run(cfg)}")
 
 
 @app.command("eval")
 def eval_(
     ckpt: str | None = typer.Option(None, help="msvit-edge checkpoint (default: the embedded demo checkpoint)."),
-    data: str = typer.Option(
-        "fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz."
-    ),
+    data: str = _DATA,
     split: str = typer.Option(
         "test", help="train, test, or val: the images the checkpoint's training held out (its recorded seed and size)."
     ),
@@ -166,9 +149,7 @@ def eval_(
     overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    skip_corrupt: bool = typer.Option(
-        False, "--skip-corrupt", help="Report and skip unreadable images and non-image files."
-    ),
+    skip_corrupt: bool = _SKIP_CORRUPT,
 ) -> None:
     """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
     from msvit_edge.evaluate import EvalConfig, evaluate, markdown

@@ -87,7 +87,7 @@ def load_vit_weights(model: nn.Module, path: str | Path, reset_head: bool = Fals
     if reset_head:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.") or _fits(v, expected.get(k))}
     if "pos_embed" in sd and sd["pos_embed"].shape != model.pos_embed.shape:
-        sd["pos_embed"] = resize_pos_embed(sd["pos_embed"], model.cfg.grid)
+        sd["pos_embed"] = resize_pos_embed(sd["pos_embed"], model.vit_config.grid)
     optional = {k for k in expected if k.startswith("gate.") or (reset_head and k.startswith("head."))}
     _check_keys(sd, expected, optional, path)
     model.load_state_dict(sd, strict=False)
@@ -135,7 +135,7 @@ def save_checkpoint(model: MSViT, path: str | Path, meta: dict | None = None, ha
         k: v.detach().to("cpu", torch.float16 if half and v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
-    header = {"format": FORMAT, "msvit_edge.config": json.dumps(model.mcfg.to_dict())}
+    header = {"format": FORMAT, "msvit_edge.config": json.dumps(model.config.to_dict())}
     header |= {"msvit_edge.meta": json.dumps(meta or {})}
     with atomic_path(path, ".safetensors") as tmp:
         save_file(sd, tmp, metadata=header)

@@ -1,13 +1,29 @@
-"""Model configuration: plain dataclasses, importable without PyTorch (a Jetson reads them from a bundle manifest)."""
+"""Model configuration: plain dataclasses, importable without PyTorch (a Jetson reads them from a bundle manifest).
+
+What a checkpoint and a bundle manifest describe is ``MSViTConfig``: the backbone (``ViTConfig``), the gate's
+architecture (``GateConfig``) and the default gate threshold. How training samples the gate's decisions
+(``GateTraining``) belongs to a training run, not to the model, so it is never stored with the weights.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from msvit_edge.errors import MsvitEdgeError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# What checkpoints and manifests written before GateTraining existed stored in "gate"; read and dropped (training
+# settings) or moved (the threshold).
+_LEGACY_GATE_KEYS = ("threshold", "temperature", "noise", "gradient")
+
+
+class TokenRange(NamedTuple):
+    """The token counts (CLS included) an MSViT can produce: every region coarse .. every region fine."""
+
+    min: int
+    max: int
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,23 @@ class ViTConfig:
 
     @property
     def num_patches(self) -> int:
+        """Fine patches, i.e. tokens of the plain ViT without CLS."""
         return self.grid**2
+
+    @property
+    def num_regions(self) -> int:
+        """Coarse regions (2x2 fine patches each): what the gate decides on."""
+        return (self.grid // 2) ** 2
+
+    @property
+    def num_candidates(self) -> int:
+        """Candidate tokens of the tokenizer: CLS, every fine patch and every coarse region."""
+        return 1 + self.num_patches + self.num_regions
+
+    @property
+    def token_range(self) -> TokenRange:
+        """All coarse (R + 1 tokens) .. all fine (4R + 1 tokens, the plain ViT's sequence)."""
+        return TokenRange(self.num_regions + 1, self.num_patches + 1)
 
 
 PRESETS: dict[str, ViTConfig] = {
@@ -66,31 +98,51 @@ def preset(name: str, **overrides) -> ViTConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
+    """The gate's architecture: a per-region MLP (see ``msvit_edge.msvit.Gate``)."""
+
     hidden: int = 64  # a few % of the backbone's MACs even for DeiT-Ti
     layers: int = 4  # the paper's 4-layer MLP
-    threshold: float = 0.5  # inference: fine iff p > threshold; a deploy-time knob, no retraining
-    temperature: float = 1.0  # Gumbel-sigmoid temperature in training
-    noise: bool = True  # logistic noise in training; off makes training deterministic (e.g. DDP equivalence tests)
-    # training: "flip" (the task loss's change when one sampled region flips scale) or the paper's "straight-through"
-    gradient: str = "flip"
     input: str = "detail"  # "detail": region minus its 2x2-block means (what coarse tokens lose); "pixels": raw
 
     def __post_init__(self) -> None:
         if self.input not in ("detail", "pixels"):
             raise MsvitEdgeError(f"gate input must be 'detail' or 'pixels', got {self.input!r}")
+
+
+@dataclass(frozen=True)
+class GateTraining:
+    """How training samples the gate's decisions and how the task loss reaches the gate; inference ignores it."""
+
+    temperature: float = 1.0  # Gumbel-sigmoid temperature
+    noise: bool = True  # logistic noise; off makes training deterministic (e.g. DDP equivalence tests)
+    # "flip" (the task loss's change when one sampled region flips scale) or the paper's "straight-through"
+    gradient: str = "flip"
+
+    def __post_init__(self) -> None:
         if self.gradient not in ("flip", "straight-through"):
             raise MsvitEdgeError(f"gate gradient must be 'flip' or 'straight-through', got {self.gradient!r}")
 
 
 @dataclass(frozen=True)
 class MSViTConfig:
+    """What an MSViT checkpoint is: backbone, gate architecture, and the gate threshold it deploys with.
+
+    ``threshold``: fine iff p > threshold (0 = all fine, 1 = all coarse). A deploy-time knob, no retraining;
+    training calibrates its default to the fine-region budget.
+    """
+
     vit: ViTConfig = field(default_factory=ViTConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    threshold: float = 0.5
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> MSViTConfig:
+        """The inverse of ``to_dict``; also reads files whose "gate" held the threshold and training settings."""
         vit = {k: tuple(v) if isinstance(v, list) else v for k, v in d["vit"].items()}
-        return cls(ViTConfig(**vit), GateConfig(**d.get("gate", {})))
+        gate = dict(d.get("gate", {}))
+        legacy = {k: gate.pop(k) for k in _LEGACY_GATE_KEYS if k in gate}
+        threshold = d.get("threshold", legacy.get("threshold", cls.threshold))
+        return cls(ViTConfig(**vit), GateConfig(**gate), float(threshold))

@@ -96,7 +96,7 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 def _dataset(cfg: EvalConfig, model: MSViT, meta: dict) -> Dataset:
     """The split to evaluate; "val" rebuilds the validation items ``train`` held out, from its recorded settings."""
-    vit = model.cfg
+    vit = model.vit_config
     if cfg.split != "val":
         return open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
     run, where = meta.get("train"), cfg.ckpt or "the embedded demo checkpoint"
@@ -117,7 +117,7 @@ def _settings(model: MSViT, thresholds: tuple[float, ...], oracle: bool) -> dict
     perfectly semantic gate would buy at its token count. If it is no better than a random gate's, the backbone
     does not reward fine tokens on the object, and neither will the gate's training signal.
     """
-    settings: dict[str, float | str] = {"msvit": model.mcfg.gate.threshold, "all-fine": 0.0, "all-coarse": 1.0}
+    settings: dict[str, float | str] = {"msvit": model.config.threshold, "all-fine": 0.0, "all-coarse": 1.0}
     settings |= {"random": "random"} | ({"object-oracle": "oracle"} if oracle else {})
     return settings | {f"t={t:.2f}": t for t in thresholds}
 
@@ -169,19 +169,19 @@ def _summary(model: MSViT, name: str, tally: _Tally) -> dict:
         "tokens_min": int(counts.min()),
         "tokens_max": int(counts.max()),
         "tokens_p10_p50_p90": [float(np.percentile(counts, q)) for q in (10, 50, 90)],
-        "token_ratio": float(counts.mean() / (model.cfg.num_patches + 1)),
+        "token_ratio": float(counts.mean() / model.vit_config.token_range.max),
         "gmacs": float(np.mean([_macs(model, name, n) for n in counts])) / 1e9,
     }
 
 
 def _macs(model: MSViT, name: str, tokens: float) -> float:
     """MACs per image as each setting would be deployed: all-fine/all-coarse need no gate or second embedding."""
-    vit = model.cfg
+    vit = model.vit_config
     if name == "all-fine":
         return vit_macs(vit)
     if name == "all-coarse":
         return patch_embed_macs(vit, model.num_regions) + encoder_macs(vit, tokens)
-    return msvit_macs(vit, model.mcfg.gate, tokens)
+    return msvit_macs(vit, model.config.gate, tokens)
 
 
 def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
@@ -189,9 +189,9 @@ def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
     base, indices = unwrap(dataset)
     if not hasattr(base, "box"):
         return None
-    region = 2 * model.cfg.patch_size
+    region = 2 * model.vit_config.patch_size
     return torch.from_numpy(
-        np.stack([region_overlap(base.box(i), model.cfg.img_size, region).ravel() for i in indices])
+        np.stack([region_overlap(base.box(i), model.vit_config.img_size, region).ravel() for i in indices])
     )
 
 
@@ -267,7 +267,7 @@ def write_overlays(model: MSViT, dataset: Dataset, tally: _Tally, folder: Path, 
 
     folder.mkdir()
     fine = torch.cat(tally.fine)
-    vit, scale = model.cfg, 4
+    vit, scale = model.vit_config, 4
     G, region = vit.grid // 2, 2 * vit.patch_size * scale
     for i in range(min(n, len(dataset))):
         pixels = to_uint8(dataset[i][0][None].numpy(), vit.mean, vit.std)[0]

@@ -147,7 +147,7 @@ def choose_threshold(model: MSViT, cfg: ExportConfig) -> float:
     """The gate threshold: given, the checkpoint's, or the one that makes ``fine_fraction`` of the calibration
     images' regions fine (a random-weights model has no trained threshold)."""
     if cfg.fine_fraction is None:
-        return check_threshold(model.mcfg.gate.threshold if cfg.threshold is None else cfg.threshold)
+        return check_threshold(model.config.threshold if cfg.threshold is None else cfg.threshold)
     probs = gate_probs(model, cfg.calib, cfg.calib_images, cfg.skip_corrupt)
     return float(np.quantile(probs, 1 - cfg.fine_fraction))
 
@@ -157,7 +157,7 @@ def choose_threshold(model: MSViT, cfg: ExportConfig) -> float:
 
 def dataset(model: MSViT, data: str, split: str, n: int, skip_corrupt: bool = False) -> Dataset:
     """``n`` images of ``data`` drawn at random, at the model's size (scenes are rendered at it)."""
-    vit = model.cfg
+    vit = model.vit_config
     scene = SceneConfig(canvas=vit.img_size)
     full = open_dataset(data, split, vit.img_size, vit.mean, vit.std, scene=scene, skip_corrupt=skip_corrupt)
     return random_subset(full, n)
@@ -181,8 +181,8 @@ def token_counts(
 
 def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> BucketPlan:
     counts = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt)
-    lo, hi = model.num_regions + 1, model.cfg.num_patches + 1
-    return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(model.cfg, n), lo, hi, (1, 1, cfg.max_batch))
+    vit = model.vit_config
+    return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(vit, n), *vit.token_range, (1, 1, cfg.max_batch))
 
 
 def describe_plan(plan: BucketPlan) -> str:
@@ -203,7 +203,7 @@ def describe_plan(plan: BucketPlan) -> str:
 @torch.no_grad()
 def make_reference(model: MSViT, data: str, n: int, threshold: float, skip_corrupt: bool = False) -> Reference:
     """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels."""
-    vit = model.cfg
+    vit = model.vit_config
     images, labels = next(iter(DataLoader(dataset(model, data, "test", n, skip_corrupt), batch_size=n)))
     pixels = to_uint8(images.numpy(), vit.mean, vit.std)
     x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
@@ -219,8 +219,8 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
     """Write tokenizer.onnx, encoder.onnx, encoder_masked.onnx and vit.onnx; returns their I/O descriptions."""
     from torch.export import Dim
 
-    vit, B = model.cfg, Dim("batch", min=1, max=cfg.max_batch)
-    lo, hi = model.num_regions + 1, vit.num_patches + 1
+    vit, B = model.vit_config, Dim("batch", min=1, max=cfg.max_batch)
+    lo, hi = vit.token_range
     N = Dim("tokens", min=lo, max=hi)
     # example values strictly inside the dynamic ranges: 0/1 or a bound would be specialised into the graph
     images = torch.zeros(2, vit.in_chans, vit.img_size, vit.img_size)
@@ -330,10 +330,10 @@ def simplify(path: Path, simplifier: str, data: str | None = None) -> int:
 def build_manifest(
     model: MSViT, ckpt: Path | str, plan: BucketPlan, threshold: float, graphs: dict, cfg: ExportConfig
 ) -> dict:
-    vit = model.cfg
+    vit = model.vit_config
     return {
         "schema_version": SCHEMA_VERSION,
-        "model": model.mcfg.to_dict(),
+        "model": model.config.to_dict(),
         "source": {"random_weights": cfg.preset}
         if cfg.random_weights
         else {"checkpoint": str(ckpt), "sha256": sha256(ckpt)},
@@ -342,7 +342,7 @@ def build_manifest(
         "graphs": graphs,
         "buckets": plan.to_dict(),
         "threshold": threshold,
-        "tokens": {"min": model.num_regions + 1, "max": vit.num_patches + 1, "candidates": model.num_candidates},
+        "tokens": vit.token_range._asdict() | {"candidates": vit.num_candidates},
         "preprocessing": preprocessing_record(vit.img_size, vit.mean, vit.std),
         "export": asdict(cfg),
         "versions": {

@@ -23,16 +23,15 @@ def patch_embed_macs(cfg: ViTConfig, patches: int) -> float:
 
 
 def gate_macs(cfg: ViTConfig, gate: GateConfig) -> float:
-    regions = (cfg.grid // 2) ** 2
     per_region = (
         cfg.in_chans * (2 * cfg.patch_size) ** 2 * gate.hidden + (gate.layers - 2) * gate.hidden**2 + gate.hidden
     )
-    return regions * per_region
+    return cfg.num_regions * per_region
 
 
 def vit_macs(cfg: ViTConfig, tokens: float | None = None) -> float:
     """A plain ViT's MACs per image (all-fine tokens unless ``tokens`` is given)."""
-    return patch_embed_macs(cfg, cfg.num_patches) + encoder_macs(cfg, cfg.num_patches + 1 if tokens is None else tokens)
+    return patch_embed_macs(cfg, cfg.num_patches) + encoder_macs(cfg, cfg.token_range.max if tokens is None else tokens)
 
 
 def msvit_macs(cfg: ViTConfig, gate: GateConfig, tokens: float) -> float:
@@ -41,5 +40,4 @@ def msvit_macs(cfg: ViTConfig, gate: GateConfig, tokens: float) -> float:
     The tokenizer embeds every candidate (all fine patches and all coarse regions: that is what the deployed static
     tokenizer graph computes) and runs the gate on every region; the encoder sees only the selected tokens.
     """
-    regions = (cfg.grid // 2) ** 2
-    return patch_embed_macs(cfg, cfg.num_patches + regions) + gate_macs(cfg, gate) + encoder_macs(cfg, tokens)
+    return patch_embed_macs(cfg, cfg.num_patches + cfg.num_regions) + gate_macs(cfg, gate) + encoder_macs(cfg, tokens)

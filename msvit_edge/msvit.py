@@ -14,13 +14,14 @@ Choices where the paper is silent (and why):
 - Gate: 4-layer MLP (GELU, hidden width ``GateConfig.hidden``) on each region's own pixels. By default
   (``GateConfig.input = "detail"``) it sees what coarse tokenization would discard: the region minus the means of its
   2x2 pixel blocks (the coarse token sees those means). On raw pixels the gate latched onto image-level features
-  (background colour) and spent its budget per image -- all-fine or all-coarse images, object precision 1.4x a
-  random gate's -- because the batch-wise prior cannot tell that from a per-region allocation. ``"pixels"`` keeps
-  the raw input. No scale normalisation: a region's contrast is exactly what tells detail from background.
+  (background colour) and spent its budget per image -- all-fine or all-coarse images, little better than a random
+  gate at finding the object (docs/measurements.md) -- because the batch-wise prior cannot tell that from a
+  per-region allocation. ``"pixels"`` keeps the raw input. No scale normalisation: a region's contrast is exactly
+  what tells detail from background.
 - Coarse tokens: the image is 2x2 average-pooled (an area resize of each coarse region to the fine patch size) and
   embedded with the SAME patch embedding. Their position embeddings are the 2x2 means of the fine grid's, i.e. the
   fine grid linearly interpolated to the coarse grid.
-- Training: Gumbel-sigmoid (logistic noise, temperature ``GateConfig.temperature``), hard 0/1 forward. The paper's
+- Training: Gumbel-sigmoid (logistic noise, temperature ``GateTraining.temperature``), hard 0/1 forward. The paper's
   straight-through gradient multiplies every candidate token by its hard decision (1.0 when kept) so the task loss
   reaches the gate. The default gradient, ``"flip"``, leaves the forward alone and learns from the task loss's
   actual change when one sampled region changes scale (``msvit_edge.train.flip_gain``). Inference: deterministic
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msvit_edge.config import MSViTConfig
+from msvit_edge.config import GateTraining, MSViTConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import select
 from msvit_edge.vit import VisionTransformer
@@ -61,7 +62,7 @@ class Gate(nn.Module):
     input is the image minus each 2x2 pixel block's mean. That transform is linear, so export mode folds it into the
     kernel (exported graphs then constant-fold it away). Training keeps it on the input: folded, the weight gradient
     becomes g - blockmean(g), which cancels to rounding noise on smooth regions, and Adam's per-element scaling
-    turns that noise into full steps (1 and 2 data-parallel processes then drifted apart by 1e-3 in 4 steps).
+    turns that noise into full steps (1 and 2 data-parallel processes then drifted apart: docs/measurements.md).
     """
 
     def __init__(self, in_chans: int, region: int, hidden: int, layers: int, detail: bool):
@@ -99,12 +100,13 @@ def subtract_block_means(x: Tensor) -> Tensor:
 class MSViT(VisionTransformer):
     """A ViT with a mixed-scale tokenizer. Changes from the ViT: ``embed`` is replaced by ``tokenize``."""
 
-    def __init__(self, cfg: MSViTConfig):
-        super().__init__(cfg.vit)
-        self.mcfg = cfg
-        p, G = cfg.vit.patch_size, cfg.vit.grid
+    def __init__(self, config: MSViTConfig, gate_training: GateTraining | None = None):
+        super().__init__(config.vit)
+        self.config = config
+        self.gate_training = gate_training or GateTraining()  # how ``decide`` samples in training mode
+        p, G, gate = config.vit.patch_size, config.vit.grid, config.gate
         self.fold_pool = False  # export mode: see coarse_embed
-        self.gate = Gate(cfg.vit.in_chans, 2 * p, cfg.gate.hidden, cfg.gate.layers, cfg.gate.input == "detail")
+        self.gate = Gate(config.vit.in_chans, 2 * p, gate.hidden, gate.layers, gate.input == "detail")
         # region (row-major coarse grid) that each fine patch (row-major fine grid) belongs to: [G * G]
         rows = torch.arange(G) // 2
         self.register_buffer("patch_region", (rows[:, None] * (G // 2) + rows[None, :]).flatten(), persistent=False)
@@ -121,11 +123,11 @@ class MSViT(VisionTransformer):
 
     @property
     def num_regions(self) -> int:
-        return (self.cfg.grid // 2) ** 2
+        return self.vit_config.num_regions
 
     @property
     def num_candidates(self) -> int:
-        return 1 + self.cfg.num_patches + self.num_regions
+        return self.vit_config.num_candidates
 
     def set_export(self, enable: bool = True) -> MSViT:
         self.fold_pool = enable
@@ -141,26 +143,26 @@ class MSViT(VisionTransformer):
             return self.patch_embed(F.avg_pool2d(images, 2))
         proj = self.patch_embed.proj
         kernel = proj.weight.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) / 4
-        return F.conv2d(images, kernel, proj.bias, stride=2 * self.cfg.patch_size).flatten(2).transpose(1, 2)
+        return F.conv2d(images, kernel, proj.bias, stride=2 * self.vit_config.patch_size).flatten(2).transpose(1, 2)
 
     def coarse_pos_embed(self) -> Tensor:
         """Position embeddings of the coarse grid [1, R, D]: 2x2 means of the fine grid's."""
-        G, D = self.cfg.grid, self.cfg.embed_dim
+        G, D = self.vit_config.grid, self.vit_config.embed_dim
         fine = self.pos_embed[:, 1:].transpose(1, 2).reshape(1, D, G, G)
         return F.avg_pool2d(fine, 2).flatten(2).transpose(1, 2)
 
     def decide(self, logits: Tensor, threshold: Tensor | float | None = None) -> Tensor:
         """Gate logits [B, R] -> fine decisions [B, R] as floats: hard 0/1 forward, straight-through when training."""
         if not self.training:
-            t = torch.as_tensor(self.mcfg.gate.threshold if threshold is None else threshold, dtype=logits.dtype)
+            t = torch.as_tensor(self.config.threshold if threshold is None else threshold, dtype=logits.dtype)
             return (logits > torch.log(t) - torch.log1p(-t)).to(logits.dtype)  # logit(t); 0 -> -inf, 1 -> inf
         noise = torch.zeros_like(logits)
-        if self.mcfg.gate.noise:
+        if self.gate_training.noise:
             u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
             noise = torch.log(u) - torch.log1p(-u)
-        soft = torch.sigmoid((logits + noise) / self.mcfg.gate.temperature)
+        soft = torch.sigmoid((logits + noise) / self.gate_training.temperature)
         hard = (soft > 0.5).to(soft.dtype)
-        return hard + (soft - soft.detach()) if self.mcfg.gate.gradient == "straight-through" else hard
+        return hard + (soft - soft.detach()) if self.gate_training.gradient == "straight-through" else hard
 
     def tokenize(
         self, images: Tensor, threshold: Tensor | float | None = None, decisions: Tensor | None = None
@@ -197,21 +199,8 @@ class MSViT(VisionTransformer):
 
     def fine_regions(self, out: TokenizerOutput) -> Tensor:
         """Which regions were tokenized fine [B, R], read back from the tokenizer's order and counts."""
-        rows = torch.argsort(out.order, dim=1)[:, 1 + self.cfg.num_patches :]  # row of each coarse candidate
+        rows = torch.argsort(out.order, dim=1)[:, 1 + self.vit_config.num_patches :]  # row of each coarse candidate
         return rows >= out.counts[:, None]  # a region is fine iff its coarse token was not selected
-
-    def forward_dense(
-        self, images: Tensor, threshold: Tensor | float | None = None, decisions: Tensor | None = None
-    ) -> Tensor:
-        """Fine-grid feature map [B, D, G, G] for dense heads: each coarse token is copied to its 2x2 fine cells."""
-        out = self.tokenize(images, threshold, decisions)
-        feats = self.features(*pack(out.tokens, out.counts))  # [B, n, D]
-        G, P = self.cfg.grid, self.cfg.num_patches
-        fine = self.fine_regions(out)[:, self.patch_region]  # [B, P]: is each fine cell's region fine?
-        source = torch.where(fine, 1 + torch.arange(P, device=images.device), 1 + P + self.patch_region)
-        rows = torch.argsort(out.order, dim=1).gather(1, source)  # candidate -> its row in tokens
-        dense = feats.gather(1, rows[..., None].expand(-1, -1, feats.shape[-1]))
-        return dense.transpose(1, 2).reshape(-1, feats.shape[-1], G, G)
 
 
 def pack(tokens: Tensor, counts: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -39,7 +39,7 @@ from msvit_edge.checkpoint import (
     read_torch_file,
     save_checkpoint,
 )
-from msvit_edge.config import GateConfig, MSViTConfig, preset
+from msvit_edge.config import GateConfig, GateTraining, MSViTConfig, preset
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_path, check_run_folder, raise_if_stopped, write_json
@@ -68,7 +68,8 @@ class TrainConfig:
     gbas_weight: float = 1.0
     flip_fraction: float = 1.0  # flip gate gradient: share of each batch that gets the extra forward (cost vs noise)
     gbas: GBaSConfig = field(default_factory=GBaSConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)  # architecture of a new gate (not of an --init checkpoint's)
+    gate_training: GateTraining = field(default_factory=GateTraining)
     scene: SceneConfig = field(default_factory=SceneConfig)
     train_size: int | None = None  # use only N (random) training items (quick runs, tests)
     skip_corrupt: bool = False  # ImageFolder: report and skip unreadable images instead of stopping
@@ -128,20 +129,26 @@ def train(cfg: TrainConfig) -> Path:
         _barrier(world)
     final = out / "model.safetensors"
     if rank == 0:
-        meta = {"train": asdict(cfg), "epochs": cfg.epochs}
-        if cfg.stage == "msvit" and cfg.calibrate_threshold:
-            meta["threshold"] = calibrate_threshold(model, val_set, cfg.gbas.target, device)
-            model.mcfg = replace(model.mcfg, gate=replace(model.mcfg.gate, threshold=meta["threshold"]["threshold"]))
-            log.write(record := {"calibrated": meta["threshold"], **validate(model, val_set, cfg, device)})
-            log.say(
-                f"threshold {meta['threshold']['threshold']:.4f} meets the fine target on validation data: "
-                f"val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}"
-            )
-        save_checkpoint(model, final, meta)
+        _save_final(model, val_set, cfg, device, log, final)
     _barrier(world)
     if world > 1:
         dist.destroy_process_group()
     return final
+
+
+def _save_final(model: MSViT, val_set: Dataset, cfg: TrainConfig, device: torch.device, log: _Log, path: Path) -> None:
+    """Stage 2 calibrates the default threshold on the validation images, then the final checkpoint is written."""
+    meta = {"train": asdict(cfg), "epochs": cfg.epochs}
+    if cfg.stage == "msvit" and cfg.calibrate_threshold:
+        meta["threshold"] = calibrate_threshold(model, val_set, cfg.gbas.target, device)
+        # the one thing training writes into the model's config: the threshold the checkpoint deploys with
+        model.config = replace(model.config, threshold=meta["threshold"]["threshold"])
+        log.write(record := {"calibrated": meta["threshold"], **validate(model, val_set, cfg, device)})
+        log.say(
+            f"threshold {meta['threshold']['threshold']:.4f} meets the fine target on validation data: "
+            f"val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}"
+        )
+    save_checkpoint(model, path, meta)
 
 
 class TrainStep(nn.Module):
@@ -150,6 +157,7 @@ class TrainStep(nn.Module):
     def __init__(self, model: MSViT, cfg: TrainConfig):
         super().__init__()
         self.model, self.cfg = model, cfg
+        model.gate_training = cfg.gate_training
         self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.stage == "msvit" if name.startswith("gate.") else not cfg.freeze_backbone)
@@ -162,13 +170,13 @@ class TrainStep(nn.Module):
         model, cfg = self.model, self.cfg
         if cfg.stage == "backbone":
             logits = model.encode(model.embed(images))
-            count = model.cfg.num_patches + 1
+            count = model.vit_config.token_range.max
             ones = logits.new_ones(len(images), model.num_regions)
             return logits, ones, torch.full_like(logits[:, 0], count), logits.new_zeros(())
         out = model.tokenize(images)
         logits = model.encode(*pack(out.tokens, out.counts))
         surrogate = logits.new_zeros(())
-        if model.mcfg.gate.gradient == "flip":
+        if model.gate_training.gradient == "flip":
             n = max(1, round(cfg.flip_fraction * len(images)))  # the batch is shuffled: its first n are a sample
             fine = model.fine_regions(out)[:n].to(images.dtype)
             regions = torch.randint(model.num_regions, (n,), device=images.device)
@@ -258,7 +266,7 @@ def validate(model: MSViT, dataset: Dataset, cfg: TrainConfig, device: torch.dev
     for images, labels in DataLoader(dataset, batch_size=256, num_workers=cfg.workers):
         images = images.to(device)
         if cfg.stage == "backbone":
-            logits, n = model.encode(model.embed(images)), torch.full((len(images),), model.cfg.num_patches + 1)
+            logits, n = model.encode(model.embed(images)), torch.full((len(images),), model.vit_config.token_range.max)
         else:
             out = model.tokenize(images)
             logits, n = model.encode(*pack(out.tokens, out.counts)), out.counts
@@ -287,16 +295,11 @@ def _build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
     if cfg.init and _is_msvit_checkpoint(cfg.init):
         model, meta = load_checkpoint(cfg.init)
         if cfg.new_gate:
-            fresh = MSViT(MSViTConfig(model.cfg, cfg.gate))
+            fresh = MSViT(MSViTConfig(model.vit_config, cfg.gate))
             backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("gate.")}
             missing, unexpected = fresh.load_state_dict(backbone, strict=False)
             assert not unexpected and all(k.startswith("gate.") for k in missing)
             return fresh, meta | {"new_gate": True}
-        # this run's training-time gate settings; the architecture (width, depth, input) is the checkpoint's
-        gate = replace(
-            model.mcfg.gate, noise=cfg.gate.noise, temperature=cfg.gate.temperature, gradient=cfg.gate.gradient
-        )
-        model.mcfg = replace(model.mcfg, gate=gate)
         return model, meta
     overrides = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}
     model = MSViT(MSViTConfig(preset(cfg.preset, **overrides), cfg.gate))
@@ -314,7 +317,7 @@ def _is_msvit_checkpoint(path: str) -> bool:
 
 
 def _datasets(cfg: TrainConfig, model: MSViT) -> tuple[Dataset, Dataset]:
-    vit = model.cfg
+    vit = model.vit_config
     full = open_dataset(
         cfg.data, "train", vit.img_size, vit.mean, vit.std, scene=cfg.scene, skip_corrupt=cfg.skip_corrupt
     )

@@ -107,7 +107,7 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
-        self.cfg = cfg
+        self.vit_config = cfg
         D = cfg.embed_dim
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, D)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
@@ -118,6 +118,12 @@ class VisionTransformer(nn.Module):
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    @property
+    def cfg(self) -> ViTConfig:
+        """Deprecated name of ``vit_config``: kept only while engines/torch_tensorrt.py and benchmarks/precision.py
+        read ``model.cfg``; delete once they read ``vit_config``."""
+        return self.vit_config
+
     def set_export(self, enable: bool = True) -> VisionTransformer:
         """Select ONNX/TensorRT-friendly code paths in every submodule that has one (e.g. unfused attention)."""
         for module in self.modules():
@@ -127,7 +133,7 @@ class VisionTransformer(nn.Module):
 
     def check_images(self, images: Tensor) -> None:
         """Raise a user-facing error for an image batch this model cannot take."""
-        c, s = self.cfg.in_chans, self.cfg.img_size
+        c, s = self.vit_config.in_chans, self.vit_config.img_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (c, s, s):
             raise MsvitEdgeError(f"model expects images of shape [B, {c}, {s}, {s}], got {list(images.shape)}")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from msvit_edge.checkpoint import load_checkpoint, load_vit_weights, resize_pos_embed, save_checkpoint
-from msvit_edge.config import MSViTConfig, ViTConfig
+from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.msvit import MSViT
 from msvit_edge.vit import VisionTransformer
@@ -148,7 +150,7 @@ def test_msvit_checkpoint_round_trip(tmp_path, half):
     model = MSViT(MSViTConfig(TINY)).eval()
     path = save_checkpoint(model, tmp_path / "m.safetensors", {"epochs": 3}, half=half)
     loaded, meta = load_checkpoint(path)
-    assert meta == {"epochs": 3} and loaded.mcfg == model.mcfg
+    assert meta == {"epochs": 3} and loaded.config == model.config
     with torch.no_grad():
         torch.testing.assert_close(loaded(images()), model(images()), rtol=0, atol=1e-2 if half else 0)
     assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
@@ -200,3 +202,34 @@ def test_a_torch_save_file_is_named_a_plain_vit_checkpoint(tmp_path):
     torch.save({"model": vit().state_dict()}, tmp_path / "deit.pth")
     with pytest.raises(MsvitEdgeError, match="not an msvit-edge checkpoint: a plain ViT/DeiT one"):
         load_checkpoint(tmp_path / "deit.pth")
+
+
+GOLDEN = Path(__file__).parent / "data" / "demo_checkpoint_golden.npz"  # the demo's answers before GateTraining
+
+
+def test_the_embedded_demo_checkpoint_still_loads_and_gives_the_same_logits():
+    from msvit_edge.checkpoint import demo_checkpoint, read_checkpoint_header
+    from msvit_edge.data import FashionMNISTScenes
+    from msvit_edge.msvit import pack
+
+    stored = json.loads(read_checkpoint_header(demo_checkpoint())["msvit_edge.config"])
+    assert "threshold" in stored["gate"] and "threshold" not in stored  # the format from before GateTraining
+    model, _ = load_checkpoint(demo_checkpoint())
+    assert model.config.threshold == stored["gate"]["threshold"]
+    sample = Path(demo_checkpoint()).parent / "fashion-mnist-sample"
+    scenes = FashionMNISTScenes.from_split("test", root=sample)
+    with torch.no_grad():
+        out = model.tokenize(torch.stack([scenes[i][0] for i in range(8)]))
+        logits = model.encode(*pack(out.tokens, out.counts))
+    with np.load(GOLDEN) as golden:
+        np.testing.assert_array_equal(out.counts.numpy(), golden["counts"])
+        np.testing.assert_allclose(logits.numpy(), golden["logits"], rtol=0, atol=1e-5)
+
+
+def test_a_config_from_before_gate_training_reads_as_architecture_and_threshold():
+    old = {"vit": {"img_size": 32, "patch_size": 4, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    old["gate"] = {"hidden": 16, "layers": 3, "threshold": 0.7, "temperature": 0.5, "noise": False, "gradient": "flip"}
+    cfg = MSViTConfig.from_dict(old)
+    assert cfg.gate == GateConfig(hidden=16, layers=3) and cfg.threshold == 0.7 and cfg.vit.mean == (0.5,) * 3
+    assert MSViTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # as a checkpoint header stores it
+    assert set(cfg.to_dict()) == {"vit", "gate", "threshold"} and "threshold" not in cfg.to_dict()["gate"]

@@ -53,7 +53,7 @@ def test_baselines_have_the_token_counts_they_promise(report):
 
 def test_gmacs_follow_the_mac_model(report):
     r, _, model = report
-    s, vit, gate = r["settings"], model.cfg, model.mcfg.gate
+    s, vit, gate = r["settings"], model.vit_config, model.config.gate
     assert s["all-fine"]["gmacs"] == pytest.approx(vit_macs(vit) / 1e9)
     assert s["all-coarse"]["gmacs"] == pytest.approx((patch_embed_macs(vit, 25) + encoder_macs(vit, 26)) / 1e9)
     m = s["msvit"]

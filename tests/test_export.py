@@ -347,7 +347,7 @@ def test_random_weights_preset_is_a_latency_only_model_of_that_size():
     cfg = ExportConfig(preset="vit_tiny_patch16_224", random_weights=True)
     model, source = export_module.load_model(cfg)
     assert source == "random weights (vit_tiny_patch16_224)"
-    assert model.cfg.embed_dim == 192 and model.cfg.img_size == 224 and model.num_regions == 49
+    assert model.vit_config.embed_dim == 192 and model.vit_config.img_size == 224 and model.num_regions == 49
 
 
 def test_export_skip_corrupt_plans_and_validates_on_the_readable_images(workdir, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msvit_edge.config import GateConfig, MSViTConfig, preset
+from msvit_edge.config import GateTraining, MSViTConfig, preset
 from msvit_edge.msvit import MSViT, pack
 from msvit_edge.train import TrainConfig, TrainStep
 
@@ -31,8 +31,8 @@ def test_cuda_forward_matches_cpu():
 @pytest.mark.parametrize("gradient", ["flip", "straight-through"])
 def test_cuda_training_step_reaches_the_gate(gradient, device="cuda"):
     torch.manual_seed(0)
-    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=True, gradient=gradient)))
-    step = TrainStep(model, TrainConfig()).to(device).train()
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80")))
+    step = TrainStep(model, TrainConfig(gate_training=GateTraining(noise=True, gradient=gradient))).to(device).train()
     images, labels = torch.randn(32, 3, 80, 80, device=device), torch.arange(32, device=device) % 10
     logits, _, _, surrogate = step(images, labels)
     (torch.nn.functional.cross_entropy(logits, labels) + surrogate).backward()

@@ -1,4 +1,4 @@
-"""MSViT against the plain ViT, token bookkeeping, padding, straight-through gradients, dense output."""
+"""MSViT against the plain ViT, token bookkeeping, padding, straight-through gradients, the gate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig
+from msvit_edge.config import GateConfig, GateTraining, MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.msvit import MSViT, pack
 from msvit_edge.vit import VisionTransformer
@@ -46,6 +46,7 @@ def test_token_counts_follow_decisions(model):
     out = model.tokenize(x, decisions=d)
     assert out.counts.tolist() == [16 + 3 * k + 1 for k in d.sum(1).tolist()]
     assert torch.equal(model.fine_regions(out), d)
+    assert model.vit_config.token_range == (17, 65)
     assert model.tokenize(x, threshold=1.0).counts.tolist() == [17] * 4  # all coarse
     assert model.tokenize(x, threshold=0.0).counts.tolist() == [65] * 4  # all fine
 
@@ -107,7 +108,7 @@ def test_unfused_attention_matches_fused(model):
 
 def test_gate_gets_gradient_from_task_loss_through_straight_through():
     torch.manual_seed(0)
-    model = MSViT(MSViTConfig(TINY, GateConfig(noise=False, gradient="straight-through"))).train()
+    model = MSViT(MSViTConfig(TINY), GateTraining(noise=False, gradient="straight-through")).train()
     out = model.tokenize(images(8))
     logits = model.encode(*pack(out.tokens, out.counts))
     F.cross_entropy(logits, torch.arange(8) % 5).backward()  # task loss only: no gBaS
@@ -125,33 +126,6 @@ def test_training_forward_keeps_selected_tokens_exactly():
     assert torch.equal(replay.counts, out.counts)
     for i, n in enumerate(out.counts):
         torch.testing.assert_close(out.tokens[i, :n].detach(), replay.tokens[i, :n], rtol=0, atol=0)
-
-
-def test_dense_output_copies_coarse_tokens_to_fine_cells(model):
-    x = images(2)
-    with torch.no_grad():
-        dense = model.forward_dense(x, threshold=1.0)  # all coarse: every 2x2 block is one vector
-        assert dense.shape == (2, 32, 8, 8)
-        torch.testing.assert_close(dense[:, :, 0::2, 0::2], dense[:, :, 1::2, 1::2], rtol=0, atol=0)
-        feats = model.features(*pack(*model.tokenize(x, threshold=1.0)[:2]))
-        torch.testing.assert_close(dense[0, :, 2, 2], feats[0, 1 + 5])  # region 5 = (1, 1) -> cells (2..3, 2..3)
-        fine = model.forward_dense(x, threshold=0.0)
-        feats = model.features(model.tokenize(x, threshold=0.0).tokens[:, :65])
-        torch.testing.assert_close(fine.flatten(2).transpose(1, 2), feats[:, 1:65])
-
-
-def test_dense_output_on_a_mixed_selection_maps_every_cell_to_its_token(model):
-    x, d = images(2), random_decisions(2)
-    with torch.no_grad():
-        out = model.tokenize(x, decisions=d)
-        feats = model.features(*pack(out.tokens, out.counts))
-        dense = model.forward_dense(x, decisions=d)
-    row_of = torch.argsort(out.order, 1)  # candidate -> row
-    for b in range(2):
-        for cell in range(64):  # fine grid 8x8; its region on the 4x4 coarse grid
-            r = (cell // 8 // 2) * 4 + (cell % 8) // 2
-            candidate = 1 + cell if d[b, r] else 1 + 64 + r  # its own fine token, or its region's coarse token
-            assert torch.equal(dense[b, :, cell // 8, cell % 8], feats[b, row_of[b, candidate]])
 
 
 @pytest.mark.parametrize(
@@ -176,7 +150,7 @@ def test_non_divisible_sizes_are_clear_errors():
 
 def reference_gate(model: MSViT, images: torch.Tensor) -> torch.Tensor:
     """The gate by its definition: the MLP on each flattened region, detail-transformed when configured."""
-    if model.mcfg.gate.input == "detail":
+    if model.config.gate.input == "detail":
         blocks = images.reshape(*images.shape[:2], 16, 2, 16, 2)
         images = (blocks - blocks.mean((3, 5), keepdim=True)).reshape(images.shape)
     B, C, H, W = images.shape  # flattened 8x8 regions, row-major, (C, y, x) within a region
@@ -208,4 +182,4 @@ def test_detail_gate_ignores_what_coarse_tokens_already_see():
     with pytest.raises(MsvitEdgeError, match="gate input must be"):
         GateConfig(input="edges")
     with pytest.raises(MsvitEdgeError, match="gate gradient must be"):
-        GateConfig(gradient="reinforce")
+        GateTraining(gradient="reinforce")

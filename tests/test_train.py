@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from msvit_edge import train as train_module
 from msvit_edge.checkpoint import load_checkpoint, save_checkpoint
-from msvit_edge.config import GateConfig, MSViTConfig, preset
+from msvit_edge.config import GateTraining, MSViTConfig, preset
 from msvit_edge.data import FashionMNISTScenes, SceneConfig, random_subset, split
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.loss import GBaSConfig
@@ -66,7 +66,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     one, _ = load_checkpoint(tmp_path / "one" / "model.safetensors")
     two, _ = load_checkpoint(tmp_path / "two" / "model.safetensors")
     torch.manual_seed(0)  # train() seeds rank 0 with the config's seed before building the model
-    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=False))).eval()
+    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80"))).eval()
     scenes = FashionMNISTScenes.from_split("test")
     x = torch.stack([scenes[i][0] for i in range(64)])
     # Compare what the models compute, not raw weights: a few first-layer gate weights get gradients that nearly
@@ -86,9 +86,10 @@ def test_two_process_ddp_trains_the_gate_with_the_flip_gradient(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     trained, _ = load_checkpoint(tmp_path / "two" / "model.safetensors")
     torch.manual_seed(0)
-    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=False)))
+    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80")))
     moved = (trained.gate.mlp[0].weight - start.gate.mlp[0].weight).abs().max()
-    assert trained.mcfg.gate.gradient == "flip" and moved > 1e-4
+    recorded = json.loads((tmp_path / "two" / "config.json").read_text())["gate_training"]
+    assert recorded["gradient"] == "flip" and moved > 1e-4
 
 
 def quick_config(out: Path, epochs: int) -> TrainConfig:
@@ -100,7 +101,7 @@ def quick_config(out: Path, epochs: int) -> TrainConfig:
         val_size=32,
         lr=1e-3,
         warmup_epochs=0,
-        gate=GateConfig(noise=False),
+        gate_training=GateTraining(noise=False),
         gbas=GBaSConfig(target=0.35),
         scene=SceneConfig(),
         progress=False,
@@ -133,7 +134,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     (calibrated,) = [r["calibrated"] for r in records if "calibrated" in r]
     assert calibrated["fine_fraction"] == pytest.approx(0.35, abs=0.02)  # 32 images x 25 regions: quantile steps
     model, meta = load_checkpoint(out / "model.safetensors")
-    assert model.mcfg.gate.threshold == meta["threshold"]["threshold"] == calibrated["threshold"]
+    assert model.config.threshold == meta["threshold"]["threshold"] == calibrated["threshold"]
 
 
 def test_new_gate_keeps_the_backbone_and_starts_a_fresh_gate(tmp_path):
@@ -144,7 +145,7 @@ def test_new_gate_keeps_the_backbone_and_starts_a_fresh_gate(tmp_path):
     save_checkpoint(old, tmp_path / "old.safetensors")
     kept, _ = train_module._build_model(TrainConfig(init=str(tmp_path / "old.safetensors")))
     fresh, meta = train_module._build_model(TrainConfig(init=str(tmp_path / "old.safetensors"), new_gate=True))
-    assert meta["new_gate"] and fresh.cfg == old.cfg
+    assert meta["new_gate"] and fresh.vit_config == old.vit_config
     backbone = [name for name in old.state_dict() if not name.startswith("gate.")]
     assert backbone and all(torch.equal(old.state_dict()[n], fresh.state_dict()[n]) for n in backbone)
     assert (fresh.gate.mlp[-1].bias - old.gate.mlp[-1].bias).abs().min() > 2.0  # not the +3 of the old gate
@@ -153,7 +154,7 @@ def test_new_gate_keeps_the_backbone_and_starts_a_fresh_gate(tmp_path):
 
 def test_freeze_backbone_trains_only_the_gate(tmp_path):
     torch.manual_seed(0)
-    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80"), GateConfig(noise=False)))
+    start = MSViT(MSViTConfig(preset("vit_demo_patch8_80")))
     save_checkpoint(start, tmp_path / "start.safetensors")
     cfg = quick_config(tmp_path / "run", 1)
     cfg.init, cfg.freeze_backbone = str(tmp_path / "start.safetensors"), True
@@ -185,17 +186,16 @@ def test_a_training_subset_still_re_renders_scenes_each_epoch():
 
 def test_validation_scenes_stay_as_built_while_training_re_renders(tmp_path):
     cfg = quick_config(tmp_path, 1)
-    train_set, val_set = train_module._datasets(cfg, _small_msvit("flip"))
+    train_set, val_set = train_module._datasets(cfg, _small_msvit())
     first_train, first_val = train_set[0][0], val_set[0][0]
     train_module._set_epoch(train_set, 1)
     assert not torch.equal(train_set[0][0], first_train)
     assert torch.equal(val_set[0][0], first_val)
 
 
-def _small_msvit(gradient: str) -> MSViT:
+def _small_msvit() -> MSViT:
     torch.manual_seed(0)
-    cfg = preset("vit_demo_patch8_80", embed_dim=32, depth=2, num_heads=2)
-    return MSViT(MSViTConfig(cfg, GateConfig(gradient=gradient)))
+    return MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=2, num_heads=2)))
 
 
 def _scene_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +204,7 @@ def _scene_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_flip_gain_is_the_loss_change_from_tokenizing_the_region_fine():
-    model = _small_msvit("flip").train()
+    model = _small_msvit().train()
     images, labels = _scene_batch(8)
     fine = (torch.rand(8, model.num_regions) < 0.4).float()
     regions = torch.randint(model.num_regions, (8,))
@@ -226,8 +226,8 @@ def test_flip_gain_is_the_loss_change_from_tokenizing_the_region_fine():
 
 @pytest.mark.parametrize("gradient", ["flip", "straight-through"])
 def test_the_task_loss_reaches_the_gate_only_through_the_chosen_gradient(gradient):
-    model = _small_msvit(gradient).train()
-    step = TrainStep(model, TrainConfig())
+    model = _small_msvit().train()
+    step = TrainStep(model, TrainConfig(gate_training=GateTraining(gradient=gradient)))
     images, labels = _scene_batch(16)
     logits, _, _, surrogate = step(images, labels)
     task = F.cross_entropy(logits, labels)
@@ -242,15 +242,15 @@ def test_the_task_loss_reaches_the_gate_only_through_the_chosen_gradient(gradien
 
 
 def test_flip_fraction_estimates_from_the_first_images_as_a_smaller_batch_would():
-    model = _small_msvit("flip").train()
-    model.mcfg = MSViTConfig(model.cfg, GateConfig(noise=False))  # decisions draw nothing: only the regions do
+    model = _small_msvit().train()
+    exact = GateTraining(noise=False)  # decisions draw nothing: only the regions do
     images, labels = _scene_batch(16)
     torch.manual_seed(3)
-    *_, quarter = TrainStep(model, TrainConfig(flip_fraction=0.25))(images, labels)
+    *_, quarter = TrainStep(model, TrainConfig(flip_fraction=0.25, gate_training=exact))(images, labels)
     torch.manual_seed(3)
-    *_, small = TrainStep(model, TrainConfig())(images[:4], labels[:4])
+    *_, small = TrainStep(model, TrainConfig(gate_training=exact))(images[:4], labels[:4])
     torch.manual_seed(3)
-    *_, whole = TrainStep(model, TrainConfig())(images, labels)
+    *_, whole = TrainStep(model, TrainConfig(gate_training=exact))(images, labels)
     torch.testing.assert_close(quarter, small, rtol=1e-5, atol=1e-6)
     assert (quarter - whole).abs() > 1e-4  # the other 12 images would have changed it
     with pytest.raises(MsvitEdgeError, match="--flip-fraction"):

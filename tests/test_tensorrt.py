@@ -318,7 +318,7 @@ def test_the_backend_imports_without_tensorrt_cuda_or_torch():
 
 
 def test_torch_tensorrt_compiles_one_input_range_per_bucket_traced_above_batch_1():
-    from msvit_edge.engines.torch_tensorrt import bucket_inputs
+    from msvit_edge.engines.torch_tensorrt import bucket_inputs, vit_inputs
 
     inputs = bucket_inputs(PLAN, 32)
     assert len(inputs) == len(PLAN.buckets)
@@ -326,6 +326,7 @@ def test_torch_tensorrt_compiles_one_input_range_per_bucket_traced_above_batch_1
     assert inputs[1]["mask"] == ((1, 30), (2, 65), (32, 65))
     one = BucketPlan(PLAN.buckets, PLAN.histogram, 0.1, (1, 1, 1))
     assert bucket_inputs(one, 32)[0]["tokens"][1] == (1, 29, 32)  # a batch range of 1 stays 1
+    assert vit_inputs(PLAN, (3, 32, 32)) == {"images": ((1, 3, 32, 32), (2, 3, 32, 32), (32, 3, 32, 32))}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is not None, reason="torch-tensorrt is installed")
@@ -361,6 +362,9 @@ def test_torch_tensorrt_matches_the_torch_pipeline():
                 got, want = compiled(images[start : start + size], 0.5), eager(images[start : start + size], 0.5)
                 np.testing.assert_array_equal(got.counts, want.counts)
                 np.testing.assert_allclose(got.logits, want.logits, atol=1e-3, rtol=1e-3)
+        for size in (1, 16):  # the plain ViT, compiled over the plan's batch range
+            got, want = compiled.plain_vit()(images[:size]), eager.plain_vit()(images[:size])
+            np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
 
 
 # ---- real engines (TensorRT and a GPU) ---------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def precision_graphs(
         _check_int8_inputs(bundle, images, settings)
     key = cache_key(bundle, images if precision == "int8" else None, settings)
     entry = Path(cache_dir or default_cache_dir()) / key
-    hit = (entry / "facts.json").is_file()
+    hit = all((entry / f).is_file() for f in ("facts.json", *(f"{n}.onnx" for n in ENCODERS)))
     if hit:
         log(f"{precision}: calibration cache hit ({entry})")
     else:
@@ -169,7 +169,7 @@ def _check_int8_inputs(bundle: Bundle, images: np.ndarray | None, settings: dict
         raise MsvitEdgeError("INT8 needs calibration images (--calib): none were given")
     check_images(bundle, images)
     if settings["quantizer"] == "modelopt":
-        fp16.require_modelopt("INT8 for TensorRT")
+        fp16.require_modelopt("INT8 quantization with ModelOpt")
 
 
 def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path, key: str, log) -> None:
@@ -188,6 +188,7 @@ def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path
 
 
 def calibration_facts(bundle: Bundle, images: np.ndarray, coverage: list[int]) -> dict:
+    """What the engine manifest records about a calibration: the images' count and hash, images per bucket."""
     buckets = bundle.plan.buckets
     return {
         "images": len(images),

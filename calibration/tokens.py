@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle
 from msvit_edge.errors import MsvitEdgeError
 
@@ -104,7 +105,8 @@ def encoder_feeds(
     return CalibrationFeeds(exact, padded, counts, coverage)
 
 
-def describe_coverage(plan, coverage: list[int]) -> str:
+def describe_coverage(plan: BucketPlan, coverage: list[int]) -> str:
+    """One line: calibration images per bucket of the plan."""
     cells = ", ".join(f"{b.min}..{b.max}: {n}" for b, n in zip(plan.buckets, coverage, strict=True))
     return f"calibration: {sum(coverage)} images over {len(coverage)} buckets (tokens: images) {cells}"
 

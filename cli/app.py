@@ -113,9 +113,12 @@ def train(
 ) -> None:
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
     cfg = _train_config(**locals())  # first: locals() is exactly the options here
+    from msvit_edge.train import is_main_process
     from msvit_edge.train import train as run
 
-    typer.echo(f"trained: {run(cfg)}")
+    final = run(cfg)
+    if is_main_process():  # every torchrun process returns here; one line, not one per process
+        typer.echo(f"trained: {final}")
 
 
 def _train_config(
@@ -145,7 +148,7 @@ def eval_(
         "test", help="train, test, or val: the images the checkpoint's training held out (its recorded seed and size)."
     ),
     out: Path = typer.Option(Path("runs/eval"), help="Report folder (report.json, report.md, plots, overlays)."),
-    limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate N images drawn at random (the same N on every run)."),
     overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
     device: str = typer.Option("cpu"),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),

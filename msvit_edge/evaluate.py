@@ -43,7 +43,7 @@ class EvalConfig:
     out: str = "runs/eval"
     thresholds: tuple[float, ...] = SWEEP
     batch_size: int = 250
-    limit: int | None = None  # evaluate the first N items only
+    limit: int | None = None  # evaluate N items drawn at random (seeded): data sets may be sorted by class
     overlays: int = 8
     seed: int = 0  # random-gate baseline
     device: str = "cpu"

@@ -47,7 +47,7 @@ class ExportConfig:
     preset: str | None = None  # with random_weights: a model of this preset, for latency only
     random_weights: bool = False
     fine_fraction: float | None = None  # set the threshold so this share of calibration regions is fine
-    buckets: int = 5  # smallest K with <= 8% padding on the first demo (4: 8.9%, 5: 6.2%; 4.8% now); one profile each
+    buckets: int = 5  # one TensorRT profile each; why 5: docs/measurements.md
     calib: str = "fashion-mnist-scenes"  # images whose token counts plan the buckets (training split)
     calib_images: int = 2000
     val_images: int = 128  # validation images (test split) stored with PyTorch's answers

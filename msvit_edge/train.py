@@ -136,6 +136,11 @@ def train(cfg: TrainConfig) -> Path:
     return final
 
 
+def is_main_process() -> bool:
+    """True in a single process and in rank 0 under ``torchrun`` (which sets RANK): the one that logs and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _save_final(model: MSViT, val_set: Dataset, cfg: TrainConfig, device: torch.device, log: _Log, path: Path) -> None:
     """Stage 2 calibrates the default threshold on the validation images, then the final checkpoint is written."""
     meta = {"train": asdict(cfg), "epochs": cfg.epochs}

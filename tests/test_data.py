@@ -21,6 +21,7 @@ from msvit_edge.data import (
     SceneConfig,
     load_fashion_mnist,
     open_dataset,
+    random_subset,
     region_overlap,
 )
 from msvit_edge.errors import MsvitEdgeError
@@ -384,3 +385,8 @@ def test_open_dataset_files_and_folders(tmp_path: Path) -> None:
     assert open_dataset(tmp_path / "split", "test", 8, MEAN, STD).classes == ["b"]
     with pytest.raises(MsvitEdgeError, match=re.escape("nothing.csv: not a dataset")):
         open_dataset(tmp_path / "nothing.csv", "train", 20, MEAN, STD)
+
+
+def test_random_subset_draws_across_the_whole_data_set() -> None:
+    subset = random_subset(FashionMNISTScenes(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10), 40)
+    assert len(subset) == 40 and max(subset.indices) >= 40 and len(set(subset.indices)) == 40

@@ -10,7 +10,7 @@ import torch
 
 from msvit_edge.checkpoint import save_checkpoint
 from msvit_edge.config import MSViTConfig, preset
-from msvit_edge.data import FashionMNISTScenes, random_subset
+from msvit_edge.data import FashionMNISTScenes
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.evaluate import EvalConfig, evaluate
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
@@ -92,9 +92,19 @@ def test_report_files_are_written_whole(report):
     assert not list(root.glob(".out*"))
 
 
-def test_limit_draws_a_random_subset(report):
-    subset = random_subset(FashionMNISTScenes(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10), 40)
-    assert len(subset) == 40 and max(subset.indices) >= 40 and len(set(subset.indices)) == 40
+def test_limit_evaluates_a_random_draw_not_the_first_images(tmp_path):
+    """Sorted by class, the first 40 images are all class 0, where a model that always answers 0 scores 100%."""
+    labels = np.r_[np.zeros(40, np.int64), 1 + np.arange(60) % 9]
+    np.savez(tmp_path / "sorted.npz", images=np.zeros((100, 80, 80, 3), np.uint8), labels=labels)
+    torch.manual_seed(0)
+    model = MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=1, num_heads=2)))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_((torch.arange(10) == 0).float())  # always class 0
+    save_checkpoint(model, tmp_path / "zero.safetensors")
+    data, out = str(tmp_path / "sorted.npz"), str(tmp_path / "out")
+    r = evaluate(EvalConfig(str(tmp_path / "zero.safetensors"), data, out=out, limit=40, overlays=0, thresholds=()))
+    assert r["images"] == 40 and 0.2 < r["settings"]["msvit"]["top1"] < 0.7  # a random 40 holds about 40% zeros
 
 
 def test_split_val_is_the_validation_set_training_held_out(tmp_path):

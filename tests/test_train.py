@@ -62,6 +62,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     double = cli("--out", str(tmp_path / "two"), *QUICK, distributed=2)
     assert double.returncode == 0, double.stderr[-2000:]
+    assert single.stdout.count("trained: ") == double.stdout.count("trained: ") == 1  # rank 0 alone says it
     assert '"world_size": 2' in (tmp_path / "two" / "config.json").read_text()
     one, _ = load_checkpoint(tmp_path / "one" / "model.safetensors")
     two, _ = load_checkpoint(tmp_path / "two" / "model.safetensors")

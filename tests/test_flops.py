@@ -1,37 +1,73 @@
-"""The MAC model against the paper's published numbers and against the model it describes."""
+"""The MAC model against the paper's published numbers and against the real modules, counted by PyTorch."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from msvit_edge.config import GateConfig, ViTConfig, preset
-from msvit_edge.flops import encoder_macs, msvit_macs, vit_macs
+from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig, preset
+from msvit_edge.flops import counted_macs, encoder_macs, gate_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.msvit import MSViT, pack
+from msvit_edge.vit import VisionTransformer
+
+# Nothing at its default, so that a formula that ignores a field (MLP ratio, classes, depth, gate width) shows.
+ODD = ViTConfig(img_size=48, patch_size=4, num_classes=7, embed_dim=24, depth=3, num_heads=2, mlp_ratio=2.5)
+GATE = GateConfig(hidden=20, layers=3)
+
+
+@pytest.fixture(scope="module")
+def model() -> MSViT:
+    torch.manual_seed(0)
+    return MSViT(MSViTConfig(ODD, GATE)).eval()
+
+
+def image() -> torch.Tensor:
+    return torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize(
-    "name, gmacs_fine, gmacs_half, gmacs_coarse",
-    [("vit_small_patch16_224", 4.60, 2.80, 1.10), ("vit_tiny_patch16_224", 1.25, 0.74, 0.28)],
+    "name, gmacs_fine, gmacs_half, gmacs_coarse, tokenizer_share",
+    [("vit_small_patch16_224", 4.60, 2.80, 1.10, 0.01), ("vit_tiny_patch16_224", 1.25, 0.74, 0.28, 0.02)],
 )
-def test_reproduces_published_deit_gmacs(name, gmacs_fine, gmacs_half, gmacs_coarse):
+def test_reproduces_published_deit_gmacs(name, gmacs_fine, gmacs_half, gmacs_coarse, tokenizer_share):
     cfg = preset(name)
     assert round(vit_macs(cfg) / 1e9, 2) == gmacs_fine  # 197 tokens
     # msvit-method.md's half-fine and all-coarse figures count the encoder (+ one embedding pass) at 123 / 50 tokens
     assert encoder_macs(cfg, 49 + 3 * 24.5 + 1) / 1e9 == pytest.approx(gmacs_half, abs=0.06)
     assert encoder_macs(cfg, 50) / 1e9 == pytest.approx(gmacs_coarse, abs=0.06)
+    assert (msvit_macs(cfg, GateConfig(), 197) - vit_macs(cfg)) / vit_macs(cfg) < tokenizer_share  # gate, coarse
 
 
-def test_per_layer_formula_counts_every_matmul():
-    cfg = ViTConfig(img_size=32, patch_size=4, num_classes=7, embed_dim=16, depth=1, num_heads=2)
-    n, d = 10, 16
-    qkv, scores, mix, proj, mlp = n * d * 3 * d, n * n * d, n * n * d, n * d * d, 2 * n * d * 4 * d
-    assert encoder_macs(cfg, n) == qkv + scores + mix + proj + mlp + d * 7
+@pytest.mark.parametrize("tokens", [ODD.token_range.min, 50, ODD.token_range.max])
+def test_encoder_macs_are_what_the_encoder_computes(model, tokens):
+    x = torch.randn(1, tokens, ODD.embed_dim)
+    assert encoder_macs(ODD, tokens) == counted_macs(model, model.encode, x)
 
 
-def test_msvit_overhead_is_the_tokenizer_only():
-    cfg, gate = preset("vit_small_patch16_224"), GateConfig()
-    extra = msvit_macs(cfg, gate, 197) - vit_macs(cfg)
-    coarse_embed = 49 * 3 * 16 * 16 * 384
-    gate_macs = 49 * (3 * 32 * 32 * 64 + 2 * 64 * 64 + 64)
-    assert extra == coarse_embed + gate_macs
-    assert extra / vit_macs(cfg) < 0.01
-    assert msvit_macs(cfg, gate, 50) - msvit_macs(cfg, gate, 49) == encoder_macs(cfg, 50) - encoder_macs(cfg, 49)
+def test_plain_vit_macs_are_what_the_plain_vit_computes():
+    vit = VisionTransformer(ODD).eval()
+    assert vit_macs(ODD) == counted_macs(vit, vit, image())
+
+
+def test_tokenizer_parts_are_what_the_modules_compute(model):
+    x = image()
+    assert gate_macs(ODD, GATE) == counted_macs(model, model.gate, x)
+    assert patch_embed_macs(ODD, ODD.num_patches) == counted_macs(model, model.patch_embed, x)
+    assert patch_embed_macs(ODD, ODD.num_regions) == counted_macs(model, model.coarse_embed, x)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
+def test_msvit_macs_are_what_one_image_costs_apart_from_the_selection_bookkeeping(model, threshold):
+    x = image()
+    count = int(model.tokenize(x, threshold=threshold).counts[0])
+    measured = counted_macs(model, lambda: model.encode(*pack(*model.tokenize(x, threshold=threshold)[:2])))
+    keep_map = ODD.num_regions * ODD.num_candidates  # decisions [1, R] @ keep_map [R, M]
+    assert msvit_macs(ODD, GATE, count) == measured - keep_map
+
+
+def test_the_exported_coarse_embedding_costs_four_times_the_pooled_one(model):
+    try:
+        folded = counted_macs(model, model.set_export(True).coarse_embed, image())
+    finally:
+        model.set_export(False)
+    assert folded == 4 * patch_embed_macs(ODD, ODD.num_regions)

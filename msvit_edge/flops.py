@@ -5,17 +5,14 @@ Not counted: normalisation, softmax, activations, additions (the usual conventio
 Per transformer layer with N tokens (CLS included) of width D and MLP ratio r: ``(4 + 2r) N D^2 + 2 N^2 D``, i.e.
 ``12 N D^2 + 2 N^2 D`` for r = 4. DeiT-S at 197 tokens: 4.60 GMACs.
 
-The formulas count the model as it runs in PyTorch; ``counted_macs`` measures the real modules with PyTorch's FLOP
-counter, and the tests hold the formulas to it. Not in the formulas: the tokenizer's selection bookkeeping (one
+The formulas count the model as it runs in PyTorch: the tests hold them to the real modules, counted by PyTorch's
+FLOP counter (``count_macs`` in tests/conftest.py). Not in the formulas: the tokenizer's selection bookkeeping (one
 [R] x [R, M] product per image, see ``MSViT.keep_map``), and the exported graph's coarse embedding, where the
 2x2 pooling is folded into a 2p-wide convolution: 4x the pooled embedding's MACs, 3 R C p^2 D more (about 1% of
 DeiT-S), for one Conv node instead of an AveragePool and a Conv.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from msvit_edge.config import GateConfig, ViTConfig
 
@@ -50,30 +47,3 @@ def msvit_macs(cfg: ViTConfig, gate: GateConfig, tokens: float) -> float:
     tokenizer graph computes) and runs the gate on every region; the encoder sees only the selected tokens.
     """
     return patch_embed_macs(cfg, cfg.num_patches + cfg.num_regions) + gate_macs(cfg, gate) + encoder_macs(cfg, tokens)
-
-
-def counted_macs(model: Any, fn: Callable[..., object], *args: object) -> float:
-    """MACs of the matrix products and convolutions that ``fn(*args)`` runs, counted by PyTorch's FLOP counter.
-
-    Args:
-        model: The ``VisionTransformer`` or ``MSViT`` that ``fn`` runs. The counter does not see fused attention
-            kernels, so its attention runs unfused while counting (the same arithmetic, see ``vit.Attention``).
-        fn: What to count, e.g. ``model.encode``.
-        args: Its arguments.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from msvit_edge.vit import Attention
-
-    attention = [m for m in model.modules() if isinstance(m, Attention)]
-    fused = [a.fused for a in attention]
-    try:
-        for a in attention:
-            a.fused = False
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            fn(*args)
-    finally:
-        for a, was in zip(attention, fused, strict=True):
-            a.fused = was
-    return counter.get_total_flops() / 2  # the counter's FLOPs are 2 per multiply-accumulate

@@ -115,3 +115,28 @@ def copy_bundle(tmp_path_factory):
         return Bundle(folder)
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def count_macs():
+    """``count_macs(model, fn, *args)``: MACs of the matrix products and convolutions ``fn(*args)`` runs, counted by
+    PyTorch's FLOP counter, to hold ``msvit_edge.flops``'s formulas to. The counter does not see fused attention
+    kernels, so ``model``'s attention runs unfused while counting (the same arithmetic, see ``vit.Attention``)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from msvit_edge.vit import Attention
+
+    def count(model, fn, *args) -> float:
+        fused = {m: m.fused for m in model.modules() if isinstance(m, Attention)}
+        try:
+            for m in fused:
+                m.fused = False
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                fn(*args)
+        finally:
+            for m, was in fused.items():
+                m.fused = was
+        return counter.get_total_flops() / 2  # the counter's FLOPs are 2 per multiply-accumulate
+
+    return count

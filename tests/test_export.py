@@ -331,14 +331,12 @@ print(float(np.abs(out.logits - ref.logits[:8]).max()), encoder_macs(vit, 65))
 """
 
 
-def test_bundle_runs_and_is_checked_without_pytorch(bundle, workdir):
-    from msvit_edge.flops import counted_macs
-
+def test_bundle_runs_and_is_checked_without_pytorch(bundle, workdir, count_macs):
     result = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle.path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     max_abs, macs = map(float, result.stdout.split())
     model, _ = export_module.load_checkpoint(workdir / "tiny.safetensors")
-    assert max_abs <= 1e-4 and macs == counted_macs(model, model.encode, torch.zeros(1, 65, 32))
+    assert max_abs <= 1e-4 and macs == count_macs(model, model.encode, torch.zeros(1, 65, 32))
 
 
 @pytest.mark.parametrize("fraction", [0.2, 0.6])

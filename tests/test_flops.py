@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig, preset
-from msvit_edge.flops import counted_macs, encoder_macs, gate_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.flops import encoder_macs, gate_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.msvit import MSViT, pack
 from msvit_edge.vit import VisionTransformer
 
@@ -39,35 +39,35 @@ def test_reproduces_published_deit_gmacs(name, gmacs_fine, gmacs_half, gmacs_coa
 
 
 @pytest.mark.parametrize("tokens", [ODD.token_range.min, 50, ODD.token_range.max])
-def test_encoder_macs_are_what_the_encoder_computes(model, tokens):
+def test_encoder_macs_are_what_the_encoder_computes(model, count_macs, tokens):
     x = torch.randn(1, tokens, ODD.embed_dim)
-    assert encoder_macs(ODD, tokens) == counted_macs(model, model.encode, x)
+    assert encoder_macs(ODD, tokens) == count_macs(model, model.encode, x)
 
 
-def test_plain_vit_macs_are_what_the_plain_vit_computes():
+def test_plain_vit_macs_are_what_the_plain_vit_computes(count_macs):
     vit = VisionTransformer(ODD).eval()
-    assert vit_macs(ODD) == counted_macs(vit, vit, image())
+    assert vit_macs(ODD) == count_macs(vit, vit, image())
 
 
-def test_tokenizer_parts_are_what_the_modules_compute(model):
+def test_tokenizer_parts_are_what_the_modules_compute(model, count_macs):
     x = image()
-    assert gate_macs(ODD, GATE) == counted_macs(model, model.gate, x)
-    assert patch_embed_macs(ODD, ODD.num_patches) == counted_macs(model, model.patch_embed, x)
-    assert patch_embed_macs(ODD, ODD.num_regions) == counted_macs(model, model.coarse_embed, x)
+    assert gate_macs(ODD, GATE) == count_macs(model, model.gate, x)
+    assert patch_embed_macs(ODD, ODD.num_patches) == count_macs(model, model.patch_embed, x)
+    assert patch_embed_macs(ODD, ODD.num_regions) == count_macs(model, model.coarse_embed, x)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
-def test_msvit_macs_are_what_one_image_costs_apart_from_the_selection_bookkeeping(model, threshold):
+def test_msvit_macs_are_what_one_image_costs_apart_from_the_selection_bookkeeping(model, count_macs, threshold):
     x = image()
     count = int(model.tokenize(x, threshold=threshold).counts[0])
-    measured = counted_macs(model, lambda: model.encode(*pack(*model.tokenize(x, threshold=threshold)[:2])))
+    measured = count_macs(model, lambda: model.encode(*pack(*model.tokenize(x, threshold=threshold)[:2])))
     keep_map = ODD.num_regions * ODD.num_candidates  # decisions [1, R] @ keep_map [R, M]
     assert msvit_macs(ODD, GATE, count) == measured - keep_map
 
 
-def test_the_exported_coarse_embedding_costs_four_times_the_pooled_one(model):
+def test_the_exported_coarse_embedding_costs_four_times_the_pooled_one(model, count_macs):
     try:
-        folded = counted_macs(model, model.set_export(True).coarse_embed, image())
+        folded = count_macs(model, model.set_export(True).coarse_embed, image())
     finally:
         model.set_export(False)
     assert folded == 4 * patch_embed_macs(ODD, ODD.num_regions)

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from msvit_edge import __version__
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.errors import MsvitEdgeError, UsageError
 from msvit_edge.io import stop_on, stopped
 
 app = typer.Typer(
@@ -32,30 +32,51 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_debug = {"on": False}  # --debug: tracebacks instead of one-line errors
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error."),
 ) -> None:
     """Train, export and deploy MSViT, a ViT with dynamic mixed-scale tokens."""
+    _debug["on"] = debug
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1, never a traceback.
+    """Console entry point: every error is one line on stderr, never a traceback (unless --debug).
 
-    SIGTERM unwinds like Ctrl-C, so atomic outputs remove their temporaries, and the exit code is then 128 + 15
-    whatever became of the exception on the way (a library may swallow it or turn it into another error).
+    Exit codes: 2 for usage errors (options), 1 for failed work, 128 + 15 after SIGTERM. SIGTERM unwinds like
+    Ctrl-C, so atomic outputs remove their temporaries, whatever became of the exception on the way (a library may
+    swallow it or turn it into another error).
     """
     stop_on(signal.SIGTERM)
     try:
         app()
     except MsvitEdgeError as e:
-        if stopped() is None:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(1)
+        _fail(e, f"error: {e}", e.exit_code)
+    except KeyboardInterrupt as e:
+        _fail(e, "interrupted", 130)
+    except Exception as e:  # a bug, not the user's input: still one line, and how to see more
+        _fail(e, f"error: unexpected {type(e).__name__}: {_first_line(e)} (rerun with --debug for the traceback)", 1)
     finally:
         if (signum := stopped()) is not None:
             typer.secho("terminated", fg="red", err=True)
             sys.exit(128 + signum)
+
+
+def _fail(error: BaseException, message: str, code: int) -> None:
+    if stopped() is not None:
+        return  # the finally clause reports the signal
+    if _debug["on"]:
+        raise error
+    typer.secho(message, fg="red", err=True)
+    sys.exit(code)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 # Options that train and eval share.
@@ -268,7 +289,10 @@ def build(
 @app.command()
 def bench(
     sources: list[str] | None = typer.Argument(
-        None, help="Engine folders (from `build`) or bundles (their FP32 graphs in ONNX Runtime). Default: bundle."
+        None,
+        help="Engine folders (from `build`) or bundles (their FP32 graphs in ONNX Runtime); torch:BUNDLE runs the "
+        "bundle's PyTorch model eager on --device, torch-cudagraphs:BUNDLE with per-bucket CUDA graphs (CUDA "
+        "only). Default: bundle.",
     ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or jetson (adds power from jtop/tegrastats/sysfs)."),
     data: str | None = typer.Option(
@@ -326,7 +350,7 @@ def _numbers(text: str, kind: type, option: str) -> tuple:
     try:
         return tuple(kind(part) for part in text.split(","))
     except ValueError:
-        raise MsvitEdgeError(f"{option} takes comma-separated numbers, got {text!r}") from None
+        raise UsageError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""build for real on the tiny bundle: ONNX Runtime engines at fp32/fp16/int8 (ModelOpt AutoCast, ORT's quantizer),
+"""build for real on the tiny bundle: ONNX Runtime engines at fp32/fp16/int8 (ModelOpt AutoCast and Q/DQ),
 validation recorded, the engine cache, refusals, and the Jetson path that builds from a workstation's graphs."""
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def test_int8_and_fp16_run_changed_encoders_and_the_fp32_tokenizer(engines, bund
     fp16_encoder = onnx.load(str(fp16.graph("encoder")))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16_encoder.graph.initializer)
     assert int8.manifest["calibration"]["calibration"]["images"] == 200
+    assert "QuantizeLinear" in op_types(int8.graph("vit"))  # bench's plain ViT runs at the engine's precision
 
 
 def test_precision_graphs_live_in_the_bundle_and_engines_find_them_by_relative_path(engines, bundle):
@@ -141,26 +142,6 @@ def test_auto_picks_onnxruntime_here_and_says_why():
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "msvit_edge", "build", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--precision", "int4"], "--precision must be one of fp32, fp16, int8, got 'int4'"),
-        (["--backend", "openvino"], "--backend must be one of auto, onnxruntime, tensorrt, got 'openvino'"),
-        (["--backend", "tensorrt"], "msvit-edge[tensorrt]"),
-        (["--bundle", "{tmp}/nowhere"], "{tmp}/nowhere: not an export bundle (no manifest.json)"),
-    ],
-)
-def test_bad_input_is_one_line_and_writes_nothing(bundle, tmp_path, args, message):
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    if "--bundle" not in argv:
-        argv = ["--bundle", str(bundle.path), *argv]
-    result = run_cli(*argv, "--out", str(tmp_path / "out"))
-    assert result.returncode == 1, result.stderr[-1000:]
-    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
-    assert message.replace("{tmp}", str(tmp_path)) in result.stderr
-    assert not (tmp_path / "out").exists()
 
 
 def test_cli_build_prints_the_validation_and_the_engine(bundle, tmp_path):

@@ -41,7 +41,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt")
 ENCODERS = ("encoder", "encoder_masked")
 QUANTIZERS = ("modelopt", "onnxruntime")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 3  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT)
 
 
 class PrecisionGraphs(NamedTuple):
@@ -176,13 +176,17 @@ def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path
     """Make the precision graphs into cache folder ``entry`` (whole or not at all)."""
     with atomic_dir(entry, force=True) as tmp:
         facts = dict(settings)
+        stages = converted(bundle)
         if settings["precision"] == "fp16":
-            log(f"fp16: {', '.join(ENCODERS)} (ModelOpt AutoCast, {', '.join(settings['keep_fp32'])} kept FP32)")
-            fp16.to_fp16_graphs({bundle.graph(n): tmp / f"{n}.onnx" for n in ENCODERS}, settings["keep_fp32"], log)
+            log(f"fp16: {', '.join(stages)} (ModelOpt AutoCast, {', '.join(settings['keep_fp32'])} kept FP32)")
+            fp16.to_fp16_graphs({bundle.graph(n): tmp / f"{n}.onnx" for n in stages}, settings["keep_fp32"], log)
         else:
             feeds = encoder_feeds(bundle, images, log)
-            log(f"int8: {', '.join(ENCODERS)} ({settings['quantizer']}, {settings['method']} calibration)")
-            _quantize([Job(bundle.graph(n), tmp / f"{n}.onnx", feeds.for_graph(n)) for n in ENCODERS], settings, log)
+            jobs = [Job(bundle.graph(n), tmp / f"{n}.onnx", feeds.for_graph(n)) for n in ENCODERS]
+            if "vit" in stages:  # the plain ViT, for bench's comparison at the same precision: calibrated on images
+                jobs.append(Job(bundle.graph("vit"), tmp / "vit.onnx", image_feeds(bundle, images)))
+            log(f"int8: {', '.join(stages)} ({settings['quantizer']}, {settings['method']} calibration)")
+            _quantize(jobs, settings, log)
             facts["calibration"] = calibration_facts(bundle, images, feeds.coverage)
         write_json(tmp / "facts.json", facts | {"cache_key": key, "versions": tool_versions()})
 
@@ -205,10 +209,20 @@ def _quantize(jobs: list[Job], settings: dict, log) -> None:
         ort_int8.quantize_ort(jobs, settings["op_types"], settings["method"], settings["activation"], log)
 
 
+def converted(bundle: Bundle) -> tuple[str, ...]:
+    """The graphs a precision pass converts: both encoders, and the plain ViT where the bundle has one."""
+    return (*ENCODERS, "vit") if bundle.graph("vit").is_file() else ENCODERS
+
+
+def image_feeds(bundle: Bundle, images: np.ndarray, batch: int = 32) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds of a graph that takes images (the plain ViT)."""
+    return [{"images": bundle.preprocess(images[i : i + batch])} for i in range(0, len(images), batch)]
+
+
 def _deliver(bundle: Bundle, entry: Path, out_dir: Path, facts: dict) -> dict[str, Path]:
-    """Copy the cached encoders into ``out_dir`` as ``NAME.PRECISION.onnx``; the tokenizer stays the bundle's."""
+    """Copy the cached graphs into ``out_dir`` as ``NAME.PRECISION.onnx``; the tokenizer stays the bundle's."""
     graphs = {"tokenizer": bundle.graph("tokenizer")}
-    for name in ENCODERS:
+    for name in (n for n in converted(bundle) if (entry / f"{n}.onnx").is_file()):
         graphs[name] = out_dir / f"{name}.{facts['precision']}.onnx"
         with atomic_path(graphs[name]) as tmp:
             shutil.copyfile(entry / f"{name}.onnx", tmp)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from msvit_edge import __version__, validation
 from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
 from msvit_edge.engine import KIND, SCHEMA_VERSION, EngineDir, bundle_id, default_engine_dir, relative_to
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, write_json
@@ -54,6 +55,8 @@ class BuildConfig:
                 f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images >= 1,
                 f"--opt-level must be in 0..5, got {self.opt_level}": self.opt_level is None
                 or 0 <= self.opt_level <= 5,
+                f"--calib-images must be >= {MIN_CALIB_IMAGES} (every bucket needs calibration images), got "
+                f"{self.calib_images}": self.calib_images >= MIN_CALIB_IMAGES,
             }
         )
 
@@ -154,7 +157,8 @@ def _made_elsewhere(folder: Path, cfg: BuildConfig, backend: str, log) -> dict[s
             folder,
         )
     log(f"precision graphs: {folder} (made where ModelOpt is installed)")
-    return {name: folder / f"{name}.{cfg.precision}.onnx" for name in ("encoder", "encoder_masked")}
+    names = ("encoder", "encoder_masked", "vit")
+    return {n: folder / f"{n}.{cfg.precision}.onnx" for n in names if (folder / f"{n}.{cfg.precision}.onnx").is_file()}
 
 
 def _read_json(path: Path) -> dict:

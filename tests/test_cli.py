@@ -45,6 +45,7 @@ def test_module_entry_point_and_console_script_agree(tmp_path):
     assert script.stdout == module.stdout
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_stops_training_unless_skipping_is_asked_for(tmp_path):
     from PIL import Image
 

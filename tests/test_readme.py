@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -26,6 +28,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     assert "bash .ci/setup" in ci and ".venv/bin/pytest" in ci
 
 
+@pytest.mark.slow
 def test_main_job_and_python_example_run_as_written(tmp_path):
     main_job = blocks("Quick start", "bash")[0].split("&& ", 1)[1]  # setup is what the test environment did
     argv = shlex.split(main_job)

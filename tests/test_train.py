@@ -109,6 +109,7 @@ def quick_config(out: Path, epochs: int) -> TrainConfig:
     )
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     straight = load_file(train(quick_config(tmp_path / "straight", 2)))
     real_epoch = train_module._train_epoch

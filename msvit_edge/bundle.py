@@ -25,8 +25,8 @@ from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
 from msvit_edge.preprocess import check_images, load_images, preprocess, resize_rule
 
-# Re-exported only while calibration/images.py (to_uint8) and tests/test_calibration.py (preprocess) import them from
-# here; every other caller imports msvit_edge.preprocess. Delete this line once those two do.
+# Re-exported only while calibration/images.py imports to_uint8 from here; every other caller imports
+# msvit_edge.preprocess. Delete this line once it does too.
 from msvit_edge.preprocess import to_uint8 as to_uint8
 
 SCHEMA_VERSION = 1

@@ -35,6 +35,10 @@ def session(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # No busy-waiting between runs: a pipeline is two sessions (and bench adds the plain ViT's), each with its
+    # own pool, and a pool left spinning after its run takes the cores the next session needs (DeiT-S size,
+    # 2 cores: the MSViT pipeline twice as slow with spinning on; docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     if profile_prefix:

@@ -64,11 +64,13 @@ class Pipeline(ABC):
     Args:
         plan: The bundle's bucket plan.
         pad_to_bucket: Run the encoder at bucket maxima (static-shape engines and CUDA graphs need it).
-        batching: ``pad`` or ``split``: see ``msvit_edge.selection``.
+        batching: ``pad`` or ``split``: see ``msvit_edge.selection``. Default: ``split`` with a plan (faster when a
+            batch's counts span buckets: ``benchmarks/batching.py``), ``pad`` without one.
     """
 
-    def __init__(self, plan: BucketPlan | None = None, pad_to_bucket: bool = False, batching: str = "pad"):
-        self.plan, self.pad_to_bucket, self.batching = plan, pad_to_bucket, batching
+    def __init__(self, plan: BucketPlan | None = None, pad_to_bucket: bool = False, batching: str | None = None):
+        self.plan, self.pad_to_bucket = plan, pad_to_bucket
+        self.batching = batching or ("split" if plan is not None else "pad")
         self.timer: StageTimes | None = None
 
     def __enter__(self) -> Pipeline:

@@ -95,7 +95,9 @@ class CudaGraphTorchPipeline(TorchPipeline):
             workspaces outside the graph).
     """
 
-    def __init__(self, model: MSViT, plan: BucketPlan, device: str = "cuda", batching: str = "pad", warmup: int = 3):
+    def __init__(
+        self, model: MSViT, plan: BucketPlan, device: str = "cuda", batching: str | None = None, warmup: int = 3
+    ):
         require_cuda_graphs(device)
         if plan is None:
             raise MsvitEdgeError("CUDA graphs need the bucket plan: one graph per bucket")
@@ -170,7 +172,7 @@ def torch_pipeline(source: Bundle | EngineDir, model: MSViT | None = None, devic
 
 
 def cuda_graph_pipeline(
-    source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cuda", batching: str = "pad"
+    source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cuda", batching: str | None = None
 ) -> CudaGraphTorchPipeline:
     """``open_pipeline``'s ``torch-cudagraphs`` backend: ``torch_pipeline`` with ``CudaGraphTorchPipeline``."""
     bundle = _bundle_only(source, "torch-cudagraphs")

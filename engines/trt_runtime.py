@@ -117,7 +117,7 @@ class TensorRTPipeline(Pipeline):
         batching: See ``Pipeline``.
     """
 
-    def __init__(self, source: EngineDir | str, pad_to_bucket: bool = False, batching: str = "pad"):
+    def __init__(self, source: EngineDir | str, pad_to_bucket: bool = False, batching: str | None = None):
         self.source = open_source(source)
         if not isinstance(self.source, EngineDir) or self.source.backend != "tensorrt":
             raise MsvitEdgeError("the TensorRT pipeline runs an engine directory built with --backend tensorrt")

@@ -216,30 +216,15 @@ def _encoder(pipe, xs: list[np.ndarray], threshold: float):
 
 
 def deit(args: argparse.Namespace) -> None:
-    """Random-weight MSViT at DeiT-S size (224 px, dim 384, depth 12), calibrated on scenes resized to 224 px."""
-    import torch
-
-    from msvit_edge.checkpoint import save_checkpoint
-    from msvit_edge.config import MSViTConfig, preset
-    from msvit_edge.data import FashionMNISTScenes
+    """Random-weight MSViT at DeiT-S size (224 px, dim 384, depth 12), half its regions fine on scenes rendered at
+    224 px: what ``msvit-edge export --preset vit_small_patch16_224 --random-weights --fine-fraction 0.5`` makes."""
     from msvit_edge.export import ExportConfig, export
-    from msvit_edge.msvit import MSViT
 
-    scenes = FashionMNISTScenes.from_split("train")
-    pixels = np.stack([(scenes.render(i) * 255).round().astype(np.uint8) for i in range(1024)])
-    np.savez(args.work / "scenes1024.npz", images=pixels, labels=scenes.labels[:1024].astype(np.int64))
-    torch.manual_seed(0)
-    model = MSViT(MSViTConfig(vit=preset("vit_small_patch16_224", num_classes=10)))
-    x = torch.from_numpy(pixels[:256]).permute(0, 3, 1, 2).float() / 255
-    x = torch.nn.functional.interpolate(x, size=224, mode="bilinear", antialias=True)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.cfg.mean, model.cfg.std))
-    with torch.no_grad():  # centre the random gate so that about half the regions go fine, as a trained one does
-        model.gate.mlp[-1].bias -= model.gate((x - mean) / std).median()
-    save_checkpoint(model, args.work / "deit_s_random.safetensors")
     cfg = ExportConfig(
         out=str(args.out),
-        ckpt=str(args.work / "deit_s_random.safetensors"),
-        calib=str(args.work / "scenes1024.npz"),
+        preset="vit_small_patch16_224",
+        random_weights=True,
+        fine_fraction=0.5,
         calib_images=1024,
         val_images=32,
         buckets=3,

@@ -22,6 +22,7 @@ import numpy as np
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.preprocess import check_images as check_pixels
 
 MIN_IMAGES = 128  # fewer and the last buckets' tensors get a handful of images: docs/precision.md
 DEFAULT_IMAGES = 512
@@ -55,16 +56,8 @@ def check_images(bundle: Bundle, images: np.ndarray, minimum: int = MIN_IMAGES) 
         images: uint8 images [N, H, W, C].
         minimum: Fewest images accepted.
     """
-    size = int(bundle.manifest["preprocessing"]["size"])
-    channels = _input_channels(bundle)
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-        raise MsvitEdgeError(f"calibration images must be a uint8 array [N, H, W, C], got {got}")
-    if images.shape[1:] != (size, size, channels):
-        raise MsvitEdgeError(
-            f"calibration images are {images.shape[1]}x{images.shape[2]} with {images.shape[3]} channels; the model "
-            f"takes {size}x{size} with {channels} (resize them as the bundle's data was: {_resize_rule(bundle)})"
-        )
+    pre = bundle.manifest["preprocessing"]
+    check_pixels(images, int(pre["size"]), len(pre["mean"]))  # dtype, layout, size and channels
     if len(images) < minimum:
         raise MsvitEdgeError(
             f"{len(images)} calibration images are too few: INT8 calibration needs at least {minimum} "
@@ -141,15 +134,6 @@ def _bucket_feeds(tokens: np.ndarray, counts: np.ndarray, members: np.ndarray, r
 
 def _chunks(index: np.ndarray) -> list[np.ndarray]:
     return [index[i : i + FEED_BATCH] for i in range(0, len(index), FEED_BATCH)]
-
-
-def _input_channels(bundle: Bundle) -> int:
-    inputs = {i["name"]: i for i in bundle.manifest["graphs"]["tokenizer"]["inputs"]}
-    return int(inputs["images"]["shape"][1])
-
-
-def _resize_rule(bundle: Bundle) -> str:
-    return bundle.manifest["preprocessing"].get("resize", "to the model's size")
 
 
 def save_feeds(path: Path, feeds: list[Feed]) -> None:

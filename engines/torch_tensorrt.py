@@ -101,7 +101,7 @@ class TorchTensorRTPipeline(TorchPipeline):
     def activate(self) -> None:
         ttrt = import_torch_tensorrt()
         encoder = _MaskedEncoder(self.model).eval()
-        for index, shapes in enumerate(bucket_inputs(self.plan, self.model.cfg.embed_dim)):
+        for index, shapes in enumerate(bucket_inputs(self.plan, self.model.vit_config.embed_dim)):
             tokens, mask = shapes["tokens"], shapes["mask"]
             inputs = [
                 ttrt.Input(min_shape=tokens[0], opt_shape=tokens[1], max_shape=tokens[2], dtype=torch.float32),
@@ -116,7 +116,7 @@ class TorchTensorRTPipeline(TorchPipeline):
         """The plain ViT compiled by torch-tensorrt over the plan's batch range (compiled here, on the first call)."""
         if self.compiled_vit is None:
             ttrt = import_torch_tensorrt()
-            cfg = self.model.cfg
+            cfg = self.model.vit_config
             lo, opt, hi = vit_inputs(self.plan, (cfg.in_chans, cfg.img_size, cfg.img_size))["images"]
             inputs = [ttrt.Input(min_shape=lo, opt_shape=opt, max_shape=hi, dtype=torch.float32)]
             self.compiled_vit = ttrt.compile(_PlainViT(self.model).eval(), ir="dynamo", inputs=inputs)

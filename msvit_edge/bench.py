@@ -281,12 +281,11 @@ def _data_images(bundle_path: str, data: str, limit: int) -> Images:
 
 
 def _read_data(bundle: Bundle, data: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocessed images and labels of ``data``'s test split, ``limit`` drawn at random (as ``eval --limit``)."""
     try:
         import torch
     except ImportError:
-        from msvit_edge.preprocess import load_folder
-
-        return load_folder(bundle, data, limit)
+        return _read_folder(bundle, Path(data), limit)
     from torch.utils.data import DataLoader
 
     from msvit_edge.data import SceneConfig, open_dataset, random_subset
@@ -298,6 +297,18 @@ def _read_data(bundle: Bundle, data: str, limit: int) -> tuple[np.ndarray, np.nd
         raise MsvitEdgeError("no images", data)
     batches = list(DataLoader(dataset, batch_size=256))
     return torch.cat([x for x, _ in batches]).numpy(), torch.cat([y for _, y in batches]).numpy().astype(np.int64)
+
+
+def _read_folder(bundle: Bundle, root: Path, limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Without PyTorch (a Jetson): an ImageFolder tree, loaded and resized as training did (``Bundle.load_images``)."""
+    from msvit_edge.preprocess import folder_samples
+
+    if not root.is_dir():
+        raise MsvitEdgeError("without PyTorch, --data takes an ImageFolder tree (root/<class>/<images>)", root)
+    samples, _ = folder_samples(root / "test" if (root / "test").is_dir() else root)
+    keep = np.sort(np.random.default_rng(seed).permutation(len(samples))[:limit])
+    paths, labels = zip(*(samples[i] for i in keep), strict=True)
+    return bundle.preprocess(bundle.load_images(list(paths))), np.asarray(labels, np.int64)
 
 
 def measure(pipe, source, images: Images, cfg: BenchConfig, device: str, result: Result, log) -> None:

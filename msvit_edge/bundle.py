@@ -13,7 +13,6 @@ DIR/reference.npz        validation images (uint8 NHWC), labels, and PyTorch's l
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,12 +21,8 @@ import numpy as np
 
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import sha256
+from msvit_edge.io import read_json, sha256
 from msvit_edge.preprocess import check_images, load_images, preprocess, resize_rule
-
-# Re-exported only while calibration/images.py imports to_uint8 from here; every other caller imports
-# msvit_edge.preprocess. Delete this line once it does too.
-from msvit_edge.preprocess import to_uint8 as to_uint8
 
 SCHEMA_VERSION = 1
 GRAPHS = ("tokenizer", "encoder", "encoder_masked")
@@ -111,12 +106,7 @@ class Bundle:
 def read_manifest(folder: Path) -> dict:
     """The bundle manifest in ``folder``, refused with the reason if a reader could trip on it."""
     file = folder / "manifest.json"
-    if not file.is_file():
-        raise MsvitEdgeError("not an export bundle (no manifest.json)", folder)
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MsvitEdgeError(f"manifest is not valid JSON ({e})", file) from None
+    manifest = read_json(file, "not an export bundle (no manifest.json)")
     problem = manifest_problem(manifest)
     if problem:
         raise MsvitEdgeError(f"not a usable bundle manifest: {problem}", file)

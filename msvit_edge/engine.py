@@ -27,7 +27,7 @@ import numpy as np
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle, Reference
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import sha256
+from msvit_edge.io import read_json, sha256
 
 KIND = "msvit-edge-engine"
 SCHEMA_VERSION = 1
@@ -98,12 +98,7 @@ class EngineDir:
 def read_engine_manifest(path: Path) -> dict:
     """The engine manifest at ``path``, checked for kind, schema and the keys every reader needs."""
     file = path / "manifest.json"
-    if not file.is_file():
-        raise MsvitEdgeError("not an engine directory (no manifest.json)", path)
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MsvitEdgeError(f"manifest is not valid JSON ({e})", file) from None
+    manifest = read_json(file, "not an engine directory (no manifest.json)")
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
         raise MsvitEdgeError("not an engine manifest (kind is not msvit-edge-engine)", file)
     if manifest.get("schema_version") != SCHEMA_VERSION:

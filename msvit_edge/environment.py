@@ -71,8 +71,8 @@ def tensorrt_version() -> str | None:
 
 def torch_cuda() -> str | None:
     """The CUDA version torch was built with (None: a CPU build, or no torch), without importing torch."""
-    if "torch" in sys.modules:  # already paid for
-        return sys.modules["torch"].version.cuda
+    if "torch" in sys.modules:  # already paid for; None where an import of torch was blocked
+        return None if sys.modules["torch"] is None else sys.modules["torch"].version.cuda
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
         return None

@@ -160,3 +160,13 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json(file: Path, missing: str) -> object:
+    """The JSON document in ``file``; ``missing`` is the one-line error when there is no such file."""
+    if not file.is_file():
+        raise MsvitEdgeError(missing, file.parent)
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MsvitEdgeError(f"manifest is not valid JSON ({e})", file) from None

@@ -13,6 +13,7 @@ A bundle's manifest records the resize rule as data (``preprocessing.resize``, m
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,3 +131,46 @@ def to_uint8(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
 def _per_channel(values: Sequence[float]) -> np.ndarray:
     return np.asarray(values, np.float32)[:, None, None]  # [C, 1, 1]: broadcasts over [..., C, H, W]
+
+
+# ---- ImageFolder trees (root/<class name>/**/<image>), listed without PyTorch --------------------------------------
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def folder_samples(root: Path, skip_other: bool = False) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(image path, label) of every image under ``root/<class>/``, and the class names (sorted subfolders)."""
+    classes = _class_folders(root)
+    samples = [(path, label) for label, name in enumerate(classes) for path in _class_images(root / name, skip_other)]
+    return samples, classes
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _class_folders(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise MsvitEdgeError("dataset folder not found", root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
+    if not classes:
+        raise MsvitEdgeError("no class subfolders (expected root/<class name>/<images>)", root)
+    return classes
+
+
+def _class_images(folder: Path, skip_other: bool = False) -> list[Path]:
+    """Image files under a class folder, sorted; a file that is not an image raises, or is skipped with a warning."""
+    paths = []
+    for path in sorted(folder.rglob("*")):
+        if any(_is_hidden(part) for part in path.relative_to(folder).parts) or path.is_dir():
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            err = MsvitEdgeError(f"not an image file (expected one of {', '.join(sorted(IMAGE_EXTENSIONS))})", path)
+            if not skip_other:
+                raise err
+            warnings.warn(f"skipping {err}", stacklevel=5)
+            continue
+        paths.append(path)
+    if not paths:
+        raise MsvitEdgeError("class folder has no images", folder)
+    return paths

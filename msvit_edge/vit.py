@@ -118,12 +118,6 @@ class VisionTransformer(nn.Module):
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
-    @property
-    def cfg(self) -> ViTConfig:
-        """Deprecated name of ``vit_config``: kept only while engines/torch_tensorrt.py and benchmarks/precision.py
-        read ``model.cfg``; delete once they read ``vit_config``."""
-        return self.vit_config
-
     def set_export(self, enable: bool = True) -> VisionTransformer:
         """Select ONNX/TensorRT-friendly code paths in every submodule that has one (e.g. unfused attention)."""
         for module in self.modules():

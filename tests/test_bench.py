@@ -141,3 +141,28 @@ def test_cli_prints_the_status_table(bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| engine | status | backend | precision |" in result.stdout
     assert f"reports: {tmp_path / 'r'}" in result.stdout
+
+
+NO_TORCH_BENCH = """
+import sys
+sys.modules["torch"] = None  # any import of torch now fails, as on a Jetson without PyTorch
+from msvit_edge.bench import BenchConfig, bench
+report = bench(BenchConfig(sources=(sys.argv[1],), data=sys.argv[2], limit=6, out=sys.argv[3], warmup=0.0,
+                           iters=2, batch=(1,)), log=lambda *_: None)
+acc = report["engines"][0]["accuracy"]
+print(report["engines"][0]["status"], acc["n"], acc["reference"], acc["images"])
+"""
+
+
+def test_data_without_pytorch_reads_an_image_folder_and_says_there_is_no_reference(bundle, tmp_path):
+    from PIL import Image
+
+    for cls, shade in (("a", 40), ("b", 200)):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (50 + 10 * i, 40), (shade, i * 30, 0)).save(tmp_path / "photos" / cls / f"{i}.png")
+    argv = [str(bundle.path), str(tmp_path / "photos"), str(tmp_path / "report")]
+    result = subprocess.run([sys.executable, "-c", NO_TORCH_BENCH, *argv], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    status, n, reference, *origin = result.stdout.split()
+    assert (status, n, reference) == ("passed", "6", "None") and "PyTorch is not installed" in " ".join(origin)

@@ -94,7 +94,7 @@ def test_a_calibration_that_misses_buckets_warns_and_names_them(bundle, images, 
         (lambda x: x[: MIN_IMAGES - 1], f"{MIN_IMAGES - 1} calibration images are too few"),
         (lambda x: x[:, :28, :28], "are 28x28 with 3 channels; the model takes 32x32 with 3"),
         (lambda x: x[..., :1], "with 1 channels; the model takes 32x32 with 3"),
-        (lambda x: x.astype(np.float32), "must be a uint8 array [N, H, W, C], got float32"),
+        (lambda x: x.astype(np.float32), "images must be uint8 [B, H, W, C], got float32"),
     ],
 )
 def test_unusable_calibration_images_are_refused_before_any_work(bundle, images, tmp_path, change, message):

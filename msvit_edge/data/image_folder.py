@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import Dataset
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import check_stats, load_image, open_rgb, preprocess
+from msvit_edge.preprocess import IMAGE_EXTENSIONS, check_stats, folder_samples, load_image, open_rgb, preprocess
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset"]
 
 
 class ImageFolderDataset(Dataset):
@@ -43,12 +43,7 @@ class ImageFolderDataset(Dataset):
         self.image_size = image_size
         check_stats(mean, std, 3)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.classes = _class_folders(self.root)
-        self.samples = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in _class_images(self.root / name, skip_corrupt)
-        ]
+        self.samples, self.classes = folder_samples(self.root, skip_corrupt)
         if skip_corrupt:
             self.samples = _drop_corrupt(self.samples)
 
@@ -59,37 +54,6 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[index]
         pixels = load_image(path, self.image_size)[None]  # uint8 [1, S, S, 3]
         return torch.from_numpy(preprocess(pixels, self.mean, self.std)[0]), label
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _class_folders(root: Path) -> list[str]:
-    if not root.is_dir():
-        raise MsvitEdgeError("dataset folder not found", root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
-    if not classes:
-        raise MsvitEdgeError("no class subfolders (expected root/<class name>/<images>)", root)
-    return classes
-
-
-def _class_images(folder: Path, skip_other: bool = False) -> list[Path]:
-    """Image files under a class folder, sorted; a file that is not an image raises, or is skipped with a warning."""
-    paths = []
-    for path in sorted(folder.rglob("*")):
-        if any(_is_hidden(part) for part in path.relative_to(folder).parts) or path.is_dir():
-            continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            err = MsvitEdgeError(f"not an image file (expected one of {', '.join(sorted(IMAGE_EXTENSIONS))})", path)
-            if not skip_other:
-                raise err
-            warnings.warn(f"skipping {err}", stacklevel=4)
-            continue
-        paths.append(path)
-    if not paths:
-        raise MsvitEdgeError("class folder has no images", folder)
-    return paths
 
 
 def _drop_corrupt(samples: list[tuple[Path, int]]) -> list[tuple[Path, int]]:

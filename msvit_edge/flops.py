@@ -7,9 +7,7 @@ Per transformer layer with N tokens (CLS included) of width D and MLP ratio r: `
 
 The formulas count the model as it runs in PyTorch: the tests hold them to the real modules, counted by PyTorch's
 FLOP counter (``count_macs`` in tests/conftest.py). Not in the formulas: the tokenizer's selection bookkeeping (one
-[R] x [R, M] product per image, see ``MSViT.keep_map``), and the exported graph's coarse embedding, where the
-2x2 pooling is folded into a 2p-wide convolution: 4x the pooled embedding's MACs, 3 R C p^2 D more (about 1% of
-DeiT-S), for one Conv node instead of an AveragePool and a Conv.
+[R] x [R, M] product per image, see ``MSViT.keep_map``).
 """
 
 from __future__ import annotations

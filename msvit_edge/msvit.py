@@ -105,7 +105,6 @@ class MSViT(VisionTransformer):
         self.config = config
         self.gate_training = gate_training or GateTraining()  # how ``decide`` samples in training mode
         p, G, gate = config.vit.patch_size, config.vit.grid, config.gate
-        self.fold_pool = False  # export mode: see coarse_embed
         self.gate = Gate(config.vit.in_chans, 2 * p, gate.hidden, gate.layers, gate.input == "detail")
         # region (row-major coarse grid) that each fine patch (row-major fine grid) belongs to: [G * G]
         rows = torch.arange(G) // 2
@@ -129,21 +128,14 @@ class MSViT(VisionTransformer):
     def num_candidates(self) -> int:
         return self.vit_config.num_candidates
 
-    def set_export(self, enable: bool = True) -> MSViT:
-        self.fold_pool = enable
-        return super().set_export(enable)
-
     def coarse_embed(self, images: Tensor) -> Tensor:
         """Coarse tokens [B, R, D]: the patch embedding of the 2x2 average-pooled image.
 
-        Export mode folds the pooling into the convolution (kernel 2p, each weight spread over its 2x2 pixel block
-        and quartered): the same linear map as one ONNX Conv, without an AveragePool node in front of it.
+        Exported, this is an AveragePool and the fine patch embedding's Conv. Folding the pooling into one Conv with
+        a 2p-wide kernel is the same linear map at 4x the MACs; once ONNX Runtime's sessions stopped spinning it was
+        the slower form at both the demo's and DeiT-S's size (docs/benchmarks.md).
         """
-        if not self.fold_pool:
-            return self.patch_embed(F.avg_pool2d(images, 2))
-        proj = self.patch_embed.proj
-        kernel = proj.weight.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) / 4
-        return F.conv2d(images, kernel, proj.bias, stride=2 * self.vit_config.patch_size).flatten(2).transpose(1, 2)
+        return self.patch_embed(F.avg_pool2d(images, 2))
 
     def coarse_pos_embed(self) -> Tensor:
         """Position embeddings of the coarse grid [1, R, D]: 2x2 means of the fine grid's."""

@@ -63,11 +63,3 @@ def test_msvit_macs_are_what_one_image_costs_apart_from_the_selection_bookkeepin
     measured = count_macs(model, lambda: model.encode(*pack(*model.tokenize(x, threshold=threshold)[:2])))
     keep_map = ODD.num_regions * ODD.num_candidates  # decisions [1, R] @ keep_map [R, M]
     assert msvit_macs(ODD, GATE, count) == measured - keep_map
-
-
-def test_the_exported_coarse_embedding_costs_four_times_the_pooled_one(model, count_macs):
-    try:
-        folded = count_macs(model, model.set_export(True).coarse_embed, image())
-    finally:
-        model.set_export(False)
-    assert folded == 4 * patch_embed_macs(ODD, ODD.num_regions)

@@ -72,7 +72,7 @@ def test_coarse_position_embeddings_are_2x2_means(model):
         torch.testing.assert_close(coarse[i, j], fine[2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean((0, 1)))
 
 
-@pytest.mark.parametrize("export", [False, True], ids=["pooled", "export-folded"])
+@pytest.mark.parametrize("export", [False, True])
 def test_coarse_token_embeds_the_region_resized_to_the_patch(model, export):
     x = images(1)
     model.set_export(export)

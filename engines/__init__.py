@@ -32,8 +32,18 @@ def open_pipeline(source: Bundle | EngineDir | str | Path, backend: str | None =
             ``model`` for the torch backends).
     """
     source = open_source(source)
+    if isinstance(source, EngineDir):
+        _check_built_here(source)
     backend = backend or (source.backend if isinstance(source, EngineDir) else "onnxruntime")
     if backend not in PIPELINES:
         raise MsvitEdgeError(f"unknown backend {backend!r}; choose one of {', '.join(PIPELINES)}")
     module, name = PIPELINES[backend].split(":")
     return getattr(import_module(module), name)(source, **options)
+
+
+def _check_built_here(engine: EngineDir) -> None:
+    """Refuse an engine built for another device or backend version, before loading anything."""
+    from msvit_edge.build import backend_version
+    from msvit_edge.environment import this_device
+
+    engine.check_runs_here(backend_version(engine.backend), this_device())

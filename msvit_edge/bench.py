@@ -217,13 +217,9 @@ def describe_source(source: Bundle | EngineDir | TorchSource) -> dict:
 
 
 def _check_built_here(source: Bundle | EngineDir | TorchSource, device: str) -> None:
+    """Torch sources need the device they run on; engine folders are checked by ``open_pipeline``."""
     if isinstance(source, TorchSource):
         _check_torch_device(source.backend, device)
-    elif isinstance(source, EngineDir):
-        from msvit_edge.build import backend_version
-        from msvit_edge.environment import device_slug
-
-        source.check_runs_here(backend_version(source.backend), device_slug(_environment()))
 
 
 def _check_torch_device(backend: str, device: str) -> None:

@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import sys
+from functools import cache
 from pathlib import Path
 
 from msvit_edge import __version__
@@ -181,6 +182,12 @@ def device_slug(env: dict | None = None) -> str:
         return f"cuda-{sm}" + _slug(re.sub(r"^NVIDIA\s+", "", gpu["name"] or "gpu"))
     digest = hashlib.sha256(env["cpu"]["model"].encode()).hexdigest()[:8]
     return f"cpu-{_slug(env['cpu']['arch'] or 'unknown')}-{digest}"
+
+
+@cache
+def this_device() -> str:
+    """``device_slug()`` of this machine, measured once per process."""
+    return device_slug()
 
 
 def device_description(env: dict | None = None) -> str:

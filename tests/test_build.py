@@ -149,3 +149,12 @@ def test_cli_build_prints_the_validation_and_the_engine(bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "validation: onnxruntime fp32 vs PyTorch on 48 reference images" in result.stdout
     assert f"engine: {tmp_path / 'e'}" in result.stdout
+
+
+def test_open_pipeline_refuses_an_engine_built_for_another_device(bundle, tmp_path):
+    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "e")), log=quiet)
+    manifest = json.loads((engine.path / "manifest.json").read_text())
+    manifest["device"]["slug"] = "cuda-sm90-h200"
+    (engine.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MsvitEdgeError, match=r"built for device cuda-sm90-h200, this is cpu-.*; rebuild it here"):
+        open_pipeline(engine.path)

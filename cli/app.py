@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -52,6 +53,7 @@ def main() -> None:
     swallow it or turn it into another error).
     """
     stop_on(signal.SIGTERM)
+    warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"  # one line, no source path
     try:
         app()
     except MsvitEdgeError as e:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge.checkpoint import load_model
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
@@ -49,6 +49,11 @@ class EvalConfig:
     device: str = "cpu"
     force: bool = False
     skip_corrupt: bool = False  # ImageFolder: report and skip unreadable images instead of stopping
+
+    def __post_init__(self) -> None:
+        require(
+            {f"--split must be one of train, test, val, got {self.split!r}": self.split in ("train", "test", "val")}
+        )
 
 
 @dataclass

@@ -103,6 +103,11 @@ CASES = [
     (["eval", "--data", "{f}/nan.npz"], FAILED, "nan.npz: float images hold 1 NaN or infinite values"),
     (["eval", "--data", "{f}/image.png"], FAILED, "image.png: not a dataset"),
     (["eval", "--limit", "0"], USAGE, "Invalid value for '--limit'"),
+    (
+        ["eval", "--split", "tset", "--data", "{f}/few.npz"],
+        USAGE,
+        "--split must be one of train, test, val, got 'tset'",
+    ),
     (["eval", "--out", "{f}/existing"], FAILED, "{f}/existing: output folder exists (pass --force to replace it)"),
     # export
     (["export", "--ckpt", "{f}/missing.safetensors"], FAILED, "{f}/missing.safetensors: checkpoint not found"),

@@ -390,3 +390,21 @@ def test_open_dataset_files_and_folders(tmp_path: Path) -> None:
 def test_random_subset_draws_across_the_whole_data_set() -> None:
     subset = random_subset(FashionMNISTScenes(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10), 40)
     assert len(subset) == 40 and max(subset.indices) >= 40 and len(set(subset.indices)) == 40
+
+
+def test_a_mistyped_split_is_refused_and_a_flat_folder_as_test_split_warns(tmp_path):
+    from PIL import Image
+
+    from msvit_edge.data import open_dataset
+    from msvit_edge.errors import UsageError
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / cls / "0.png")
+    with pytest.raises(UsageError, match="split must be one of train, test, got 'tset'"):
+        open_dataset(tmp_path, "tset", 8, (0.5,) * 3, (0.5,) * 3)
+    with pytest.warns(UserWarning, match="no test/ subfolder, so the test split is every image of the folder"):
+        open_dataset(tmp_path, "test", 8, (0.5,) * 3, (0.5,) * 3)
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "a" / "0.png")
+    assert len(open_dataset(tmp_path, "test", 8, (0.5,) * 3, (0.5,) * 3)) == 1  # its own test/ folder: no warning

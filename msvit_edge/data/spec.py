@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from torch.utils.data import Dataset
 from msvit_edge.data.image_folder import ImageFolderDataset
 from msvit_edge.data.npz import NpzDataset
 from msvit_edge.data.scenes import FashionMNISTScenes, SceneConfig
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.errors import MsvitEdgeError, UsageError
 
 SCENES_SPEC = "fashion-mnist-scenes"
+SPLITS = ("train", "test")
 
 
 def open_dataset(
@@ -41,6 +43,8 @@ def open_dataset(
     Returns:
         A dataset of (float32 [3, image_size, image_size], label) pairs with a ``classes`` attribute; never empty.
     """
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     dataset = _open(spec, split, image_size, mean, std, scene, skip_corrupt)
     if len(dataset) == 0:
         skipped = " readable" if skip_corrupt else ""
@@ -64,7 +68,14 @@ def _open(
         return NpzDataset(path, image_size, mean, std)
     if path.is_dir():
         folder = path / split if (path / split).is_dir() else path
-        return ImageFolderDataset(folder, image_size, mean, std, skip_corrupt=skip_corrupt)
+        dataset = ImageFolderDataset(folder, image_size, mean, std, skip_corrupt=skip_corrupt)
+        if folder == path and split == "test":
+            warnings.warn(
+                f"{path}: no test/ subfolder, so the test split is every image of the folder, the same "
+                "images a train split of it would use",
+                stacklevel=4,
+            )
+        return dataset
     raise MsvitEdgeError(
         f"not a dataset: expected {SCENES_SPEC!r}, a folder of Fashion-MNIST IDX files, an .npz file "
         "or an ImageFolder tree",

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -327,7 +328,7 @@ def total_rail(sample: TegrastatsSample) -> tuple[str, float, float] | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class PowerSampler:
+class PowerSampler(ABC):
     """Samples rail power (and temperatures where the source has them) from ``__enter__`` to ``__exit__``.
 
     ``samples`` and ``temperatures`` are lists of ``(time.monotonic(), {name: value})``, appended from a
@@ -360,8 +361,9 @@ class PowerSampler:
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 3 * self.interval_ms / 1000))
 
+    @abstractmethod
     def _loop(self) -> None:
-        raise NotImplementedError
+        """Sample until ``self._stop`` is set, handing each reading to ``_add``."""
 
     def _add(self, rails: dict[str, float], temps: Mapping[str, float] = ()) -> None:
         if not rails:
@@ -404,8 +406,9 @@ class _PollingSampler(PowerSampler):
             self._add(*self._poll())
             self._stop.wait(self.interval_ms / 1000)
 
+    @abstractmethod
     def _poll(self) -> tuple[dict[str, float], dict[str, float]]:
-        raise NotImplementedError
+        """One reading: rails in mW, temperatures in C."""
 
 
 class JtopSampler(PowerSampler):

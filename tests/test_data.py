@@ -377,7 +377,8 @@ def test_open_dataset_files_and_folders(tmp_path: Path) -> None:
     npz = _npz(tmp_path / "set.npz", images=GRAY, labels=np.arange(4))
     assert isinstance(open_dataset(npz, "train", 20, MEAN, STD), NpzDataset)
     flat = _make_folder(tmp_path / "flat")
-    assert isinstance(open_dataset(flat, "test", 20, MEAN, STD), ImageFolderDataset)
+    with pytest.warns(UserWarning, match="no test/ subfolder"):  # the same images as its train split
+        assert isinstance(open_dataset(flat, "test", 20, MEAN, STD), ImageFolderDataset)
     rgb = Image.new("RGB", (8, 8))
     _save(tmp_path / "split" / "train" / "a" / "1.png", rgb)
     _save(tmp_path / "split" / "test" / "b" / "1.png", rgb)

@@ -91,7 +91,7 @@ def variant(bundle: Bundle, name: str, calib: np.ndarray, work: Path, method: st
         return precision_graphs(bundle, "fp16", "tensorrt", None, work / "fp16", cache_dir=cache).graphs
     if name == "int8-tensorrt":  # what TensorRT gets: ModelOpt Q/DQ, the rest FP16
         out = work / f"int8-tensorrt-{method}-{len(calib)}"
-        return precision_graphs(bundle, "int8", "tensorrt", calib, out, method, cache).graphs
+        return precision_graphs(bundle, "int8", "tensorrt", calib, out, method, cache_dir=cache).graphs
     folder = work / f"{name}-{method}-{len(calib)}"
     graphs = {n: folder / f"{n}.onnx" for n in ("encoder", "encoder_masked")}
     if all(p.is_file() for p in graphs.values()):

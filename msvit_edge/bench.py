@@ -284,13 +284,10 @@ def _read_data(bundle: Bundle, data: str, limit: int) -> tuple[np.ndarray, np.nd
         return _read_folder(bundle, Path(data), limit)
     from torch.utils.data import DataLoader
 
-    from msvit_edge.data import SceneConfig, open_dataset, random_subset
+    from msvit_edge.data import open_dataset, random_subset
 
     vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
-    scene = SceneConfig(canvas=vit.img_size)
-    dataset = random_subset(open_dataset(data, "test", vit.img_size, vit.mean, vit.std, scene=scene), limit)
-    if len(dataset) == 0:
-        raise MsvitEdgeError("no images", data)
+    dataset = random_subset(open_dataset(data, "test", vit.img_size, vit.mean, vit.std), limit)  # never empty
     batches = list(DataLoader(dataset, batch_size=256))
     return torch.cat([x for x, _ in batches]).numpy(), torch.cat([y for _, y in batches]).numpy().astype(np.int64)
 

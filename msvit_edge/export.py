@@ -27,7 +27,7 @@ from msvit_edge.buckets import BucketPlan, plan_buckets
 from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, io_description
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.config import MSViTConfig, preset
-from msvit_edge.data import SceneConfig, open_dataset, random_subset
+from msvit_edge.data import open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
@@ -158,9 +158,7 @@ def choose_threshold(model: MSViT, cfg: ExportConfig) -> float:
 def dataset(model: MSViT, data: str, split: str, n: int, skip_corrupt: bool = False) -> Dataset:
     """``n`` images of ``data`` drawn at random, at the model's size (scenes are rendered at it)."""
     vit = model.vit_config
-    scene = SceneConfig(canvas=vit.img_size)
-    full = open_dataset(data, split, vit.img_size, vit.mean, vit.std, scene=scene, skip_corrupt=skip_corrupt)
-    return random_subset(full, n)
+    return random_subset(open_dataset(data, split, vit.img_size, vit.mean, vit.std, skip_corrupt=skip_corrupt), n)
 
 
 @torch.no_grad()

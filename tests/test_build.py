@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 
@@ -158,3 +159,11 @@ def test_open_pipeline_refuses_an_engine_built_for_another_device(bundle, tmp_pa
     (engine.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MsvitEdgeError, match=r"built for device cuda-sm90-h200, this is cpu-.*; rebuild it here"):
         open_pipeline(engine.path)
+
+
+def test_int8_calibration_renders_the_default_scenes_at_the_model_size(bundle):
+    from msvit_edge.calibration.images import load_images
+
+    size = bundle.manifest["preprocessing"]["size"]
+    images, _ = load_images(bundle, "fashion-mnist-scenes", n=4)  # a 224 px DeiT-S bundle calibrates the same way
+    assert images.shape == (4, size, size, 3) and images.dtype == np.uint8

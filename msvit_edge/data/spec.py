@@ -34,10 +34,10 @@ def open_dataset(
             (``root/train``, ``root/test``) that subfolder is used, else the folder itself for every split; an .npz
             serves every split.
         split: "train" or "test".
-        image_size: Side of the model's input images, px; must equal the scene canvas for scenes.
+        image_size: Side of the model's input images, px; scenes are rendered at it (a given ``scene`` must match).
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation std.
-        scene: Scene settings (default ``SceneConfig()``).
+        scene: Scene settings (default ``SceneConfig(canvas=image_size)``).
         skip_corrupt: For ImageFolder trees, skip unreadable images with a warning instead of failing.
 
     Returns:
@@ -95,7 +95,7 @@ def _open_scenes(
     std: Sequence[float],
     scene: SceneConfig | None,
 ) -> FashionMNISTScenes:
-    config = scene or SceneConfig()
+    config = scene or SceneConfig(canvas=image_size)  # scenes render at any model's size
     if image_size != config.canvas:
         raise MsvitEdgeError(f"image size {image_size} must equal the scene canvas {config.canvas} for {SCENES_SPEC}")
     return FashionMNISTScenes.from_split(split, root, config, mean=mean, std=std)

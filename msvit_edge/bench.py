@@ -311,7 +311,7 @@ def measure(pipe, source, images: Images, cfg: BenchConfig, device: str, result:
     logits, counts = np.concatenate([o.logits for o in outs]), np.concatenate([o.counts for o in outs])
     result.counts = counts.tolist()
     result.accuracy |= accuracy(logits, counts, images, source.plan)
-    result.status = _status(result.accuracy, result.info["precision"], cfg)
+    result.status = _status(result.accuracy, result.info, cfg)
     log(f"  accuracy: top-1 {_pct(result.accuracy['top1'])} (PyTorch {_pct(result.accuracy.get('reference_top1'))})")
     vit = _plain_vit(pipe)
     for b in cfg.batch:
@@ -355,14 +355,20 @@ def _bucket_accuracy(logits, counts, ref: Reference, labels, where: np.ndarray) 
     }
 
 
-def _status(acc: dict, precision: str, cfg: BenchConfig) -> str:
-    """``validation failed`` when the engine misses its precision's tolerance or a CI gate."""
-    tol = validation.TOLERANCES[precision]
-    bad = acc.get("reference") is not None and (
-        acc["counts_agreement"] < 1.0
-        or acc["agreement"] < tol.min_agreement
-        or acc["reference_top1"] - acc["top1"] > tol.max_accuracy_drop + 1e-12
-    )
+def _status(acc: dict, info: dict, cfg: BenchConfig) -> str:
+    """``validation failed`` when the engine misses its precision's tolerance (for random weights: identical counts
+    and the logits' cosine similarity, see ``validation.check``) or a CI gate."""
+    tol = validation.TOLERANCES[info["precision"]]
+    if acc.get("reference") is None:
+        bad = False
+    elif info.get("latency_only"):
+        bad = acc["counts_agreement"] < 1.0 or acc["logits"]["min_cosine"] < validation.LATENCY_ONLY_MIN_COSINE
+    else:
+        bad = (
+            acc["counts_agreement"] < 1.0
+            or acc["agreement"] < tol.min_agreement
+            or acc["reference_top1"] - acc["top1"] > tol.max_accuracy_drop + 1e-12
+        )
     bad |= cfg.min_accuracy is not None and acc["top1"] < cfg.min_accuracy
     bad |= cfg.min_agreement is not None and acc.get("agreement", 0.0) < cfg.min_agreement
     return "validation failed" if bad else "passed"

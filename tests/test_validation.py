@@ -60,3 +60,18 @@ def test_a_looser_tolerance_is_what_makes_a_report_pass():
     with pytest.raises(MsvitEdgeError):
         check(r, TOLERANCES["fp32"])
     check(r, Tolerance(atol=1e-3, min_agreement=1.0, max_accuracy_drop=0.0))
+
+
+def test_random_weights_are_held_to_cosine_similarity_not_top1():
+    r = report(max_abs=0.1, agreement=0.8, engine=0.0, reference=0.0)
+    for mode in ("batch1", "batched"):
+        r[mode]["logits"]["min_cosine"] = 0.996
+    with pytest.raises(MsvitEdgeError, match="top-1 agrees with PyTorch on 80.00%"):
+        check(r, TOLERANCES["int8"])
+    check(r, TOLERANCES["int8"], latency_only=True)
+    r["batch1"]["logits"]["min_cosine"] = 0.5
+    with pytest.raises(MsvitEdgeError, match=r"cosine similarity with PyTorch's falls to 0\.5000, below 0\.95"):
+        check(r, TOLERANCES["int8"], latency_only=True)
+    r["batch1"] |= {"counts_equal": False, "counts_differ": 3}
+    with pytest.raises(MsvitEdgeError, match="token counts differ"):
+        check(r, TOLERANCES["int8"], latency_only=True)

@@ -31,6 +31,7 @@ from msvit_edge import validation
 from msvit_edge.bundle import Bundle, Reference
 from msvit_edge.config import MSViTConfig
 from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.environment import this_machine
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs, msvit_macs, vit_macs
 from msvit_edge.selection import BATCHING, Selection
@@ -127,17 +128,10 @@ def resolve_device(device: str) -> str:
     if device == "jetson" or (device == "auto" and jetson.detect() is not None):
         jetson.require_jetson()
         return "jetson"
-    has_gpu = bool(_environment()["gpus"])
+    has_gpu = bool(this_machine()["gpus"])
     if device == "cuda" and not has_gpu:
         raise MsvitEdgeError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none)")
     return "cuda" if device == "cuda" or (device == "auto" and has_gpu) else "cpu"
-
-
-@cache
-def _environment() -> dict:
-    from msvit_edge.environment import environment
-
-    return environment()
 
 
 def bench_source(source: str, cfg: BenchConfig, device: str, log) -> Result:

@@ -25,6 +25,7 @@ from msvit_edge import __version__, validation
 from msvit_edge.bundle import GRAPHS, Bundle
 from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
 from msvit_edge.engine import KIND, SCHEMA_VERSION, EngineDir, bundle_id, default_engine_dir, relative_to
+from msvit_edge.environment import this_device, this_machine
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, write_json
 
@@ -68,7 +69,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> EngineDir | P
     bundle.reference()  # every build is validated against it: refuse a bundle without one before any work
     backend, why = choose_backend(cfg.backend, installed=not cfg.graphs_only)
     log(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
-    device = _device_slug()
+    device = this_device()
     out = Path(cfg.out) if cfg.out else default_engine_dir(bundle, backend, cfg.precision, device)
     if not cfg.graphs_only:
         check_output(out, force=True)  # writable; an existing folder is compared by key below
@@ -212,7 +213,7 @@ def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calib
         "backend": backend,
         "backend_version": backend_version(backend),
         "precision": cfg.precision,
-        "device": {"slug": device, "description": device_description()},
+        "device": {"slug": device, "description": device_description(this_machine())},
         "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
         "buckets": bundle.plan.to_dict(),
         "build": {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only")},
@@ -230,7 +231,7 @@ def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Pa
     from msvit_edge.engines.tensorrt import build_engines
 
     # the timing cache outlives engine directories (--force rebuilds reuse it) and is tied to this device
-    cache = bundle.path / "engines" / f"tensorrt-{_device_slug()}.timing.cache"
+    cache = bundle.path / "engines" / f"tensorrt-{this_device()}.timing.cache"
     facts = build_engines(graphs, bundle, tmp, cfg.precision, cfg.workspace_gb, cfg.opt_level, cache, log=log)
     write_json(tmp / "tensorrt.json", facts)
     return {name: f"{name}.plan" for name in facts["engines"]}
@@ -247,9 +248,3 @@ def _validate(engine: EngineDir, precision: str, log) -> dict:
     latency_only = bool(engine.bundle.manifest.get("latency_only"))
     validation.check(report, validation.TOLERANCES[precision], what, latency_only)
     return report
-
-
-def _device_slug() -> str:
-    from msvit_edge.environment import device_slug
-
-    return device_slug()

@@ -185,9 +185,14 @@ def device_slug(env: dict | None = None) -> str:
 
 
 @cache
+def this_machine() -> dict:
+    """``environment()`` of this machine, measured once per process (it runs nvidia-smi, nvpmodel, ...)."""
+    return environment()
+
+
 def this_device() -> str:
-    """``device_slug()`` of this machine, measured once per process."""
-    return device_slug()
+    """``device_slug()`` of this machine."""
+    return device_slug(this_machine())
 
 
 def device_description(env: dict | None = None) -> str:

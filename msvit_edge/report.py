@@ -36,14 +36,14 @@ def check_out(out: str | Path, force: bool) -> None:
 
 def assemble(cfg, device: str, results: list) -> dict:
     """The report: settings, environment, and per source its measurements and status row."""
-    from msvit_edge.bench import _environment
+    from msvit_edge.environment import this_machine
 
     return {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": device,
         "settings": asdict(cfg),
-        "environment": _environment(),
+        "environment": this_machine(),
         "engines": [asdict(r) | {"row": row(r)} for r in results],
     }
 

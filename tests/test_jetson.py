@@ -101,7 +101,7 @@ def test_unconnected_channels_and_off_sensors_are_dropped():
 def test_every_real_line_has_ram_and_a_total(path):
     for text in path.read_text().splitlines():
         s = parse_tegrastats(text)
-        assert s.ram_used_mb and s.ram_total_mb
+        assert 0 < s.ram_used_mb <= s.ram_total_mb
         assert total_rail(s) is not None or path.name == "tx1_l4t28.txt"
 
 
@@ -186,14 +186,6 @@ def test_not_a_jetson_says_where_it_looked(tmp_path):
     assert detect(tmp_path, runner({})) is None
     with pytest.raises(MsvitEdgeError, match=r"looked for /etc/nv_tegra_release and for nvidia,tegra"):
         require_jetson(tmp_path, runner({}))
-
-
-def test_this_machine():
-    info = detect()
-    if info is not None:
-        pytest.skip(f"this is a Jetson: {info.describe()}")
-    with pytest.raises(MsvitEdgeError, match="not an NVIDIA Jetson"):
-        require_jetson()
 
 
 # ------------------------------------------------------------------------------------------------- samplers

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import check_stats, normalise, preprocess, record, to_uint8
+from msvit_edge.preprocess import check_stats, normalise, preprocess, record, resize_rule, to_uint8
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PIXELS = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
@@ -33,14 +33,18 @@ def test_to_uint8_clips_what_no_pixel_could_be():
 def test_normalise_takes_one_image_or_a_batch_alike():
     x01 = PIXELS.transpose(0, 3, 1, 2) / 255.0
     batch = normalise(x01, MEAN, STD)
+    assert batch.shape == x01.shape and batch.dtype == np.float32
+    for c in range(3):
+        np.testing.assert_allclose(batch[:, c], (x01[:, c] - MEAN[c]) / STD[c], atol=1e-6)
     np.testing.assert_array_equal(normalise(x01[1], MEAN, STD), batch[1])
-    np.testing.assert_array_equal(batch, preprocess(PIXELS, MEAN, STD))
 
 
 def test_the_manifest_record_says_what_preprocess_does():
     rec = record(32, MEAN, STD)
-    assert rec["size"] == rec["resize"]["size"] == 32 and rec["scale"] == 1 / 255
-    assert rec["mean"] == list(MEAN) and rec["std"] == list(STD)
+    assert rec["size"] == 32 and rec["resize"] == resize_rule(32)
+    m, s = (np.array(rec[k])[:, None, None] for k in ("mean", "std"))
+    expected = (PIXELS.transpose(0, 3, 1, 2) * rec["scale"] - m) / s
+    np.testing.assert_allclose(preprocess(PIXELS, MEAN, STD), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("mean, std", [((0.5,) * 3, (0.5, 0.0, 0.5)), ((0.5,) * 2, (0.5,) * 3)])

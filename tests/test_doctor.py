@@ -1,6 +1,6 @@
 """msvit_edge.doctor: the matrix follows from what is installed, every gap names its fix, and the text shows it.
 
-Besides this machine (no TensorRT, no GPU), three recorded kinds of machine are described by ``environment()``-shaped
+Besides a CPU-only machine without TensorRT, three recorded kinds of machine are described by ``environment()``-shaped
 dicts: a Jetson on JetPack 6 with apt's TensorRT and no PyTorch, an H200 workstation with everything, and one
 without ONNX Runtime.
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from msvit_edge.doctor import BACKENDS, PRECISIONS, diagnose, format_report, install_command, missing_backend_error
-from msvit_edge.environment import PACKAGES, environment
+from msvit_edge.environment import PACKAGES
 
 H200 = {"name": "NVIDIA H200", "driver_version": "570.124.06", "compute_cap": "9.0", "memory.total": 143771}
 ORIN = {
@@ -48,17 +46,22 @@ def machine(installed: dict[str, str], **parts) -> dict:
 CORE = {"numpy": "1.26.4", "onnx": "1.16.2", "onnxruntime": "1.20.0", "polygraphy": "0.49.9"}
 
 
-def test_this_machine_reports_tensorrt_missing_with_its_install_command():
-    env = environment()
-    if env["tensorrt"] or env["gpus"] or env["jetson"]:
-        pytest.skip("this machine has TensorRT or a GPU")
-    report = diagnose(env)
+def test_a_machine_without_tensorrt_or_gpu_reports_tensorrt_missing_with_its_install_command(tmp_path):
+    report = diagnose(machine(CORE), root=tmp_path)  # no /dev/nvidia0 under the fake root
     assert [report.capability("tensorrt", p).status for p in PRECISIONS] == ["no"] * 3
-    assert 'pip install "msvit-edge[tensorrt]"' in report.capability("tensorrt", "fp32").reason
+    reason = report.capability("tensorrt", "fp32").reason
+    assert 'pip install "msvit-edge[tensorrt]"' in reason and "no NVIDIA GPU" in reason
     assert report.capability("onnxruntime", "fp32").status == "yes"
     rows = [line.split() for line in format_report(report).splitlines()]
     assert ["tensorrt", "missing", "pip", "install", '"msvit-edge[tensorrt]"'] in rows
     assert ["tensorrt", "no", "no", "no"] in rows
+
+
+def test_a_device_node_alone_counts_as_a_gpu(tmp_path):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidia0").touch()
+    report = diagnose(machine(CORE | {"tensorrt": "10.13.0"}), root=tmp_path)
+    assert report.capability("tensorrt", "fp32").status == "yes"
 
 
 def test_diagnose_imports_nothing_heavy():
@@ -96,7 +99,8 @@ def test_gpu_workstation_with_everything():
     env["onnxruntime_providers"] = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     report = diagnose(env)
     statuses = {(c.backend, c.precision): c.status for c in report.capabilities}
-    assert {k for k, s in statuses.items() if s != "yes"} == {("torch", "int8")}
+    fp32_only = {("torch-tensorrt", "fp16"), ("torch-tensorrt", "int8")}
+    assert {k for k, s in statuses.items() if s != "yes"} == {("torch", "int8")} | fp32_only
     assert report.hints == ()
     assert "jetson-stats" not in {p.name for p in report.packages}
 
@@ -118,8 +122,26 @@ def test_missing_backend_error_is_one_line_with_the_fix():
 
 
 def test_format_report_covers_every_cell():
-    text = format_report(diagnose(machine(CORE, jetson=ORIN)))
+    report = diagnose(machine(CORE, jetson=ORIN))
+    text = format_report(report)
     assert "NVIDIA Jetson AGX Orin Developer Kit, L4T 36.4.3 (JetPack 6.2)" in text.splitlines()[0]
-    for backend in BACKENDS:
-        assert any(line.split()[:1] == [backend] and len(line.split()) == 4 for line in text.splitlines())
+    matrix = text.split("\nBackends\n")[1].split("\n  graphs:")[0].splitlines()
+    assert [line.split() for line in matrix] == [
+        list(PRECISIONS),
+        *([b, *(report.capability(b, p).status for p in PRECISIONS)] for b in BACKENDS),
+    ]
+    assert matrix[1].split() == ["onnxruntime", "yes", "graphs", "graphs"]  # no ModelOpt, no torch on this Jetson
     assert "Why not" in text and "Hints" in text
+
+
+def int8_report_line(int8: dict | None) -> str:
+    env = machine(CORE, cpu={"model": "AMD EPYC 7B13", "cores": 8, "arch": "x86_64", "int8": int8})
+    return next(line for line in format_report(diagnose(env)).splitlines() if line.startswith("CPU int8 kernels: "))
+
+
+def test_format_report_says_what_the_cpu_int8_kernels_do():
+    avx2 = int8_report_line({"kernels": "avx2", "u8s8_saturates": True})
+    assert avx2.startswith("CPU int8 kernels: avx2 without VNNI") and "saturate" in avx2 and "uint8" in avx2
+    vnni = int8_report_line({"kernels": "avx512-vnni", "u8s8_saturates": False})
+    assert vnni.startswith("CPU int8 kernels: avx512-vnni") and "saturate" not in vnni and "VNNI" not in vnni
+    assert int8_report_line(None).startswith("CPU int8 kernels: unknown")

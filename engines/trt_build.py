@@ -49,6 +49,7 @@ _PRECISION_PATTERNS = (  # (pattern, class) in match order: BFLOAT16 before FLOA
 TRTEXEC_FAMILIES = ("10", "11")
 COMPARISON = "vit"  # the plain ViT of the same weights: optional, built only for bench's speedup
 _ONNX_PRECISIONS = {"FLOAT": "FP32", "FLOAT16": "FP16", "BFLOAT16": "BF16", "INT8": "INT8", "FLOAT8E4M3FN": "FP8"}
+_PROFILE_SUFFIX = re.compile(r" \[profile (\d+)\]$")  # TensorRT 10.16 lists each layer once per profile
 
 
 def stages(graphs: dict) -> list[str]:
@@ -184,55 +185,67 @@ def trtexec_script(commands: dict[str, str], family: str) -> str:
 
 
 def tensor_precision(text: str) -> str | None:
-    """The precision class of a tensor from the engine inspector's "Format/Datatype" or a ``DataType`` name."""
+    """The precision class of a tensor type named by the engine inspector ("Half", "Row major linear FP16 format")
+    or by ``trt.DataType`` ("HALF")."""
     upper = text.upper()
     return next((cls for pattern, cls in _PRECISION_PATTERNS if pattern.search(upper)), None)
 
 
-def layer_precisions(info: dict) -> dict:
-    """Layer counts by precision from the engine inspector's JSON (built with detailed profiling verbosity).
+def tensor_type(described: dict) -> str:
+    """A layer tensor's type as the inspector describes it: ``"Datatype"`` on TensorRT 11, ``"Format/Datatype"``
+    before (a dict, not a TensorRT object). 11.x split the field and may omit ``"Format"``, whose layout words never
+    decide the type."""
+    return described.get("Datatype") or described.get("Format/Datatype") or ""
 
-    Returns {"layers": n, "precisions": {class: n}, "opaque": n}: a layer counts as the most reduced precision
-    among its input and output tensors; ``opaque`` counts fused Myelin layers, whose inner types the inspector does
-    not list.
+
+def layer_precisions(info: dict) -> dict:
+    """Layer counts by precision class, per optimisation profile, from the engine inspector's JSON (built with
+    detailed profiling verbosity).
+
+    Returns {"profiles": [{"layers": n, "precisions": {class: n}}, ...]}: one entry per profile where the inspector
+    lists every layer once per profile (10.16: names end in " [profile N]"; a name without one is profile 0), else
+    one entry that holds for every profile. A layer counts as the most reduced precision among its input and output
+    tensors, "other" when none has one (shape and index kernels). Myelin regions are listed per kernel ("kgen",
+    "gemm", ...) with typed tensors since TensorRT 9/10, so fused layers hide no precision.
     """
     entries = info.get("Layers", [])
     if any(not isinstance(entry, dict) for entry in entries):
         raise MsvitEdgeError("the engine has no detailed layer information (profiling verbosity is not DETAILED)")
-    counts: Counter[str] = Counter()
-    opaque = 0
+    counts: dict[int, Counter[str]] = {}
     for entry in entries:
-        types = [t.get("Format/Datatype", "") for t in entry.get("Inputs", []) + entry.get("Outputs", [])]
-        found = {tensor_precision(t) for t in types} - {None}
-        counts[min(found, key=PRECISIONS.index) if found else "other"] += 1
-        opaque += entry.get("LayerType") == "Myelin" or "ForeignNode" in str(entry.get("Name", ""))
-    return {"layers": len(entries), "precisions": dict(counts), "opaque": opaque}
+        match = _PROFILE_SUFFIX.search(str(entry.get("Name", "")))
+        found = {tensor_precision(tensor_type(t)) for t in entry.get("Inputs", []) + entry.get("Outputs", [])}
+        found.discard(None)
+        profile = counts.setdefault(int(match.group(1)) if match else 0, Counter())
+        profile[min(found, key=PRECISIONS.index) if found else "other"] += 1
+    listed = [counts[k] for k in sorted(counts)] or [Counter()]
+    return {"profiles": [{"layers": c.total(), "precisions": dict(c)} for c in listed]}
 
 
-def check_precision(stage: str, precision: str, built: dict, parsed: dict[str, int], strongly_typed: bool) -> str:
-    """How the build is known to have the requested precision; ``MsvitEdgeError`` when it is not.
+def check_precision(stage: str, precision: str, built: dict, parsed: dict[str, int]) -> str:
+    """How the build is known to have the requested precision; ``MsvitEdgeError`` when a profile lacks it.
 
     Args:
         stage: Engine name, for the message.
         precision: What was asked: fp32 (nothing to check), fp16 or int8.
         built: ``layer_precisions`` of the built engine.
-        parsed: Tensor counts by precision class in the parsed network, before the build.
-        strongly_typed: Whether the network was strongly typed, so TensorRT had to keep the network's types.
+        parsed: Tensor counts by precision class in the parsed network, before the build (names the cause).
     """
     wanted = WANTED.get(precision)
     if wanted is None:
         return "fp32: nothing to check"
-    if any(built["precisions"].get(p) for p in wanted):
-        return f"engine layers: {built['precisions']}"
-    in_network = any(parsed.get(p) for p in wanted)
-    if strongly_typed and in_network and built["opaque"]:
-        return f"strongly typed network with {wanted[0]} tensors {parsed}; fused layers hide their inner types"
+    profiles = built["profiles"]
+    missing = [i for i, p in enumerate(profiles) if not any(p["precisions"].get(w) for w in wanted)]
+    if not missing:
+        each = f" (each of {len(profiles)} profiles)" if len(profiles) > 1 else ""
+        return f"engine layers: {profiles[0]['precisions']}{each}"
+    where = f" in profile {missing[0]}" if len(profiles) > 1 else ""
     why = (
-        f"TensorRT built it as {built['precisions']} (see {stage}.layers.json)"
-        if in_network
+        f"TensorRT built it as {profiles[missing[0]]['precisions']} (see {stage}.layers.json)"
+        if any(parsed.get(p) for p in wanted)
         else f"its graph has no {wanted[0]} tensors ({parsed}): it is not a {precision} graph from the precision pass"
     )
-    raise MsvitEdgeError(f"asked for {precision} but the {stage} engine has no {wanted[0]} layer: {why}")
+    raise MsvitEdgeError(f"asked for {precision} but the {stage} engine has no {wanted[0]} layer{where}: {why}")
 
 
 def graph_precisions(path: str | Path) -> dict[str, int]:
@@ -380,10 +393,10 @@ def _build_stage(
     seconds = time.perf_counter() - start
     facts, info = _read_back(trt, engine)
     (out_dir / f"{stage}.layers.json").write_text(json.dumps(info, indent=1))
-    evidence = check_precision(stage, precision, facts["layers"], network, typed)
+    evidence = check_precision(stage, precision, facts["layers"], network)
     log(
         f"tensorrt: {plan.name} from {graph.name}: {len(facts['profiles'])} profile(s), {seconds:.1f} s, "
-        f"{plan.stat().st_size / 1e6:.1f} MB, layers {facts['layers']['precisions']}"
+        f"{plan.stat().st_size / 1e6:.1f} MB, layers {facts['layers']['profiles'][0]['precisions']}"
     )
     head = {"file": plan.name, "graph": graph.name, "strongly_typed": typed, "flags": [str(f) for f in flags]}
     return (

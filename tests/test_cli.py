@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import msvit_edge
 
 BLOCK_HEAVY = """
 import importlib.abc, sys
@@ -41,8 +44,8 @@ def test_module_entry_point_and_console_script_agree(tmp_path):
     script = subprocess.run(
         [str(Path(sys.executable).parent / "msvit-edge"), "--version"], capture_output=True, text=True
     )
-    assert module.returncode == 0 and module.stdout.startswith("msvit-edge ")
-    assert script.stdout == module.stdout
+    assert module.returncode == 0 and module.stdout == f"msvit-edge {msvit_edge.__version__}\n"
+    assert script.returncode == 0 and script.stdout == module.stdout
 
 
 @pytest.mark.slow
@@ -126,3 +129,6 @@ def test_help_shows_flags_as_flags():
         result = run("-m", "msvit_edge", *command, "--help")
         assert result.returncode == 0 and "--help" in result.stdout
         assert "<bool>" not in result.stdout, result.stdout
+        if command == ["export"]:  # boolean options: the flag, then at once its help, no value between
+            assert re.search(r"^\s+--force\s{2,}Replace OUT", result.stdout, re.M), result.stdout
+            assert re.search(r"^\s+--random-weights\s{2,}A latency-only", result.stdout, re.M), result.stdout

@@ -61,20 +61,28 @@ def test_shapes_from_a_manifest_take_any_dim_names_on_batch_and_tokens_and_refus
 
 # ---- precision read-back -----------------------------------------------------------------------------------------
 
+INSPECTOR = Path(__file__).parent / "data" / "tensorrt" / "inspector"  # real inspector JSON, sources beside each
+
+
+def inspector(name: str) -> dict:
+    return json.loads((INSPECTOR / f"{name}.json").read_text())
+
 
 @pytest.mark.parametrize(
     "text, precision",
     [
         ("Row major linear FP32", "FP32"),
-        ("Row major linear FP16 format", "FP16"),
         ("Channel major FP16 format where channel % 8 == 0", "FP16"),
-        ("Row major linear Int8 format", "INT8"),
+        ("Four wide channel vectorized row major Int8 format", "INT8"),
         ("Row major linear BFloat16 format", "BF16"),
+        ("Half", "FP16"),  # 10.x and 11.x inspector types without layout words
+        ("Float", "FP32"),
+        ("Int8", "INT8"),
+        ("Int32", None),
+        ("Int64", None),
         ("FLOAT", "FP32"),  # trt.DataType names, as the network reports them
         ("HALF", "FP16"),
-        ("INT8", "INT8"),
         ("UINT8", None),
-        ("INT32", None),
         ("BOOL", None),
     ],
 )
@@ -82,53 +90,93 @@ def test_tensor_precision_reads_inspector_formats_and_datatype_names(text, preci
     assert tensor_precision(text) == precision
 
 
-def _layer(name, kind, inputs, outputs):
-    io = lambda types: [{"Name": f"t{i}", "Format/Datatype": t} for i, t in enumerate(types)]  # noqa: E731
-    return {"Name": name, "LayerType": kind, "Inputs": io(inputs), "Outputs": io(outputs)}
-
-
-INT8_ENGINE = {
-    "Layers": [
-        _layer("qkv", "CaskGemmMatrixMultiply", ["Row major linear Int8 format"], ["Row major linear FP16 format"]),
-        _layer("norm", "Normalization", ["Row major linear FP16 format"], ["Row major linear FP32"]),
-        _layer("shape", "Shuffle", ["Row major Int32 format"], ["Row major Int32 format"]),
+@pytest.mark.parametrize(
+    "name, precisions",
+    [
+        ("trt8.4_fp16_resnet18", {"FP16": 5}),  # the input reformat counts as FP16: its output is
+        ("trt8.4_int8_qdq_resnet18", {"INT8": 4, "FP32": 1, "FP16": 1}),
+        ("trt10.x_int8_resnet18_issue4020", {"INT8": 1}),
+        ("trt10.1_fp16_myelin_alexnet", {"FP16": 13, "other": 1}),  # Myelin kernels typed; shape_call has no tensors
+        ("trt10.16_fp32_myelin_mnist", {"FP32": 8, "other": 1}),  # a kgen of Int32 -> Int64 casts is "other"
     ],
-    "Bindings": ["tokens", "logits"],
-}
-OPAQUE_ENGINE = {"Layers": [_layer("{ForeignNode[/blocks.0/...]}", "Myelin", ["Row major linear FP32"], ["FP32"])]}
+)
+def test_real_inspector_output_of_tensorrt_8_and_10_reads_back_per_layer(name, precisions):
+    built = layer_precisions(inspector(name))
+    assert built == {"profiles": [{"layers": sum(precisions.values()), "precisions": precisions}]}
 
 
-def test_layer_precisions_count_each_layer_at_its_most_reduced_tensor():
-    assert layer_precisions(INT8_ENGINE) == {"layers": 3, "precisions": {"INT8": 1, "FP16": 1, "other": 1}, "opaque": 0}
-    assert layer_precisions(OPAQUE_ENGINE)["opaque"] == 1
+def test_tensorrt_11_layer_tensors_name_their_type_in_datatype():
+    """The key handling of 11.x (``"Datatype"`` + optional ``"Format"``, ``"I/O Tensors"``), on the one file that is
+    not real TensorRT output: its values are the real 10.1 file's, so it tests keys, never values. Reading only
+    ``"Format/Datatype"`` found no type here, and every FP16/INT8 build on TensorRT 11 failed the precision check."""
+    built = layer_precisions(inspector("trt11_fp16_DERIVED_not_real"))
+    assert built == {"profiles": [{"layers": 2, "precisions": {"FP16": 2}}]}
+    assert check_precision("encoder", "fp16", built, {"FP16": 30}).startswith("engine layers: {'FP16': 2}")
+
+
+@pytest.mark.parametrize(
+    "name, fp16, int8",
+    [
+        ("trt8.4_fp16_resnet18", True, False),
+        ("trt8.4_int8_qdq_resnet18", True, True),
+        ("trt10.x_int8_resnet18_issue4020", False, True),
+        ("trt10.1_fp16_myelin_alexnet", True, False),
+        ("trt10.16_fp32_myelin_mnist", False, False),  # the negative control: FP32 with Myelin kernels
+        ("trt11_fp16_DERIVED_not_real", True, False),
+    ],
+)
+def test_the_precision_check_passes_exactly_where_the_engine_has_the_precision(name, fp16, int8):
+    built = layer_precisions(inspector(name))
+    for precision, present in (("fp16", fp16), ("int8", int8)):
+        if present:
+            assert check_precision(name, precision, built, {}).startswith("engine layers")
+        else:
+            with pytest.raises(MsvitEdgeError, match=f"asked for {precision} but the {name} engine has no"):
+                check_precision(name, precision, built, {})
+
+
+def per_profile(info: dict, profiles: int, first_suffixed: bool) -> dict:
+    """``info`` listed once per profile, as TensorRT 10.16 lists multi-profile engines (" [profile N]" names). No
+    real multi-profile file is at hand: this repeats a real single-profile listing in that shape."""
+    layers = [
+        layer | {"Name": layer["Name"] + (f" [profile {k}]" if k or first_suffixed else "")}
+        for k in range(profiles)
+        for layer in info["Layers"]
+    ]
+    return info | {"Layers": layers}
+
+
+@pytest.mark.parametrize("first_suffixed", [False, True])
+def test_layers_listed_once_per_profile_are_counted_per_profile(first_suffixed):
+    single = layer_precisions(inspector("trt10.16_fp32_myelin_mnist"))["profiles"][0]
+    built = layer_precisions(per_profile(inspector("trt10.16_fp32_myelin_mnist"), 3, first_suffixed))
+    assert built == {"profiles": [single] * 3}  # 9 layers each, not 27
+
+
+def test_a_profile_without_the_precision_fails_and_is_named():
+    fp16, fp32 = inspector("trt10.1_fp16_myelin_alexnet"), inspector("trt10.16_fp32_myelin_mnist")
+    mixed = {"Layers": fp16["Layers"] + per_profile(fp32, 2, False)["Layers"][len(fp32["Layers"]) :]}
+    built = layer_precisions(mixed)
+    assert [p["layers"] for p in built["profiles"]] == [14, 9]
+    with pytest.raises(MsvitEdgeError, match=r"has no FP16 layer in profile 1: TensorRT built it as \{'FP32': 8"):
+        check_precision("encoder", "fp16", built, {"FP16": 30})
+    assert "(each of 2 profiles)" in check_precision(
+        "encoder", "fp16", layer_precisions(per_profile(fp16, 2, False)), {}
+    )
 
 
 def test_layer_precisions_need_detailed_profiling():
     with pytest.raises(MsvitEdgeError, match="profiling verbosity is not DETAILED"):
-        layer_precisions({"Layers": ["qkv", "norm"]})
+        layer_precisions({"Layers": ["qkv", "norm"]})  # what the inspector lists at LAYER_NAMES_ONLY
 
 
-def test_an_int8_build_with_int8_layers_passes_and_says_why():
-    assert check_precision("encoder", "int8", layer_precisions(INT8_ENGINE), {"INT8": 4}, True).startswith("engine")
-
-
-def test_an_int8_request_that_built_fp32_fails_loudly():
-    fp32 = {"layers": 9, "precisions": {"FP32": 9}, "opaque": 0}
+def test_an_int8_request_that_built_fp32_fails_and_names_the_cause():
+    fp32 = layer_precisions(inspector("trt10.16_fp32_myelin_mnist"))
     with pytest.raises(MsvitEdgeError, match=r"asked for int8 but the encoder engine has no INT8 layer: TensorRT bui"):
-        check_precision("encoder", "int8", fp32, {"INT8": 4, "FP32": 20}, True)
-
-
-def test_a_graph_without_the_precision_is_named_as_the_cause():
-    fp32 = {"layers": 9, "precisions": {"FP32": 9}, "opaque": 0}
+        check_precision("encoder", "int8", fp32, {"INT8": 4, "FP32": 20})
     with pytest.raises(MsvitEdgeError, match=r"its graph has no FP16 tensors .* not a fp16 graph from the precision"):
-        check_precision("encoder_masked", "fp16", fp32, {"FP32": 20}, True)
-
-
-def test_fused_layers_defer_to_a_strongly_typed_network_but_not_to_a_weakly_typed_one():
-    opaque = layer_precisions(OPAQUE_ENGINE)
-    assert "strongly typed network with FP16" in check_precision("encoder", "fp16", opaque, {"FP16": 30}, True)
-    with pytest.raises(MsvitEdgeError, match="has no FP16 layer"):
-        check_precision("encoder", "fp16", opaque, {"FP16": 30}, False)  # flags can be dropped: trust the engine
+        check_precision("encoder_masked", "fp16", fp32, {"FP32": 20})
+    assert check_precision("encoder", "fp32", fp32, {}) == "fp32: nothing to check"
 
 
 # ---- the plain ViT (vit.plan) -------------------------------------------------------------------------------------
@@ -447,7 +495,8 @@ def test_the_encoder_engines_have_one_profile_per_bucket_and_report_memory(built
             [list(s) for s in (p["min"], p["opt"], p["max"])] for p in plan.profiles(32)
         ]
         assert len(got["device_memory"]["per_profile"]) == len(plan.buckets) and got["device_memory"]["max"] > 0
-        assert got["layers"]["layers"] > 0 and got["precision"]["requested"] == "fp32"
+        assert got["layers"]["profiles"][0]["layers"] > 0 and got["precision"]["requested"] == "fp32"
+        assert len(got["layers"]["profiles"]) in (1, len(plan.buckets))  # listed once, or once per profile
     assert len(facts["engines"]["tokenizer"]["profiles"]) == 1
     assert facts["engines"]["vit"]["profiles"] == [{"images": [[1, 3, 32, 32], [1, 3, 32, 32], [32, 3, 32, 32]]}]
     assert facts["skipped"] == {} and facts["engines"]["vit"]["precision"]["requested"] == "fp32"

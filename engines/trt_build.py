@@ -23,7 +23,8 @@ import re
 import shlex
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +32,7 @@ from typing import Any
 
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.environment import package_version, tensorrt_version
 from msvit_edge.errors import MsvitEdgeError
 
 Shape = tuple[int, ...]
@@ -46,10 +48,11 @@ _PRECISION_PATTERNS = (  # (pattern, class) in match order: BFLOAT16 before FLOA
     (re.compile(r"FP16|HALF"), "FP16"),
     (re.compile(r"FP32|FLOAT"), "FP32"),
 )
+_PROFILE_SUFFIX = re.compile(r" \[profile (\d+)\]$")  # TensorRT 10.16 lists each layer once per profile
 TRTEXEC_FAMILIES = ("10", "11")
 COMPARISON = "vit"  # the plain ViT of the same weights: optional, built only for bench's speedup
+POLYGRAPHY_MIN = "0.53.4"  # pyproject.toml's floor: the first Polygraphy that works with TensorRT 11
 _ONNX_PRECISIONS = {"FLOAT": "FP32", "FLOAT16": "FP16", "BFLOAT16": "BF16", "INT8": "INT8", "FLOAT8E4M3FN": "FP8"}
-_PROFILE_SUFFIX = re.compile(r" \[profile (\d+)\]$")  # TensorRT 10.16 lists each layer once per profile
 
 
 def stages(graphs: dict) -> list[str]:
@@ -284,6 +287,40 @@ def comparison_gap(precision: str, graph: dict[str, int]) -> str | None:
     )
 
 
+# ---- the TensorRT boundary ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def tensorrt_errors(what: str, path: Path | None = None) -> Iterator[None]:
+    """Whatever TensorRT or Polygraphy raises in the block, as one ``MsvitEdgeError`` line: ``what`` failed, why, and
+    the TensorRT and Polygraphy versions.
+
+    They raise many types (PolygraphyException, RuntimeError, TypeError; AttributeError where a version lacks an
+    API), and none is actionable without the versions: a Polygraphy older than TensorRT 11 fails deep inside.
+    """
+    try:
+        yield
+    except MsvitEdgeError:
+        raise
+    except Exception as e:  # the boundary: everything below it is TensorRT's or Polygraphy's
+        text = str(e).strip()
+        first = f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+        raise MsvitEdgeError(f"{what}: {first} ({versions()})", path) from e
+
+
+def versions() -> str:
+    """The installed TensorRT and Polygraphy versions, and the upgrade command where Polygraphy is below the floor."""
+    trt_version, polygraphy = tensorrt_version(), package_version("polygraphy")
+    text = f"TensorRT {trt_version or 'not found'}, Polygraphy {polygraphy or 'not found'}"
+    if polygraphy and _release(polygraphy) < _release(POLYGRAPHY_MIN):
+        text += f"; msvit-edge needs Polygraphy >= {POLYGRAPHY_MIN}: pip install -U 'polygraphy>={POLYGRAPHY_MIN}'"
+    return text
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
 # ---- the build (needs TensorRT) ---------------------------------------------------------------------------------
 
 
@@ -326,7 +363,8 @@ def build_engines(
     from msvit_edge.engines.tensorrt import capabilities, family, import_tensorrt
 
     trt = import_tensorrt()
-    caps = capabilities(trt)
+    with tensorrt_errors("TensorRT's capabilities could not be read"):
+        caps = capabilities(trt)
     shapes = shapes if isinstance(shapes, EngineShapes) else EngineShapes.from_bundle(shapes)
     opts = _Options(precision, _typing(caps, strongly_typed), workspace_gb, opt_level, timing_cache)
     skipped = _skipped_comparison(graphs, shapes, precision, log)
@@ -378,20 +416,15 @@ def _build_stage(
     trt: ModuleType, caps: dict, stage: str, graph: Path, shapes: EngineShapes, out_dir: Path, opts: _Options, log
 ) -> dict:
     """Build one stage's engine, save it, read it back and check its precision."""
-    from polygraphy.exception import PolygraphyException
-
     typed = opts.strongly_typed if stage != "tokenizer" else caps["strongly_typed"]
     precision = opts.precision if stage != "tokenizer" else "fp32"  # the gate's decisions stay FP32
     flags = [] if typed else _precision_flags_trt10(trt, precision)
     plan = out_dir / f"{stage}.plan"
     start = time.perf_counter()
-    try:
+    with tensorrt_errors(f"TensorRT could not build the {stage} engine from {graph.name}"):
         engine, network = _build_trt(trt, graph, shapes.profiles(stage), plan, typed, flags, opts)
-    except PolygraphyException as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MsvitEdgeError(f"TensorRT could not build the {stage} engine from {graph.name}: {first}") from None
-    seconds = time.perf_counter() - start
-    facts, info = _read_back(trt, engine)
+        seconds = time.perf_counter() - start
+        facts, info = _read_back(trt, engine)
     (out_dir / f"{stage}.layers.json").write_text(json.dumps(info, indent=1))
     evidence = check_precision(stage, precision, facts["layers"], network)
     log(

@@ -22,7 +22,7 @@ import numpy as np
 from msvit_edge.bundle import GRAPHS
 from msvit_edge.engine import EngineDir, open_source
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
-from msvit_edge.engines.trt_build import COMPARISON
+from msvit_edge.engines.trt_build import COMPARISON, tensorrt_errors
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import Selection
 
@@ -129,7 +129,8 @@ class TensorRTPipeline(Pipeline):
     def activate(self) -> None:
         from polygraphy import cuda
 
-        self.stream = cuda.Stream()
+        with tensorrt_errors("could not create a CUDA stream"):
+            self.stream = cuda.Stream()
         for stage in GRAPHS:
             self._load(stage)
 
@@ -137,23 +138,22 @@ class TensorRTPipeline(Pipeline):
         from msvit_edge.engines.tensorrt import import_tensorrt
 
         if stage not in self.engines:
-            self.engines[stage] = _open_engine(import_tensorrt(), self._deserialize(stage), self.stream)
+            trt, engine = import_tensorrt(), self._deserialize(stage)
+            with tensorrt_errors(f"TensorRT could not create execution contexts for {stage}.plan", self.source.path):
+                self.engines[stage] = _open_engine(trt, engine, self.stream)
         return self.engines[stage]
 
     def _deserialize(self, stage: str) -> Any:
         from polygraphy.backend.trt import EngineFromPath
-        from polygraphy.exception import PolygraphyException
 
         path = self.source.graph(stage)
-        try:
+        built = self.source.manifest.get("backend_version")
+        what = (
+            f"TensorRT could not load {path.name} (built with TensorRT {built}; an engine runs only on the TensorRT "
+            "version and GPU that built it: rebuild it here with msvit-edge build --backend tensorrt --force)"
+        )
+        with tensorrt_errors(what, self.source.path):
             return EngineFromPath(str(path))()
-        except PolygraphyException:
-            built = self.source.manifest.get("backend_version")
-            raise MsvitEdgeError(
-                f"TensorRT could not load {path.name} (built with TensorRT {built}; an engine runs only on the TensorRT"
-                " version and GPU that built it): rebuild it here with msvit-edge build --backend tensorrt --force",
-                self.source.path,
-            ) from None
 
     def deactivate(self) -> None:
         for array in self.buffers.values():

@@ -21,13 +21,17 @@ from msvit_edge.buckets import Bucket, BucketPlan
 from msvit_edge.engines.trt_build import (
     EngineShapes,
     _skipped_comparison,
+    build_engines,
     check_precision,
     comparison_gap,
     graph_precisions,
     layer_precisions,
     tensor_precision,
+    tensorrt_errors,
+    versions,
 )
 from msvit_edge.engines.trt_runtime import Copy2D, choose_profile, copy_plan
+from msvit_edge.environment import package_version
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import select
 
@@ -360,6 +364,61 @@ def test_the_backend_imports_without_tensorrt_cuda_or_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "TensorRTPipeline", result.stderr[-2000:]
+
+
+# ---- the TensorRT boundary -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [AttributeError, RuntimeError, "PolygraphyException"])
+def test_what_tensorrt_or_polygraphy_raise_becomes_one_line_naming_both_versions(error):
+    from polygraphy.exception import PolygraphyException
+
+    error = PolygraphyException if error == "PolygraphyException" else error
+    with pytest.raises(MsvitEdgeError) as err, tensorrt_errors("TensorRT could not build the encoder engine"):
+        raise error("'tensorrt.IBuilderConfig' object has no attribute 'int8_calibrator'\n  more detail")
+    message = str(err.value)
+    assert message.startswith(f"TensorRT could not build the encoder engine: {error.__name__}: 'tensorrt.IBuilderC")
+    assert f"(TensorRT not found, Polygraphy {package_version('polygraphy')})" in message and "\n" not in message
+    assert isinstance(err.value.__cause__, error)  # --debug still shows where it came from
+
+
+def test_a_polygraphy_below_the_floor_is_named_with_the_upgrade(monkeypatch):
+    import msvit_edge.engines.trt_build as trt_build
+
+    monkeypatch.setattr(trt_build, "package_version", lambda dist: "0.50.1")
+    assert versions().endswith(
+        "Polygraphy 0.50.1; msvit-edge needs Polygraphy >= 0.53.4: pip install -U 'polygraphy>=0.53.4'"
+    )
+    monkeypatch.setattr(trt_build, "package_version", lambda dist: "0.53.4")
+    assert versions() == "TensorRT not found, Polygraphy 0.53.4"
+
+
+def fake_tensorrt(without: str = "") -> object:
+    """A TensorRT 11-like ``tensorrt`` module with only what ``capabilities`` probes, less the attribute ``without``."""
+    from types import SimpleNamespace
+
+    names = {
+        "__version__": "11.4.0",
+        "NetworkDefinitionCreationFlag": SimpleNamespace(STRONGLY_TYPED=1),
+        "BuilderFlag": SimpleNamespace(),
+        "ICudaEngine": SimpleNamespace(device_memory_size_v2=0),
+    }
+    return SimpleNamespace(**{k: v for k, v in names.items() if k != without})
+
+
+@pytest.mark.skipif(not TRT_ABSENT, reason="TensorRT is installed here")
+def test_the_build_turns_tensorrt_and_polygraphy_failures_into_one_line(bundle, tmp_path, monkeypatch):
+    import msvit_edge.engines.tensorrt as backend
+
+    graphs = {stage: bundle.graph(stage) for stage in ("tokenizer", "encoder", "encoder_masked")}
+    monkeypatch.setattr(backend, "import_tensorrt", lambda: fake_tensorrt("NetworkDefinitionCreationFlag"))
+    with pytest.raises(MsvitEdgeError, match=r"^TensorRT's capabilities could not be read: AttributeError: .*\(Te"):
+        build_engines(graphs, bundle, tmp_path, "fp32")
+    monkeypatch.setattr(backend, "import_tensorrt", fake_tensorrt)  # Polygraphy then imports the real one, and fails
+    with pytest.raises(MsvitEdgeError) as err:
+        build_engines(graphs, bundle, tmp_path, "fp32")
+    assert str(err.value).startswith("TensorRT could not build the tokenizer engine from tokenizer.onnx: Polygraphy")
+    assert "'tensorrt' is required but could not be imported" in str(err.value) and "\n" not in str(err.value)
 
 
 # ---- torch-tensorrt ----------------------------------------------------------------------------------------------

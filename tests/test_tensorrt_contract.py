@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 import shlex
 from collections import defaultdict
 from dataclasses import dataclass
@@ -323,6 +324,14 @@ def test_the_polygraphy_objects_the_runtime_holds_have_what_it_calls():
     assert all(hasattr(cuda.Stream, m) for m in ("synchronize", "free"))
     assert hasattr(cuda.Cuda, "check") and "self.handle = ctypes.CDLL" in inspect.getsource(cuda.Cuda.__init__)
     assert cuda.MemcpyKind.DeviceToDevice.value == 3  # cudaMemcpyDeviceToDevice, handed to cudaMemcpy2DAsync
+
+
+def test_the_polygraphy_floor_is_the_first_release_that_works_with_tensorrt_11():
+    """0.49.x reads ``layer.precision_is_set`` and 0.50.x subclasses ``trt.IStreamReader``; TensorRT 11 has neither."""
+    floor = re.search(r'"polygraphy>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert floor == trt_build.POLYGRAPHY_MIN == "0.53.4"  # the error message's upgrade hint says the same
+    v10, v11 = names(VERSIONS["10"]), names(VERSIONS["11"])
+    assert {"precision_is_set", "IStreamReader"} <= v10 and not {"precision_is_set", "IStreamReader"} & v11
 
 
 # ---- trtexec lines -----------------------------------------------------------------------------------------------

@@ -153,7 +153,11 @@ def test_build_and_doctor_run_on_python_3_10(light_runtime, bundle, tmp_path):
     options = ["--backend", "onnxruntime", "--precision", "fp32", "--out", tmp_path / "e"]
     built = run(cli, "build", "--bundle", copy, *options, cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-2000:]
-    assert "onnxruntime fp32" in built.stdout and json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert "onnxruntime fp32" in built.stdout
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert (manifest["backend"], manifest["precision"]) == ("onnxruntime", "fp32")
+    batch1 = manifest["validation"]["batch1"]
+    assert batch1["counts_equal"] and batch1["logits"]["max_abs"] <= 1e-4
     doctor = run(cli, "doctor", cwd=tmp_path)
     assert doctor.returncode == 0, doctor.stderr[-2000:]
     table = doctor.stdout.split("Packages\n", 1)[1].split("\n\n", 1)[0]  # name, version or "missing", purpose

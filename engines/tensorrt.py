@@ -7,8 +7,9 @@ precision lives in the ONNX graphs (AutoCast FP16, ModelOpt Q/DQ INT8), built as
 path that TensorRT 10.x (JetPack 6: 10.3) and 11.x share. The 10.x builder flags survive only as an explicit
 fallback (``strongly_typed=False``) where a feature probe finds them.
 
-- ``trt_build``: ``build_engines`` (Python build, precision read back, manifest facts) and ``trtexec_commands``
-  (the same build as command lines for JetPack's own trtexec).
+- ``trt_build``: ``build_engines`` (Python build, precision read back, manifest facts), ``trtexec_commands``
+  (the same build as command lines for JetPack's own trtexec), ``timing_cache_file`` (where the timings live) and
+  ``tensorrt_errors`` (what TensorRT or Polygraphy raise, as one line naming both versions).
 - ``trt_runtime``: ``TensorRTPipeline`` on the runtime seam; one execution context per profile.
 
 Every TensorRT name this package uses is checked against the names the 10.3 and 11.x bindings export
@@ -22,7 +23,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from msvit_edge.engines.trt_build import EngineShapes, build_engines, check_precision, trtexec_commands
+from msvit_edge.engines.trt_build import (
+    EngineShapes,
+    build_engines,
+    check_precision,
+    timing_cache_file,
+    trtexec_commands,
+)
 from msvit_edge.engines.trt_runtime import TensorRTPipeline
 from msvit_edge.errors import MsvitEdgeError
 
@@ -34,6 +41,7 @@ __all__ = [
     "check_precision",
     "family",
     "import_tensorrt",
+    "timing_cache_file",
     "trtexec_commands",
 ]
 

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -321,6 +322,34 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
+def timing_cache_file(shared: Path, out: Path, tmp: Path, key: str) -> Path:
+    """The timing cache a build loads and updates, named by ``key`` (TensorRT version and device: another version's
+    or GPU's timings do not apply, and Polygraphy loads a cache with ``ignore_mismatch=False``).
+
+    Args:
+        shared: The bundle's engines folder (created when missing): used when the engine folder ``out`` is in it and
+            it can be written, so the cache outlives engine folders (--force rebuilds, other precisions reuse it).
+        out: The engine folder the build will become.
+        tmp: The folder the build writes (``out`` once it succeeds): the cache goes there for an ``out`` elsewhere
+            or a read-only bundle, seeded with a previous build's cache at ``out``.
+        key: What the timings depend on, e.g. ``"10.3.0-orin"``.
+    """
+    name = f"tensorrt-{key}.timing.cache"
+    if out.resolve().is_relative_to(shared.resolve()) and _writable(shared):
+        return shared / name
+    if (out / name).is_file():
+        shutil.copyfile(out / name, tmp / name)
+    return tmp / name
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 # ---- the build (needs TensorRT) ---------------------------------------------------------------------------------
 
 
@@ -356,7 +385,7 @@ def build_engines(
         precision: fp32, fp16 or int8; a build that does not get it raises ``MsvitEdgeError``.
         workspace_gb: Builder workspace limit (None: TensorRT's default).
         opt_level: Builder optimisation level 0..5 (None: TensorRT's default, 3).
-        timing_cache: Timing cache to load and update (None: none kept).
+        timing_cache: Timing cache to load and update (None: none kept; ``timing_cache_file`` says where).
         strongly_typed: None: strongly typed where TensorRT has it; False: 10.x's builder flags.
         log: One line per engine.
     """
@@ -380,7 +409,7 @@ def build_engines(
         "strongly_typed": opts.strongly_typed,
         "engines": engines,
         "skipped": skipped,
-        "timing_cache": None if timing_cache is None else str(timing_cache),
+        "timing_cache": None if timing_cache is None else os.path.relpath(timing_cache, out_dir),
         "trtexec": scripts,
     }
 

@@ -228,10 +228,10 @@ def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Pa
     """Build the backend's engine files into ``tmp``; returns {stage: path relative to the engine directory}."""
     if backend == "onnxruntime":
         return {name: relative_to(path, out) for name, path in graphs.items()}
-    from msvit_edge.engines.tensorrt import build_engines
+    from msvit_edge.engines.tensorrt import build_engines, timing_cache_file
 
-    # the timing cache outlives engine directories (--force rebuilds reuse it) and is tied to this device
-    cache = bundle.path / "engines" / f"tensorrt-{this_device()}.timing.cache"
+    # in the bundle's engines folder where it can be (--force rebuilds reuse it), else in the engine folder
+    cache = timing_cache_file(bundle.path / "engines", out, tmp, f"{backend_version(backend)}-{this_device()}")
     facts = build_engines(graphs, bundle, tmp, cfg.precision, cfg.workspace_gb, cfg.opt_level, cache, log=log)
     write_json(tmp / "tensorrt.json", facts)
     return {name: f"{name}.plan" for name in facts["engines"]}

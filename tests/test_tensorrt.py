@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,10 +29,11 @@ from msvit_edge.engines.trt_build import (
     layer_precisions,
     tensor_precision,
     tensorrt_errors,
+    timing_cache_file,
     versions,
 )
 from msvit_edge.engines.trt_runtime import Copy2D, choose_profile, copy_plan
-from msvit_edge.environment import package_version
+from msvit_edge.environment import package_version, this_device
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import select
 
@@ -419,6 +421,110 @@ def test_the_build_turns_tensorrt_and_polygraphy_failures_into_one_line(bundle, 
         build_engines(graphs, bundle, tmp_path, "fp32")
     assert str(err.value).startswith("TensorRT could not build the tokenizer engine from tokenizer.onnx: Polygraphy")
     assert "'tensorrt' is required but could not be imported" in str(err.value) and "\n" not in str(err.value)
+
+
+# ---- the timing cache and build --backend tensorrt up to the TensorRT calls ---------------------------------------
+
+
+def test_the_timing_cache_is_shared_in_the_bundle_only_where_the_engine_folder_is_and_it_can_be_written(
+    tmp_path, monkeypatch
+):
+    shared, tmp = tmp_path / "bundle" / "engines", tmp_path / "tmp"
+    tmp.mkdir()
+    name = "tensorrt-10.3.0-orin.timing.cache"
+    assert timing_cache_file(shared, shared / "tensorrt-fp16-orin", tmp, "10.3.0-orin") == shared / name
+    assert shared.is_dir()  # created: Polygraphy writes the cache but makes no folder
+    elsewhere = tmp_path / "out"
+    assert timing_cache_file(shared, elsewhere, tmp, "10.3.0-orin") == tmp / name
+    elsewhere.mkdir()
+    (elsewhere / name).write_bytes(b"timings")  # a previous build at --out: its timings seed this one
+    assert timing_cache_file(shared, elsewhere, tmp, "10.3.0-orin").read_bytes() == b"timings"
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # a read-only bundle
+    assert timing_cache_file(shared, shared / "tensorrt-fp16-orin", tmp, "10.3.0-orin") == tmp / name
+    assert timing_cache_file(shared, shared / "x", tmp, "11.4.0-h200") == tmp / "tensorrt-11.4.0-h200.timing.cache"
+
+
+class ReachedTensorRT(Exception):
+    """Raised by the stand-in for ``build_engines``: the build got to its TensorRT calls."""
+
+
+@pytest.fixture
+def stand_in(monkeypatch) -> list[dict]:
+    """``build --backend tensorrt`` without TensorRT: ``build_engines``, the function that imports TensorRT,
+    records its arguments and stops the build; ``_require_backend`` (is TensorRT installed?) lets it start."""
+    import msvit_edge.build
+    import msvit_edge.engines.tensorrt as backend
+
+    calls = []
+
+    def build_engines(graphs, shapes, out_dir, precision, workspace_gb, opt_level, timing_cache, log):
+        calls.append({"shapes": EngineShapes.from_bundle(shapes), "out_dir": out_dir, "timing_cache": timing_cache})
+        raise ReachedTensorRT
+
+    monkeypatch.setattr(backend, "build_engines", build_engines)
+    monkeypatch.setattr(msvit_edge.build, "_require_backend", lambda backend: None)
+    return calls
+
+
+def build_tensorrt(bundle, out: Path) -> None:
+    from msvit_edge.build import BuildConfig, build
+
+    with pytest.raises(ReachedTensorRT):
+        build(BuildConfig(bundle=str(bundle.path), backend="tensorrt", out=str(out)), log=lambda _: None)
+
+
+def test_build_with_out_in_a_new_folder_reaches_tensorrt(bundle, tmp_path, stand_in):
+    build_tensorrt(bundle, tmp_path / "new" / "folder" / "engines")
+    (call,) = stand_in
+    assert call["timing_cache"].parent == call["out_dir"] and call["out_dir"].parent == tmp_path / "new" / "folder"
+    assert call["timing_cache"].name.endswith(f"-{this_device()}.timing.cache")
+
+
+@pytest.fixture
+def read_only_bundle(bundle, copy_bundle, monkeypatch):
+    """A copy of the bundle that cannot be written: its folders read-only and, since root writes anyway, denied by
+    the permission check the build relies on (``os.access``)."""
+    copy = copy_bundle(bundle)
+    root = copy.path.resolve()
+    real_access = os.access
+    monkeypatch.setattr(
+        "os.access", lambda p, mode, **kw: not Path(p).resolve().is_relative_to(root) and real_access(p, mode, **kw)
+    )
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)
+    yield copy
+    for folder in folders:
+        folder.chmod(0o755)
+
+
+def test_build_of_a_read_only_bundle_reaches_tensorrt_with_the_cache_in_the_engine_folder(
+    read_only_bundle, tmp_path, stand_in
+):
+    build_tensorrt(read_only_bundle, tmp_path / "engines")
+    (call,) = stand_in
+    assert call["timing_cache"].parent == call["out_dir"]
+    assert not (read_only_bundle.path / "engines").exists()
+
+
+@pytest.fixture(scope="module")
+def batch8_bundle(workdir, tmp_path_factory):
+    """The tiny model exported with ``--max-batch 8``."""
+    from msvit_edge.export import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("batch8") / "bundle"
+    cfg = ExportConfig(str(out), str(workdir / "tiny.safetensors"), buckets=2, calib=str(workdir / "fmnist.npz"))
+    cfg = dataclasses.replace(cfg, calib_images=100, val_images=16, max_batch=8)
+    return export(cfg, log=lambda *_: None)
+
+
+def test_build_of_a_bundle_exported_with_max_batch_8_reaches_tensorrt_with_profiles_up_to_8(
+    batch8_bundle, tmp_path, stand_in
+):
+    build_tensorrt(batch8_bundle, tmp_path / "engines")
+    (call,) = stand_in
+    for stage in ("tokenizer", "encoder", "encoder_masked"):
+        assert {max(s[2][0] for s in profile.values()) for profile in call["shapes"].profiles(stage)} == {8}
 
 
 # ---- torch-tensorrt ----------------------------------------------------------------------------------------------

@@ -127,7 +127,26 @@ def test_the_benchmark_table_has_a_row_per_batch_size_with_its_ratios(bundle):
     assert [r["batch"] for r in rows] == [1, 4] and all(r[c] > 0 for r in rows for c in script.CANDIDATES)
     lines = script.table(rows).splitlines()
     assert len(lines) == 4 and lines[0].startswith("| batch | MSViT eager ms |") and lines[2].startswith("| 1 |")
+    for line in lines[2:]:
+        assert_ratios_match_times(line)
     assert script.header().count(",") >= 4 and "torch " in script.header()
+
+
+def assert_ratios_match_times(line: str) -> None:
+    """Each ratio cell of a table row equals the ratio of the row's printed times, to the printed precision."""
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    msvit_eager, msvit_graphs, vit_eager, vit_graphs = (float(cells[i]) for i in (1, 2, 4, 5))
+    ratios = {3: (msvit_eager, msvit_graphs), 6: (vit_eager, msvit_eager), 7: (vit_graphs, msvit_graphs)}
+    for i, (num, den) in ratios.items():
+        rounding = 0.005 + num / den * (0.0005 / num + 0.0005 / den)  # ratios to 2 places of times to 3
+        assert cells[i].endswith("x") and float(cells[i][:-1]) == pytest.approx(num / den, abs=rounding), line
+
+
+def test_the_benchmark_table_ratios_on_known_times():
+    row = {"batch": 32, "msvit eager": 2.0, "msvit graphs": 0.5, "vit eager": 3.0, "vit graphs": 1.5}
+    line = benchmark_script().table([row]).splitlines()[2]
+    assert line == "| 32 | 2.000 | 0.500 | 4.00x | 3.000 | 1.500 | 1.50x | 3.00x |"
+    assert_ratios_match_times(line)
 
 
 @pytest.mark.gpu

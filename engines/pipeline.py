@@ -89,6 +89,10 @@ class Pipeline(ABC):
     def synchronize(self) -> None:  # noqa: B027
         """Wait for the device (asynchronous backends), so that stage times are real."""
 
+    def device_memory(self) -> dict[str, float]:
+        """Device memory the pipeline holds now, MB by purpose; {} where it manages none itself."""
+        return {}
+
     @abstractmethod
     def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         """Images -> every candidate token (on the backend's device), counts and gate probabilities (host)."""

@@ -10,7 +10,8 @@ fallback (``strongly_typed=False``) where a feature probe finds them.
 - ``trt_build``: ``build_engines`` (Python build, precision read back, manifest facts), ``trtexec_commands``
   (the same build as command lines for JetPack's own trtexec), ``timing_cache_file`` (where the timings live) and
   ``tensorrt_errors`` (what TensorRT or Polygraphy raise, as one line naming both versions).
-- ``trt_runtime``: ``TensorRTPipeline`` on the runtime seam; one execution context per profile.
+- ``trt_runtime``: ``TensorRTPipeline`` on the runtime seam; one execution context per profile, all sharing one
+  scratch buffer.
 
 Every TensorRT name this package uses is checked against the names the 10.3 and 11.x bindings export
 (``tests/test_tensorrt_contract.py``), because no machine here can import TensorRT. The rule the checker reads the

@@ -6,6 +6,11 @@ no cuda-python. ``tokenize`` runs the tokenizer engine and brings only counts an
 runs the encoder engine in the execution context of the selection's bucket (one context per profile, each bound to
 its profile once, because switching a context's profile can stall) and brings the logits back. ``plain_vit`` runs
 ``vit.plan``, the plain ViT of the same weights, in a context and buffers of its own, for ``bench``'s speedup.
+
+Every execution context shares one scratch buffer (``USER_MANAGED`` contexts and ``set_device_memory``, TensorRT
+10.1+): a default (STATIC) context reserves its engine's largest scratch, so an encoder with K buckets would hold K
+times it, on a Jetson whose 8 GB the CPU shares. Sharing is safe because every context runs on the pipeline's one
+stream, one after another.
 """
 
 from __future__ import annotations
@@ -98,14 +103,27 @@ class DeviceTensor(NamedTuple):
         return self.array.ptr
 
 
+def check_dtypes(stage: str, given: dict[str, np.dtype], expected: dict[str, np.dtype]) -> None:
+    """Refuse inputs whose dtype is not the engine's: TensorRT reads raw bytes, so a mismatch is a wrong answer."""
+    for name, dtype in given.items():
+        if np.dtype(dtype) != expected[name]:
+            raise MsvitEdgeError(
+                f"the {stage} engine takes {name} as {expected[name]}, not {np.dtype(dtype)}: the engine and its "
+                "graphs disagree (rebuild with msvit-edge build --backend tensorrt --force)"
+            )
+
+
 @dataclass
 class _Engine:
-    """A deserialized engine, its execution contexts (one per profile) and the profiles' input ranges."""
+    """A deserialized engine, its execution contexts (one per profile), the profiles' input ranges, its I/O dtypes
+    and the scratch memory its largest profile needs (bytes)."""
 
     engine: Any
     contexts: list[Any]
     profiles: list[Ranges]
+    inputs: dict[str, np.dtype]
     outputs: dict[str, np.dtype]
+    scratch: int
 
 
 class TensorRTPipeline(Pipeline):
@@ -124,6 +142,7 @@ class TensorRTPipeline(Pipeline):
         super().__init__(self.source.plan, pad_to_bucket, batching)
         self.engines: dict[str, _Engine] = {}
         self.buffers: dict[Any, Any] = {}  # purpose -> polygraphy.cuda.DeviceArray, reused across calls
+        self.scratch: Any = None  # the one polygraphy.cuda.DeviceArray every execution context works in
         self.stream: Any = None
 
     def activate(self) -> None:
@@ -141,6 +160,7 @@ class TensorRTPipeline(Pipeline):
             trt, engine = import_tensorrt(), self._deserialize(stage)
             with tensorrt_errors(f"TensorRT could not create execution contexts for {stage}.plan", self.source.path):
                 self.engines[stage] = _open_engine(trt, engine, self.stream)
+                self._share_scratch()
         return self.engines[stage]
 
     def _deserialize(self, stage: str) -> Any:
@@ -155,13 +175,36 @@ class TensorRTPipeline(Pipeline):
         with tensorrt_errors(what, self.source.path):
             return EngineFromPath(str(path))()
 
+    def _share_scratch(self) -> None:
+        """Point every execution context at one scratch buffer, grown to the largest profile need of any engine."""
+        from polygraphy import cuda
+
+        size = max(loaded.scratch for loaded in self.engines.values())  # 0: a null pointer, which TensorRT accepts
+        if self.scratch is None:
+            self.scratch = cuda.DeviceArray.raw((size,))
+        elif size > self.scratch.allocated_nbytes:
+            self.stream.synchronize()  # no context may still work in the buffer that growing frees
+            self.scratch.resize((size,))
+        for loaded in self.engines.values():
+            for context in loaded.contexts:
+                context.set_device_memory(self.scratch.ptr, self.scratch.allocated_nbytes)
+
+    def device_memory(self) -> dict[str, float]:
+        """Device memory the pipeline holds for running engines, MB: the shared scratch buffer, and the input, output
+        and token buffers (the engines' weights are not counted: TensorRT does not report them)."""
+        scratch = 0 if self.scratch is None else self.scratch.allocated_nbytes
+        buffers = sum(array.allocated_nbytes for array in self.buffers.values())
+        return {"device_scratch_mb": scratch / 1e6, "device_buffers_mb": buffers / 1e6}
+
     def deactivate(self) -> None:
+        for loaded in self.engines.values():
+            loaded.contexts.clear()  # contexts before their engines and their scratch memory
+        self.engines = {}
         for array in self.buffers.values():
             array.free()
-        self.buffers = {}
-        for loaded in self.engines.values():
-            loaded.contexts.clear()  # contexts before their engines
-        self.engines = {}
+        if self.scratch is not None:
+            self.scratch.free()
+        self.buffers, self.scratch = {}, None
         if self.stream is not None:
             self.stream.free()
             self.stream = None
@@ -231,10 +274,12 @@ class TensorRTPipeline(Pipeline):
     def _execute(self, stage: str, inputs: dict[str, DeviceTensor], bucket: int | None) -> dict[str, DeviceTensor]:
         """Run ``stage`` on device inputs in the context of the profile that holds their shapes; device outputs."""
         loaded = self.engines[stage]
+        check_dtypes(stage, {name: buf.dtype for name, buf in inputs.items()}, loaded.inputs)
         shapes = {name: buf.shape for name, buf in inputs.items()}
         context = loaded.contexts[choose_profile(shapes, loaded.profiles, bucket)]
         for name, buf in inputs.items():
-            context.set_input_shape(name, shapes[name])
+            if not context.set_input_shape(name, shapes[name]):
+                raise MsvitEdgeError(f"TensorRT refused {name} of shape {list(shapes[name])} for the {stage} engine")
             context.set_tensor_address(name, buf.ptr)
         outputs = {}
         for name, dtype in loaded.outputs.items():
@@ -267,21 +312,28 @@ class TensorRTPipeline(Pipeline):
 
 
 def _open_engine(trt: ModuleType, engine: Any, stream: Any) -> _Engine:
-    """One execution context per profile, each bound to its profile once."""
+    """One execution context per profile, each bound to its profile once, without scratch memory of its own
+    (``TensorRTPipeline._share_scratch`` gives them one buffer)."""
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    outputs = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names if n not in inputs}
-    contexts, profiles = [], []
-    for index in range(engine.num_optimization_profiles):
-        context = engine.create_execution_context()
+    dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+    inputs = {n: dtypes[n] for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+    count = engine.num_optimization_profiles
+    contexts = []
+    for index in range(count):
+        context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if context is None:
+            raise MsvitEdgeError(f"TensorRT could not create an execution context for profile {index}")
         context.set_optimization_profile_async(index, stream.ptr)
         contexts.append(context)
-        profiles.append(
-            {
-                n: tuple(tuple(map(int, s)) for s in engine.get_tensor_profile_shape(n, index))
-                for n in inputs
-                if -1 in tuple(engine.get_tensor_shape(n))
-            }
-        )
     stream.synchronize()
-    return _Engine(engine, contexts, profiles, outputs)
+    profiles = [
+        {
+            n: tuple(tuple(map(int, s)) for s in engine.get_tensor_profile_shape(n, index))
+            for n in inputs
+            if -1 in tuple(engine.get_tensor_shape(n))
+        }
+        for index in range(count)
+    ]
+    scratch = max(int(engine.get_device_memory_size_for_profile_v2(i)) for i in range(count))
+    outputs = {n: d for n, d in dtypes.items() if n not in inputs}
+    return _Engine(engine, contexts, profiles, inputs, outputs, scratch)

@@ -313,7 +313,7 @@ def measure(pipe, source, images: Images, cfg: BenchConfig, device: str, result:
         log(_latency_line(b, result.latency[str(b)]))
     result.curve = token_curve(pipe, vit, images.x, source, cfg)
     result.thresholds = [sweep_point(pipe, images, t, cfg) for t in cfg.thresholds]
-    result.info |= memory()
+    result.info |= memory() | pipe.device_memory()
     if device == "jetson":
         result.power = power(pipe, images.x, threshold, cfg, log)
 

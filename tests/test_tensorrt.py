@@ -32,7 +32,7 @@ from msvit_edge.engines.trt_build import (
     timing_cache_file,
     versions,
 )
-from msvit_edge.engines.trt_runtime import Copy2D, choose_profile, copy_plan
+from msvit_edge.engines.trt_runtime import Copy2D, check_dtypes, choose_profile, copy_plan
 from msvit_edge.environment import package_version, this_device
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import select
@@ -40,6 +40,7 @@ from msvit_edge.selection import select
 PLAN = BucketPlan((Bucket(17, 29, 29, 0.6), Bucket(30, 65, 65, 0.4)), {20: 6, 40: 4}, 0.1, (1, 1, 32))
 SHAPES = EngineShapes.standard(PLAN, 32, (3, 32, 32))
 TRT_ABSENT = importlib.util.find_spec("tensorrt") is None
+GRAPH_STAGES = ("tokenizer", "encoder", "encoder_masked")
 
 
 # ---- profiles ----------------------------------------------------------------------------------------------------
@@ -366,6 +367,114 @@ def test_the_backend_imports_without_tensorrt_cuda_or_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "TensorRTPipeline", result.stderr[-2000:]
+
+
+# ---- the runtime: input dtypes and one scratch buffer -----------------------------------------------------------
+
+
+def test_an_input_of_another_dtype_than_the_engines_is_a_one_line_error():
+    expected = {"tokens": np.dtype(np.float32), "mask": np.dtype(bool)}
+    check_dtypes("encoder_masked", {"tokens": np.float32, "mask": np.bool_}, expected)
+    with pytest.raises(MsvitEdgeError) as err:
+        check_dtypes("encoder_masked", {"tokens": np.float16, "mask": np.bool_}, expected)
+    assert str(err.value).startswith("the encoder_masked engine takes tokens as float32, not float16: ")
+    assert "\n" not in str(err.value)
+
+
+class FakeContext:
+    """What ``_open_engine`` and ``_share_scratch`` call on an execution context, recorded."""
+
+    def __init__(self, strategy: str):
+        self.strategy, self.profile, self.memory = strategy, None, None
+
+    def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+        self.profile = index
+        return True
+
+    def set_device_memory(self, ptr: int, size: int) -> None:
+        self.memory = (ptr, size)
+
+
+class FakeEngine:
+    """An encoder engine with one profile per scratch size: tokens [-1, -1, 32] -> logits."""
+
+    num_io_tensors = 2
+
+    def __init__(self, scratch: list[int]):
+        self.scratch, self.num_optimization_profiles = scratch, len(scratch)
+
+    def get_tensor_name(self, i: int) -> str:
+        return ["tokens", "logits"][i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name == "tokens" else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "FLOAT"
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return (-1, -1, 32) if name == "tokens" else (-1, 10)
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> list[tuple[int, ...]]:
+        return [(1, 17, 32), (1, 29, 32), (32, 29, 32)]
+
+    def create_execution_context(self, strategy: str) -> FakeContext:
+        return FakeContext(strategy)
+
+    def get_device_memory_size_for_profile_v2(self, index: int) -> int:
+        return self.scratch[index]
+
+
+class FakeArray:
+    """``polygraphy.cuda.DeviceArray.raw`` on a counter instead of cudaMalloc: each allocation a new pointer."""
+
+    allocations = 0
+
+    def __init__(self, nbytes: int):
+        self.ptr, self.allocated_nbytes = 0, 0
+        self.resize((nbytes,))
+
+    @staticmethod
+    def raw(shape: tuple[int]) -> FakeArray:
+        return FakeArray(shape[0])
+
+    def resize(self, shape: tuple[int]) -> FakeArray:
+        if shape[0] > self.allocated_nbytes:
+            FakeArray.allocations += 1
+            self.ptr, self.allocated_nbytes = 4096 * FakeArray.allocations, shape[0]
+        return self
+
+
+def test_every_execution_context_shares_one_scratch_buffer_sized_for_the_largest_profile(bundle, tmp_path, monkeypatch):
+    """TensorRT's default (STATIC) context reserves its engine's largest scratch: K buckets would hold K times it."""
+    from types import SimpleNamespace
+
+    from polygraphy import cuda
+
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+    from msvit_edge.engines.trt_runtime import _open_engine
+
+    trt = SimpleNamespace(
+        TensorIOMode=SimpleNamespace(INPUT="INPUT"),
+        ExecutionContextAllocationStrategy=SimpleNamespace(USER_MANAGED="USER_MANAGED"),
+        nptype=lambda dtype: np.float32,
+    )
+    stream = SimpleNamespace(ptr=1, synchronize=lambda: None)
+    monkeypatch.setattr(cuda, "DeviceArray", FakeArray)
+    out = tmp_path / "engines"
+    out.mkdir()
+    pipe = TensorRTPipeline(engine_dir(bundle, out, {"tensorrt_version": "10.3.0", "engines": {}}))
+    pipe.stream = stream
+    for stage, scratch in (("encoder", [300, 700, 500]), ("encoder_masked", [400, 600, 200])):
+        pipe.engines[stage] = _open_engine(trt, FakeEngine(scratch), stream)
+        pipe._share_scratch()
+    contexts = [c for loaded in pipe.engines.values() for c in loaded.contexts]
+    assert [c.profile for c in contexts] == [0, 1, 2, 0, 1, 2] and {c.strategy for c in contexts} == {"USER_MANAGED"}
+    assert {c.memory for c in contexts} == {(pipe.scratch.ptr, 700)}
+    assert pipe.device_memory() == {"device_scratch_mb": 700 / 1e6, "device_buffers_mb": 0.0}
+    pipe.engines["vit"] = _open_engine(trt, FakeEngine([900]), stream)  # plain_vit() loads a larger one later
+    pipe._share_scratch()
+    assert {c.memory for loaded in pipe.engines.values() for c in loaded.contexts} == {(pipe.scratch.ptr, 900)}
 
 
 # ---- the TensorRT boundary -------------------------------------------------------------------------------------
@@ -707,6 +816,19 @@ def test_the_plain_vit_engine_matches_onnxruntimes_vit_graph(built, tiny_bundle)
             np.testing.assert_allclose(got(images[:size]), want(images[:size]), atol=1e-4, rtol=1e-4)
         msvit = trt_pipe(images[:4], tiny_bundle.threshold)  # the MSViT engines still run beside it
     assert msvit.logits.shape == (4, 10)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_the_pipeline_holds_one_scratch_buffer_of_the_largest_profiles_size(built):
+    from msvit_edge.engines.tensorrt import TensorRTPipeline
+
+    engine, facts = built
+    need = {stage: max(e["device_memory"]["per_profile"]) for stage, e in facts["engines"].items()}
+    with TensorRTPipeline(engine) as pipe:
+        assert pipe.device_memory()["device_scratch_mb"] == max(need[s] for s in GRAPH_STAGES) / 1e6
+        pipe.plain_vit()
+        assert pipe.device_memory()["device_scratch_mb"] == max(need.values()) / 1e6
 
 
 @pytest.mark.tensorrt

@@ -187,6 +187,10 @@ def test_the_scan_sees_the_names_that_matter():
         "ProfilingVerbosity",
         "MemoryPoolType",
         "nptype",
+        "ExecutionContextAllocationStrategy",  # USER_MANAGED contexts share one scratch buffer
+        "USER_MANAGED",
+        "set_device_memory",
+        "get_tensor_dtype",  # inputs of another dtype are refused
     }
     assert {n for n in both if paths[n] and paths[n] <= {"both", "probe"}} == both
     assert paths["FP16"] == {"10", "probe"} and paths["set_flag"] == {"10"}
@@ -320,7 +324,8 @@ def test_the_polygraphy_objects_the_runtime_holds_have_what_it_calls():
     from polygraphy.backend.trt import Profile
 
     assert {"min", "opt", "max"} <= set(inspect.signature(Profile.add).parameters)
-    assert all(hasattr(cuda.DeviceArray, m) for m in ("resize", "copy_from", "copy_to", "free"))
+    assert all(hasattr(cuda.DeviceArray, m) for m in ("raw", "resize", "copy_from", "copy_to", "free"))
+    assert "self.allocated_nbytes = nbytes" in inspect.getsource(cuda.DeviceArray.resize)  # the scratch size passed
     assert all(hasattr(cuda.Stream, m) for m in ("synchronize", "free"))
     assert hasattr(cuda.Cuda, "check") and "self.handle = ctypes.CDLL" in inspect.getsource(cuda.Cuda.__init__)
     assert cuda.MemcpyKind.DeviceToDevice.value == 3  # cudaMemcpyDeviceToDevice, handed to cudaMemcpy2DAsync

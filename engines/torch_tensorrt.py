@@ -6,6 +6,9 @@ TensorRT engine's profiles), and the selection's bucket picks the module. The to
 gate decides the shapes and stays FP32. The plain ViT of the same weights (``plain_vit``, bench's baseline) is
 compiled the same way, over the plan's batch range, on first use.
 
+FP32 only, TF32 off (as the TensorRT build's ``--noTF32``): FP16 and INT8 are built by the tensorrt backend from the
+precision pass's graphs, with their precision read back and validated; nothing here compiles or checks them.
+
 x86 with CUDA only in practice: torch-tensorrt pins one torch minor and one TensorRT minor, and has no Jetson Orin
 release after 2.8.
 """
@@ -107,7 +110,8 @@ class TorchTensorRTPipeline(TorchPipeline):
                 ttrt.Input(min_shape=tokens[0], opt_shape=tokens[1], max_shape=tokens[2], dtype=torch.float32),
                 ttrt.Input(min_shape=mask[0], opt_shape=mask[1], max_shape=mask[2], dtype=torch.bool),
             ]
-            self.compiled[index] = ttrt.compile(encoder, ir="dynamo", inputs=inputs)
+            # FP32 is torch-tensorrt's default precision, but its default also lets TF32 in
+            self.compiled[index] = ttrt.compile(encoder, ir="dynamo", inputs=inputs, disable_tf32=True)
 
     def deactivate(self) -> None:
         self.compiled, self.compiled_vit = {}, None
@@ -119,7 +123,8 @@ class TorchTensorRTPipeline(TorchPipeline):
             cfg = self.model.vit_config
             lo, opt, hi = vit_inputs(self.plan, (cfg.in_chans, cfg.img_size, cfg.img_size))["images"]
             inputs = [ttrt.Input(min_shape=lo, opt_shape=opt, max_shape=hi, dtype=torch.float32)]
-            self.compiled_vit = ttrt.compile(_PlainViT(self.model).eval(), ir="dynamo", inputs=inputs)
+            vit = _PlainViT(self.model).eval()
+            self.compiled_vit = ttrt.compile(vit, ir="dynamo", inputs=inputs, disable_tf32=True)
         return super().plain_vit()
 
     def _vit(self, images: Tensor) -> Tensor:

@@ -6,9 +6,9 @@ that installs it on this kind of machine, and a backend x precision matrix with 
 ``format_report()`` renders it as plain text for the CLI; ``missing_backend_error()`` is the one-line error that
 ``build`` and ``bench`` raise when a backend is missing.
 
-Precision graphs (FP16 AutoCast, INT8 Q/DQ) are made by ``msvit-edge build`` with ModelOpt or ONNX Runtime's
-quantizer, and PyTorch reads the calibration images; a machine without them (a Jetson) can still run graphs that a
-bundle already carries (``build --graphs-only`` on a workstation). The matrix calls that state "graphs".
+Precision graphs (FP16 AutoCast, INT8 Q/DQ) are made by ``msvit-edge build`` with ModelOpt, for every backend, and
+PyTorch reads the calibration images; a machine without them (a Jetson) can still run graphs that a bundle already
+carries (``build --graphs-only`` on a workstation). The matrix calls that state "graphs".
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ PURPOSES = {
     "onnxruntime": "the onnxruntime backend; validates every build",
     "polygraphy": "builds and compares TensorRT engines",
     "torch": "train, eval, export; the torch backend; reads calibration images",
-    "nvidia-modelopt": "makes FP16 and TensorRT INT8 graphs",
+    "nvidia-modelopt": "makes FP16 and INT8 graphs",
     "tensorrt": "the tensorrt backend",
     "torch-tensorrt": "the torch-tensorrt backend",
     "jetson-stats": "power readings through jtop (else tegrastats)",
@@ -116,10 +116,11 @@ def has_gpu(env: dict, root: Path = Path("/")) -> bool:
     return bool(env["gpus"]) or env["jetson"] is not None or (root / "dev/nvidia0").exists()
 
 
-def _graph_makers(env: dict, precision: str, quantizer: str) -> list[str]:
-    """What making ``precision`` graphs needs that ``env`` lacks ([] for fp32 or when all is there)."""
+def _graph_makers(env: dict, precision: str) -> list[str]:
+    """What making ``precision`` graphs needs that ``env`` lacks ([] for fp32 or when all is there): what ``build``
+    needs (``msvit_edge.build._can_make_graphs``), ModelOpt and PyTorch, for every backend."""
     have = env["packages"]
-    needs = {"fp16": ["nvidia-modelopt"], "int8": [quantizer, "torch"]}.get(precision, [])
+    needs = [] if precision == "fp32" else ["nvidia-modelopt", "torch"]
     return [_missing(env, d) for d in needs if not have.get(d)]
 
 
@@ -133,13 +134,13 @@ def _cell(backend: str, precision: str, blockers: list[str], makers: list[str]) 
 
 def _onnxruntime(env: dict, precision: str, gpu: bool) -> Capability:
     blockers = [] if env["onnxruntime_providers"] else [_missing(env, "onnxruntime")]
-    return _cell("onnxruntime", precision, blockers, _graph_makers(env, precision, "onnxruntime"))
+    return _cell("onnxruntime", precision, blockers, _graph_makers(env, precision))
 
 
 def _tensorrt(env: dict, precision: str, gpu: bool) -> Capability:
     blockers = [] if env["tensorrt"] else [_missing(env, "tensorrt")]
     blockers += [] if gpu else ["no NVIDIA GPU (nvidia-smi lists none, not a Jetson, no /dev/nvidia0)"]
-    return _cell("tensorrt", precision, blockers, _graph_makers(env, precision, "nvidia-modelopt"))
+    return _cell("tensorrt", precision, blockers, _graph_makers(env, precision))
 
 
 def _torch(env: dict, precision: str, gpu: bool) -> Capability:
@@ -155,8 +156,8 @@ def _torch_tensorrt(env: dict, precision: str, gpu: bool) -> Capability:
     have = env["packages"]
     blockers = [_missing(env, d) for d in ("torch", "torch-tensorrt") if not have[d]]
     blockers += [] if gpu and env["torch_cuda"] else ["needs a CUDA build of torch and an NVIDIA GPU"]
-    if precision == "int8" and not have["nvidia-modelopt"]:
-        blockers.append(f"INT8 quantizes through ModelOpt: {install_command('nvidia-modelopt', env)}")
+    if precision != "fp32":
+        blockers.append("msvit-edge compiles torch-tensorrt in FP32 only: use tensorrt for fp16 and int8")
     return _cell("torch-tensorrt", precision, blockers, [])
 
 

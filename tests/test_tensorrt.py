@@ -659,6 +659,25 @@ def test_without_torch_tensorrt_its_backend_says_how_to_install_it():
         import_torch_tensorrt()
 
 
+def test_doctor_and_readme_offer_what_torch_tensorrt_and_build_do():
+    """torch-tensorrt compiles FP32 only; ``build`` makes FP16/INT8 graphs with ModelOpt and PyTorch, for ONNX Runtime
+    too: doctor offers no more on a GPU machine with everything else installed, and the README's table agrees."""
+    from msvit_edge.doctor import PRECISIONS, diagnose
+    from msvit_edge.environment import environment
+
+    env = environment()
+    env |= {"packages": dict.fromkeys(env["packages"], "1.0"), "onnxruntime_providers": ["CPUExecutionProvider"]}
+    env |= {"tensorrt": "10.3.0", "torch_cuda": "12.6", "gpus": [{"name": "GPU", "driver_version": "1"}]}
+    report = diagnose(env)
+    assert [report.capability("torch-tensorrt", p).status for p in PRECISIONS] == ["yes", "no", "no"]
+    assert "torch-tensorrt in FP32 only" in report.capability("torch-tensorrt", "int8").reason
+    no_modelopt = diagnose(env | {"packages": env["packages"] | {"nvidia-modelopt": None}})
+    assert [no_modelopt.capability(b, "int8").status for b in ("onnxruntime", "tensorrt")] == ["graphs", "graphs"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    row = next(line for line in readme if line.startswith("| torch-tensorrt"))
+    assert [cell.strip() for cell in row.split("|")[2:5]] == ["yes", "", ""]
+
+
 @pytest.mark.gpu
 def test_torch_tensorrt_matches_the_torch_pipeline():
     pytest.importorskip("torch_tensorrt", reason="needs torch-tensorrt (the torch-tensorrt extra)")

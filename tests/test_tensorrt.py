@@ -761,6 +761,7 @@ def engine_dir(bundle, out: Path, facts: dict, precision: str = "fp32"):
         "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
         "graphs": {stage: facts["engines"][stage]["file"] for stage in facts["engines"]},
         "buckets": bundle.plan.to_dict(),
+        "files": {},  # no file digests to check (schema 2 reads them; schema 1 ignores the key)
         "tensorrt": facts,
     }
     (out / "manifest.json").write_text(json.dumps(manifest))

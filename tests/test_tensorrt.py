@@ -35,6 +35,7 @@ from msvit_edge.engines.trt_build import (
 from msvit_edge.engines.trt_runtime import Copy2D, check_dtypes, choose_profile, copy_plan
 from msvit_edge.environment import package_version, this_device
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import sha256
 from msvit_edge.selection import select
 
 PLAN = BucketPlan((Bucket(17, 29, 29, 0.6), Bucket(30, 65, 65, 0.4)), {20: 6, 40: 4}, 0.1, (1, 1, 32))
@@ -275,6 +276,8 @@ def test_the_pipeline_says_why_an_engine_directory_has_no_plain_vit(bundle, tmp_
 
     out = tmp_path / "engines"
     out.mkdir()
+    for stage in ("tokenizer", "encoder", "vit"):
+        (out / f"{stage}.plan").write_bytes(b"never loaded here")  # opening a folder checks its files' digests
     facts = {"tensorrt_version": "11.4", "engines": {s: {"file": f"{s}.plan"} for s in ("tokenizer", "encoder")}}
     pipe = TensorRTPipeline(engine_dir(bundle, out, facts))
     with pytest.raises(MsvitEdgeError, match=r"no plain-ViT engine here: .*rebuild with --force"):
@@ -761,7 +764,7 @@ def engine_dir(bundle, out: Path, facts: dict, precision: str = "fp32"):
         "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
         "graphs": {stage: facts["engines"][stage]["file"] for stage in facts["engines"]},
         "buckets": bundle.plan.to_dict(),
-        "files": {},  # no file digests to check (schema 2 reads them; schema 1 ignores the key)
+        "files": {f: sha256(out / f) for f in sorted({e["file"] for e in facts["engines"].values()})},
         "tensorrt": facts,
     }
     (out / "manifest.json").write_text(json.dumps(manifest))

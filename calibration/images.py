@@ -7,6 +7,8 @@ class) still gives every class.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from msvit_edge.bundle import Bundle
@@ -15,8 +17,18 @@ from msvit_edge.preprocess import to_uint8
 
 
 def default_data(bundle: Bundle) -> str:
-    """The data the bundle's buckets were planned on (its training split is the default calibration set)."""
-    return str(bundle.manifest["export"]["calib"])
+    """The data the bundle's buckets were planned on (its training split is the default calibration set), where a
+    name says where it is: the demo scenes, or a path an older bundle recorded and that exists here."""
+    from msvit_edge.data import SCENES_SPEC
+
+    calib = str(bundle.manifest["export"]["calib"])
+    if calib == SCENES_SPEC or (Path(calib).is_absolute() and Path(calib).exists()):
+        return calib
+    raise MsvitEdgeError(
+        f"the bundle's buckets were planned on {calib!r}, and a bundle records no paths: pass the calibration "
+        "images with --calib",
+        bundle.path,
+    )
 
 
 def load_images(

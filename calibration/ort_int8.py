@@ -1,7 +1,7 @@
-"""INT8 by ONNX Runtime's own static quantization (QDQ, per-channel weights), for ONNX Runtime on the CPU.
+"""INT8 by ONNX Runtime's own static quantization (QDQ, per-channel weights): the alternative ModelOpt was measured
+against (``benchmarks/precision.py``, docs/precision.md), kept for that comparison only; ``build`` uses ModelOpt.
 
-ONNX Runtime fuses QDQ around MatMul into its integer kernels; which op types to quantize, the activation type
-and the format were chosen by measurement (docs/precision.md). Calibrated on the same feeds as ModelOpt's graph.
+ONNX Runtime fuses QDQ around MatMul into its integer kernels. Calibrated on the same feeds as ModelOpt's graph.
 
 Run as ``python -m msvit_edge.calibration.ort_int8 --job GRAPH OUT FEEDS ... [options]`` by ``quantize_ort``, in a
 process of its own (see ``calibration.isolated``).

@@ -1,16 +1,17 @@
 """The precision pass ``msvit-edge build`` calls: an export bundle -> the graphs to run at FP32, FP16 or INT8.
 
-Made once on a workstation (ModelOpt and ONNX Runtime there; PyTorch only to load ``--calib`` data), written into
-the engine directory; a Jetson builds engines from these files with neither. Choices (measured in
-docs/precision.md):
+Made once on a workstation (ModelOpt and ONNX Runtime there; PyTorch only to load ``--calib`` data), delivered into
+the bundle (``BUNDLE/precision/<backend>-<precision>-<key>/``); a Jetson builds engines from these files with
+neither. Choices (measured in docs/precision.md):
 
 - The tokenizer stays the bundle's FP32 graph at every precision: its gate decides the token counts, which must
   equal the reference's, and it is a small share of the time.
 - FP16: both encoders through ModelOpt AutoCast, I/O and LayerNormalization FP32.
 - INT8: both encoders calibrated on real tokens (``calibration.tokens``) by ModelOpt, entropy calibration. TensorRT
   gets the unquantized rest in FP16, ONNX Runtime on the CPU in FP32 (its CPU kernels gain nothing from FP16).
-  ModelOpt's graph beat ONNX Runtime's own ``quantize_static`` on the CPU in top-1 agreement and in speed;
-  ``quantizer="onnxruntime"`` still makes that one, for ONNX Runtime, where ModelOpt cannot be installed.
+  ModelOpt's graph beat ONNX Runtime's own ``quantize_static`` on the CPU in top-1 agreement and in speed
+  (``calibration.ort_int8`` remains only for ``benchmarks/precision.py``'s comparison).
+- INT8 for ONNX Runtime: uint8 Q/DQ (``calibration.qdq``), whose x86 kernels cannot saturate; TensorRT's: int8.
 
 Results are cached in a folder named by ``cache_key``: the same bundle graphs, images and settings give the same
 graphs, so a second call copies them instead of calibrating again. Any difference in those gives another key.
@@ -31,22 +32,23 @@ import numpy as np
 
 from msvit_edge import __version__
 from msvit_edge.bundle import GRAPHS, Bundle
-from msvit_edge.calibration import fp16, int8, ort_int8
+from msvit_edge.calibration import fp16, int8, qdq
 from msvit_edge.calibration.isolated import Job
 from msvit_edge.calibration.tokens import check_images, encoder_feeds
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import atomic_dir, atomic_path, write_json
+from msvit_edge.io import FolderKind, atomic_dir, read_json, sha256, write_json
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt")
 ENCODERS = ("encoder", "encoder_masked")
-QUANTIZERS = ("modelopt", "onnxruntime")
-CACHE_FORMAT = 3  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT)
+GRAPH_SET = FolderKind("a precision graph set", "facts.json", lambda f: "precision" in f, ("facts.json", "*.onnx"))
+CACHE_FORMAT = 4  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT, 4: uint8)
 
 
 class PrecisionGraphs(NamedTuple):
-    graphs: dict[str, Path]  # tokenizer, encoder, encoder_masked -> the ONNX file to build or run
+    graphs: dict[str, Path]  # tokenizer, encoder, encoder_masked (, vit) -> the ONNX file to build or run
     facts: dict  # for the engine manifest: quantizer, method, calibration images and coverage, kept-FP32 ops
+    folder: Path | None = None  # where the graphs were delivered (None for fp32: the bundle's own graphs)
 
 
 def default_cache_dir() -> Path:
@@ -55,33 +57,32 @@ def default_cache_dir() -> Path:
     return Path(root) / "msvit-edge" / "calibration"
 
 
-def settings_for(precision: str, backend: str, method: str | None = None, quantizer: str | None = None) -> dict:
+def settings_for(precision: str, backend: str, method: str | None = None) -> dict:
     """Everything that decides the precision graphs besides the bundle and the images (part of the cache key)."""
     if precision not in PRECISIONS or backend not in BACKENDS:
         raise MsvitEdgeError(
             f"precision must be one of {', '.join(PRECISIONS)} and backend one of {', '.join(BACKENDS)}, "
             f"got {precision!r} for {backend!r}"
         )
-    if precision != "int8" and (method or quantizer):
-        raise MsvitEdgeError(f"a calibration method or quantizer applies to int8 only, not {precision}")
+    if precision != "int8" and method:
+        raise MsvitEdgeError(f"a calibration method applies to int8 only, not {precision}")
     if precision == "fp32":
         return {"precision": "fp32"}
     if precision == "fp16":
         return {"precision": "fp16", "tokenizer": "fp32", "keep_fp32": list(fp16.KEEP_FP32)}
-    quantizer, allowed = quantizer or "modelopt", QUANTIZERS if backend == "onnxruntime" else ("modelopt",)
-    if quantizer not in allowed:
-        raise MsvitEdgeError(f"the INT8 quantizer for {backend} must be {' or '.join(allowed)}, got {quantizer!r}")
-    methods = int8.METHODS if quantizer == "modelopt" else ort_int8.METHODS
-    method = method or (int8.DEFAULT_METHOD if quantizer == "modelopt" else ort_int8.DEFAULT_METHOD)
-    if method not in methods:
-        raise MsvitEdgeError(
-            f"the {quantizer} quantizer's calibration methods are {', '.join(methods)}, not {method!r}"
-        )
-    settings = {"precision": "int8", "quantizer": quantizer, "method": method, "tokenizer": "fp32"}
-    if quantizer == "modelopt":
-        high = "fp16" if backend == "tensorrt" else "fp32"
-        return settings | {"high_precision": high, "keep_fp32": list(int8.KEEP_FP32) if high == "fp16" else []}
-    return settings | {"high_precision": "fp32", "op_types": list(ort_int8.OP_TYPES), "activation": "int8"}
+    method = method or int8.DEFAULT_METHOD
+    if method not in int8.METHODS:
+        raise MsvitEdgeError(f"ModelOpt's calibration methods are {', '.join(int8.METHODS)}, not {method!r}")
+    high = "fp16" if backend == "tensorrt" else "fp32"  # ONNX Runtime's CPU kernels gain nothing from FP16
+    return {
+        "precision": "int8",
+        "quantizer": "modelopt",
+        "method": method,
+        "tokenizer": "fp32",
+        "high_precision": high,
+        "keep_fp32": list(int8.KEEP_FP32) if high == "fp16" else [],
+        "qdq": "int8" if backend == "tensorrt" else "uint8",  # see calibration.qdq: uint8 cannot saturate on x86
+    }
 
 
 def images_sha256(images: np.ndarray) -> str:
@@ -131,24 +132,24 @@ def precision_graphs(
     images: np.ndarray | None,
     out_dir: str | Path,
     method: str | None = None,
-    quantizer: str | None = None,
     cache_dir: str | Path | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> PrecisionGraphs:
-    """The graphs to build or run ``bundle`` at ``precision`` on ``backend``, written into ``out_dir``.
+    """The graphs to build or run ``bundle`` at ``precision`` on ``backend``, delivered into a folder of
+    ``out_dir`` named by everything that made them (``graphs_folder``), so that graphs made from other calibration
+    images, settings or tool versions never replace them.
 
     Args:
         bundle: The export bundle.
         precision: "fp32" (the bundle's graphs, nothing written), "fp16" or "int8".
-        backend: "onnxruntime" or "tensorrt" (decides the INT8 quantizer and the unquantized ops' precision).
+        backend: "onnxruntime" or "tensorrt" (decides the INT8 graphs' Q/DQ type and the unquantized ops' precision).
         images: INT8 calibration images, uint8 [N, H, W, C] (``calibration.images.load_images``); else unused.
-        out_dir: Folder the precision graphs are copied into (created; files replaced atomically).
-        method: INT8 calibration method of the quantizer (None: its measured default).
-        quantizer: INT8 quantizer, "modelopt" (None) or, for onnxruntime only, "onnxruntime" (needs no ModelOpt).
+        out_dir: Parent of the graphs' keyed folder (``BUNDLE/precision`` for ``msvit-edge build``).
+        method: ModelOpt's INT8 calibration method (None: the measured default).
         cache_dir: Calibration cache (None: ``default_cache_dir()``); a result is reused only if its key matches.
         log: Progress lines and warnings (a calibration that misses a bucket); nothing is printed.
     """
-    settings = settings_for(precision, backend, method, quantizer)
+    settings = settings_for(precision, backend, method)
     if precision == "fp32":
         return PrecisionGraphs({name: bundle.graph(name) for name in GRAPHS}, settings)
     if precision == "int8":
@@ -160,21 +161,27 @@ def precision_graphs(
         log(f"{precision}: calibration cache hit ({entry})")
     else:
         _make(bundle, settings, images, entry, key, log)
-    facts = json.loads((entry / "facts.json").read_text()) | {"cache": "hit" if hit else "miss"}
-    return PrecisionGraphs(_deliver(bundle, entry, Path(out_dir), facts), facts)
+    facts = json.loads((entry / "facts.json").read_text())
+    folder = Path(out_dir) / graphs_folder(backend, precision, key)
+    graphs = _deliver(bundle, entry, folder, facts)
+    return PrecisionGraphs(graphs, facts | {"cache": "hit" if hit else "miss"}, folder)
+
+
+def graphs_folder(backend: str, precision: str, key: str) -> str:
+    """``<backend>-<precision>-<key prefix>``: the name of a precision graph set, unique to what made it."""
+    return f"{backend}-{precision}-{key[:12]}"
 
 
 def _check_int8_inputs(bundle: Bundle, images: np.ndarray | None, settings: dict) -> None:
     if images is None:
         raise MsvitEdgeError("INT8 needs calibration images (--calib): none were given")
     check_images(bundle, images)
-    if settings["quantizer"] == "modelopt":
-        fp16.require_modelopt("INT8 quantization with ModelOpt")
+    fp16.require_modelopt("INT8 quantization with ModelOpt")
 
 
 def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path, key: str, log) -> None:
     """Make the precision graphs into cache folder ``entry`` (whole or not at all)."""
-    with atomic_dir(entry, force=True) as tmp:
+    with atomic_dir(entry, GRAPH_SET, force=True) as tmp:
         facts = dict(settings)
         stages = converted(bundle)
         if settings["precision"] == "fp16":
@@ -203,10 +210,10 @@ def calibration_facts(bundle: Bundle, images: np.ndarray, coverage: list[int]) -
 
 
 def _quantize(jobs: list[Job], settings: dict, log) -> None:
-    if settings["quantizer"] == "modelopt":
-        int8.quantize_modelopt(jobs, settings["method"], settings["high_precision"], log)
-    else:
-        ort_int8.quantize_ort(jobs, settings["op_types"], settings["method"], settings["activation"], log)
+    int8.quantize_modelopt(jobs, settings["method"], settings["high_precision"], log)
+    if settings["qdq"] == "uint8":
+        for job in jobs:
+            qdq.to_unsigned(job.out)
 
 
 def converted(bundle: Bundle) -> tuple[str, ...]:
@@ -219,11 +226,35 @@ def image_feeds(bundle: Bundle, images: np.ndarray, batch: int = 32) -> list[dic
     return [{"images": bundle.preprocess(images[i : i + batch])} for i in range(0, len(images), batch)]
 
 
-def _deliver(bundle: Bundle, entry: Path, out_dir: Path, facts: dict) -> dict[str, Path]:
-    """Copy the cached graphs into ``out_dir`` as ``NAME.PRECISION.onnx``; the tokenizer stays the bundle's."""
-    graphs = {"tokenizer": bundle.graph("tokenizer")}
-    for name in (n for n in converted(bundle) if (entry / f"{n}.onnx").is_file()):
-        graphs[name] = out_dir / f"{name}.{facts['precision']}.onnx"
-        with atomic_path(graphs[name]) as tmp:
-            shutil.copyfile(entry / f"{name}.onnx", tmp)
-    return graphs
+def _deliver(bundle: Bundle, entry: Path, folder: Path, facts: dict) -> dict[str, Path]:
+    """Copy the cached graphs into ``folder`` as ``NAME.PRECISION.onnx`` beside ``facts.json`` (with each graph's
+    sha256); the tokenizer stays the bundle's. The folder appears whole or not at all; one that exists already
+    holds these very graphs (its name is their key), and is checked instead."""
+    if not (folder / "facts.json").is_file():
+        names = [n for n in converted(bundle) if (entry / f"{n}.onnx").is_file()]
+        with atomic_dir(folder, GRAPH_SET, force=True) as tmp:
+            files = {f"{n}.{facts['precision']}.onnx": entry / f"{n}.onnx" for n in names}
+            for file, source in files.items():
+                shutil.copyfile(source, tmp / file)
+            write_json(tmp / "facts.json", facts | {"files": {f: sha256(tmp / f) for f in files}})
+    return {"tokenizer": bundle.graph("tokenizer")} | open_graphs(folder).graphs
+
+
+def open_graphs(folder: Path) -> PrecisionGraphs:
+    """A delivered graph set (also one ``build --graphs-only`` made on another machine): its graphs by stage, checked
+    against the sha256 that its facts.json records, and the facts."""
+    facts = read_json(folder / "facts.json", "not a precision graph folder (no facts.json)")
+    if not isinstance(facts, dict) or facts.get("precision") not in PRECISIONS:
+        raise MsvitEdgeError("not the facts of a precision graph set", folder / "facts.json")
+    digests = facts.get("files") or {f.name: None for f in folder.glob("*.onnx")}  # sets before digests: none
+    for file, digest in digests.items():
+        if not (folder / file).is_file():
+            raise MsvitEdgeError("is missing from its precision graph set", folder / file)
+        if digest is not None and sha256(folder / file) != digest:
+            raise MsvitEdgeError(
+                f"is not the graph its facts.json records (sha256 differs): changed since it was made; remove "
+                f"{folder} to make the set again",
+                folder / file,
+            )
+    graphs = {file.split(".", 1)[0]: folder / file for file in digests}
+    return PrecisionGraphs(graphs, facts, folder)

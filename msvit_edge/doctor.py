@@ -213,6 +213,7 @@ def format_report(report: Report) -> str:
     lines = [f"msvit-edge {env['msvit_edge']} doctor: {device_description(env)}", "", "Packages"]
     lines += _table([[p.name, p.version or "missing", p.purpose if p.version else p.install] for p in report.packages])
     lines += ["", f"ONNX Runtime providers: {', '.join(env['onnxruntime_providers'] or ['none'])}"]
+    lines += [f"CPU int8 kernels: {int8_line(env['cpu'].get('int8'))}"]
     gpus = ", ".join(f"{g['name']} (driver {g['driver_version']})" for g in env["gpus"])
     lines += [f"GPU: {gpus or 'none found by nvidia-smi'}", f"torch CUDA: {env['torch_cuda'] or 'none (CPU build)'}"]
     matrix = [[b, *(report.capability(b, p).status for p in PRECISIONS)] for b in BACKENDS]
@@ -221,6 +222,18 @@ def format_report(report: Report) -> str:
     lines += ["", "Why not", *_reasons(report)] if any(c.reason for c in report.capabilities) else []
     lines += ["", "Hints", *(f"  {h}" for h in report.hints)] if report.hints else []
     return "\n".join(lines)
+
+
+def int8_line(int8: dict | None) -> str:
+    """What ONNX Runtime's int8 kernels do on this CPU, and what msvit-edge's INT8 graphs do about it."""
+    if int8 is None:
+        return "unknown (an environment recorded before msvit-edge read them)"
+    if int8["u8s8_saturates"]:
+        return (
+            f"{int8['kernels']} without VNNI: 8-bit products are paired in 16 bits and saturate with int8 weights; "
+            "msvit-edge's ONNX Runtime INT8 graphs are uint8 (U8U8 kernels), exact here"
+        )
+    return f"{int8['kernels']}: no saturation; msvit-edge's ONNX Runtime INT8 graphs are uint8 all the same"
 
 
 def _reasons(report: Report) -> list[str]:

@@ -120,11 +120,35 @@ def _text(path: Path) -> str:
 
 
 def cpu(root: Path = Path("/")) -> dict:
-    """CPU model (from /proc/cpuinfo), logical core count and architecture."""
+    """CPU model (from /proc/cpuinfo), logical core count, architecture and int8 kernels (``int8_kernels``)."""
     info = _text(root / "proc/cpuinfo")
     model = re.search(r"^(?:model name|Hardware|Model)\s*:\s*(.+)$", info, re.MULTILINE)
     name = model.group(1).strip() if model else platform.processor() or platform.machine()
-    return {"model": name, "cores": os.cpu_count(), "arch": platform.machine()}
+    flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", info, re.MULTILINE)
+    int8 = int8_kernels(set(flags.group(1).split()) if flags else set())
+    return {"model": name, "cores": os.cpu_count(), "arch": platform.machine(), "int8": int8}
+
+
+# The instruction sets ONNX Runtime's int8 GEMMs (MLAS) pick, best first, by /proc/cpuinfo flag (x86 "flags", Arm
+# "Features"), and whether 8-bit products there are added in 16 bits with saturation (VPMADDUBSW, x86 without VNNI).
+INT8_KERNELS = (
+    ("amx_int8", "amx", False),
+    ("avx512_vnni", "avx512-vnni", False),
+    ("avx_vnni", "avx-vnni", False),
+    ("avx512bw", "avx512bw", True),
+    ("avx2", "avx2", True),
+    ("i8mm", "arm-i8mm", False),
+    ("asimddp", "arm-dotprod", False),
+)
+
+
+def int8_kernels(flags: set[str]) -> dict:
+    """Which int8 kernels ONNX Runtime runs on a CPU with these flags, and whether they saturate with full-range int8
+    weights (U8S8 on x86 without VNNI); msvit-edge's ONNX Runtime INT8 graphs are uint8, safe on all of them."""
+    for flag, name, saturates in INT8_KERNELS:
+        if flag in flags:
+            return {"kernels": name, "u8s8_saturates": saturates}
+    return {"kernels": "generic", "u8s8_saturates": False}
 
 
 def os_info(root: Path = Path("/")) -> dict:

@@ -32,6 +32,14 @@ def _missing() -> dict[str, str | None]:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def calibration_cache(tmp_path_factory):
+    """The calibration cache of every test in a temporary folder, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MSVIT_EDGE_CACHE", str(tmp_path_factory.mktemp("msvit-edge-cache")))
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     missing = None
     for item in items:

@@ -2,8 +2,9 @@
 
 Two steps, separable on purpose:
 1. The precision pass (``msvit_edge.calibration``): FP16 or INT8 ONNX graphs, made once per bundle, calibration set
-   and quantizer, and kept in the bundle (``BUNDLE/precision/<key>/``). It needs ModelOpt (and PyTorch to read the
-   calibration images), so it runs on a workstation; ``--graphs-only`` stops after it.
+   and quantizer, and kept in the bundle in a folder named by all of these (``BUNDLE/precision/<backend>-<precision>-
+   <key>/``), so that another calibration never replaces graphs an engine runs. It needs ModelOpt (and PyTorch to
+   read the calibration images), so it runs on a workstation; ``--graphs-only`` stops after it.
 2. The engine build for a backend on this device: nothing for ONNX Runtime (it runs ONNX graphs), serialized
    engines for TensorRT. A Jetson without PyTorch or ModelOpt builds from the precision graphs the bundle carries.
 
@@ -23,8 +24,19 @@ from pathlib import Path
 
 from msvit_edge import __version__, validation
 from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
+from msvit_edge.calibration.tokens import DEFAULT_IMAGES as DEFAULT_CALIB_IMAGES
 from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
-from msvit_edge.engine import KIND, SCHEMA_VERSION, EngineDir, bundle_id, default_engine_dir, relative_to
+from msvit_edge.engine import (
+    FOLDER,
+    KIND,
+    SCHEMA_VERSION,
+    EngineDir,
+    bundle_id,
+    default_engine_dir,
+    file_digests,
+    relative_to,
+)
 from msvit_edge.environment import this_device, this_machine
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, write_json
@@ -40,9 +52,10 @@ class BuildConfig:
     precision: str = "fp32"
     backend: str = "auto"  # auto: TensorRT where it and a GPU exist, else ONNX Runtime
     calib: str | None = None  # INT8 calibration data (default: the training split the bundle was planned on)
-    calib_images: int = 512
+    calib_images: int = DEFAULT_CALIB_IMAGES
     out: str | None = None  # default: BUNDLE/engines/<backend>-<precision>-<device>
     graphs_only: bool = False  # stop after the precision pass (a workstation preparing graphs for a Jetson)
+    graphs: str | None = None  # precision graphs made by --graphs-only (default: the one set in BUNDLE/precision)
     force: bool = False
     workspace_gb: float | None = None  # TensorRT builder workspace (None: TensorRT's default, all device memory)
     opt_level: int | None = None  # TensorRT builder optimisation level 0..5 (None: TensorRT's default, 3)
@@ -68,22 +81,23 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> EngineDir | P
     bundle = Bundle(cfg.bundle)
     bundle.reference()  # every build is validated against it: refuse a bundle without one before any work
     backend, why = choose_backend(cfg.backend, installed=not cfg.graphs_only)
-    log(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
     device = this_device()
     out = Path(cfg.out) if cfg.out else default_engine_dir(bundle, backend, cfg.precision, device)
     if not cfg.graphs_only:
-        check_output(out, force=True)  # writable; an existing folder is compared by key below
-    graphs, calibration = precision_graphs(bundle, cfg, backend, log)
+        check_output(out, FOLDER, force=True)  # ours or empty, and writable; its key is compared below
+    log(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
+    made = precision_graphs(bundle, cfg, backend, log)
     if cfg.graphs_only:
-        log(f"precision graphs: {Path(graphs['encoder']).parent}")
-        return Path(graphs["encoder"]).parent
-    key = cache_key(bundle, backend, cfg, device, calibration)
+        log(f"precision graphs: {made.folder}")
+        return made.folder
+    key = cache_key(bundle, backend, cfg, device, made.facts)
     if (reused := _reuse(out, key, cfg.force)) is not None:
         log(f"engine: {out} is up to date (same bundle, backend, precision, device and calibration): reused")
         return reused
-    with atomic_dir(out, force=True) as tmp:
-        manifest = _manifest(bundle, backend, cfg, device, calibration, key, out)
-        manifest["graphs"] = _engine_files(bundle, backend, graphs, tmp, out, cfg, log)
+    with atomic_dir(out, FOLDER, force=True) as tmp:
+        manifest = _manifest(bundle, backend, cfg, device, made.facts, key, out)
+        manifest["graphs"] = _engine_files(bundle, backend, made.graphs, tmp, out, cfg, log)
+        manifest["files"] = file_digests(tmp, manifest["graphs"])
         write_json(tmp / "manifest.json", manifest)
         manifest["validation"] = _validate(EngineDir(tmp), cfg.precision, log)
         write_json(tmp / "manifest.json", manifest)
@@ -120,18 +134,19 @@ def _has_nvidia_gpu() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
 
 
-def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> tuple[dict[str, Path], dict]:
-    """The graphs to build from ({stage: path}) and the calibration facts for the manifest.
+def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> PrecisionGraphs:
+    """The graphs to build from ({stage: path}), the calibration facts for the manifest, and their folder.
 
-    FP16/INT8 graphs are made into ``BUNDLE/precision/<backend>-<precision>/`` where ModelOpt and PyTorch are
-    installed; elsewhere (a Jetson) the ones a workstation made there are used.
+    FP16/INT8 graphs are made into ``BUNDLE/precision/<backend>-<precision>-<key>/`` where ModelOpt and PyTorch are
+    installed; elsewhere (a Jetson), or with ``--graphs``, the ones a workstation made there are used.
     """
     graphs = {name: bundle.graph(name) for name in (*GRAPHS, "vit") if bundle.graph(name).is_file()}
     if cfg.precision == "fp32":
-        return graphs, {}
-    folder = bundle.path / "precision" / f"{backend}-{cfg.precision}"
-    if not _can_make_graphs():
-        return graphs | _made_elsewhere(folder, cfg, backend, log), _read_json(folder / "facts.json")
+        return PrecisionGraphs(graphs, {})
+    if cfg.graphs or not _can_make_graphs():
+        made = open_graphs(Path(cfg.graphs) if cfg.graphs else _made_elsewhere(bundle, cfg, backend))
+        log(f"precision graphs: {made.folder} (made by --graphs-only)")
+        return made._replace(graphs=graphs | made.graphs)
     from msvit_edge.calibration import precision_graphs as make
     from msvit_edge.calibration.images import default_data, load_images
 
@@ -139,31 +154,32 @@ def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> tup
     if cfg.precision == "int8":
         images, _ = load_images(bundle, cfg.calib, cfg.calib_images)
         log(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split)")
-    made = make(bundle, cfg.precision, backend, images, folder, log=log)
-    write_json(folder / "facts.json", made.facts)
-    return graphs | made.graphs, made.facts
+    made = make(bundle, cfg.precision, backend, images, bundle.path / "precision", log=log)
+    return made._replace(graphs=graphs | made.graphs)
 
 
 def _can_make_graphs() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("modelopt", "torch"))
 
 
-def _made_elsewhere(folder: Path, cfg: BuildConfig, backend: str, log) -> dict[str, Path]:
-    """Precision graphs a workstation made into the bundle (``build --graphs-only``), for a machine that cannot."""
-    if not (folder / "facts.json").is_file():
+def _made_elsewhere(bundle: Bundle, cfg: BuildConfig, backend: str) -> Path:
+    """The one graph set for this backend and precision that a workstation made into the bundle (``build
+    --graphs-only``), for a machine that cannot make them."""
+    root = bundle.path / "precision"
+    found = sorted(p.parent for p in root.glob(f"{backend}-{cfg.precision}*/facts.json"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(p.name for p in found)
         raise MsvitEdgeError(
-            f"making {cfg.precision} graphs needs ModelOpt and PyTorch (pip install 'msvit-edge[quantize]'); or make "
-            f"them on a workstation with `msvit-edge build --bundle B --backend {backend} --precision {cfg.precision} "
-            "--graphs-only` and copy the bundle here",
-            folder,
+            f"holds {len(found)} {backend} {cfg.precision} graph sets ({names}): pick one with --graphs", root
         )
-    log(f"precision graphs: {folder} (made where ModelOpt is installed)")
-    names = ("encoder", "encoder_masked", "vit")
-    return {n: folder / f"{n}.{cfg.precision}.onnx" for n in names if (folder / f"{n}.{cfg.precision}.onnx").is_file()}
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    raise MsvitEdgeError(
+        f"making {cfg.precision} graphs needs ModelOpt and PyTorch (pip install 'msvit-edge[quantize]'); or make "
+        f"them on a workstation with `msvit-edge build --bundle B --backend {backend} --precision {cfg.precision} "
+        "--graphs-only` and copy the bundle here",
+        root,
+    )
 
 
 def cache_key(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict) -> str:
@@ -189,19 +205,18 @@ def backend_version(backend: str) -> str | None:
 
 
 def _reuse(out: Path, key: str, force: bool) -> EngineDir | None:
-    """The existing engine directory at ``out`` when it was built from the same inputs; refuse another unless
-    ``force``."""
-    if not out.exists():
+    """The existing engine directory at ``out`` when it was built from the same inputs and its files are unchanged;
+    without ``force``, refuse one that is not (saying why), with ``force`` rebuild it."""
+    if force or not (out / "manifest.json").is_file():
         return None
-    try:
-        existing = EngineDir(out)
-    except MsvitEdgeError:
-        existing = None
-    if existing is not None and existing.manifest.get("key") == key and not force:
-        return existing
-    if not force:
-        raise MsvitEdgeError("output folder exists and holds another build (pass --force to replace it)", out)
-    return None
+    existing = EngineDir(out)  # refuses, naming the file, an engine folder whose files changed since its build
+    if existing.manifest.get("key") != key:
+        raise MsvitEdgeError(
+            "holds an engine built from other inputs (bundle, calibration, settings or versions): pass --force to "
+            "replace it",
+            out,
+        )
+    return existing
 
 
 def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict, key: str, out: Path):
@@ -213,11 +228,15 @@ def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calib
         "backend": backend,
         "backend_version": backend_version(backend),
         "precision": cfg.precision,
-        "device": {"slug": device, "description": device_description(this_machine())},
+        "device": {
+            "slug": device,
+            "description": device_description(this_machine()),
+            "cpu_int8": this_machine()["cpu"]["int8"],  # the kernels ONNX Runtime's INT8 graphs run on here
+        },
         "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
         "buckets": bundle.plan.to_dict(),
-        "build": {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only")},
-        "calibration": calibration,
+        "build": {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only", "graphs")},
+        "calibration": {k: v for k, v in calibration.items() if k != "files"},
         "tolerance": validation.tolerance_dict(cfg.precision),
         "key": key,
         "msvit_edge": __version__,
@@ -246,5 +265,7 @@ def _validate(engine: EngineDir, precision: str, log) -> dict:
     what = f"{engine.backend} {precision}"
     log(validation.describe(report, what))
     latency_only = bool(engine.bundle.manifest.get("latency_only"))
-    validation.check(report, validation.TOLERANCES[precision], what, latency_only)
+    tolerance = validation.TOLERANCES[precision]
+    validation.check(report, tolerance, what, latency_only)
+    log(f"validation passed: {validation.criterion(tolerance, latency_only)}")
     return report

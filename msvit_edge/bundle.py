@@ -14,14 +14,13 @@ DIR/reference.npz        validation images (uint8 NHWC), labels, and PyTorch's l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import read_json, sha256
+from msvit_edge.io import FolderKind, read_json, sha256
 from msvit_edge.preprocess import check_images, load_images, preprocess, resize_rule
 
 SCHEMA_VERSION = 1
@@ -29,6 +28,12 @@ GRAPHS = ("tokenizer", "encoder", "encoder_masked")
 # What every reader needs, and its JSON type. Everything else in a manifest is a record for people.
 _REQUIRED = {"model": dict, "graphs": dict, "buckets": dict, "threshold": (int, float), "preprocessing": dict}
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+FOLDER = FolderKind(
+    "an export bundle",
+    "manifest.json",
+    lambda m: "graphs" in m and "kind" not in m,  # an engine manifest has a kind
+    ("manifest.json", "*.onnx", "*.onnx.data", "reference.npz", "engines", "precision"),
+)
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,7 @@ def check_graph(path: Path, entry: dict) -> None:
     """``path`` must be the graph ``entry`` (its manifest record) describes: same sha256, or if the manifest
     records none (bundles before it did), the same inputs and outputs."""
     if "sha256" in entry:
-        if _sha256(path) != entry["sha256"]:
+        if sha256(path) != entry["sha256"]:
             raise MsvitEdgeError(
                 "is not the graph the manifest describes (sha256 differs): replaced, damaged, or the manifest "
                 "comes from another export",
@@ -195,17 +200,6 @@ def io_description(path: Path) -> dict:
         ]
 
     return {"inputs": describe(graph.input), "outputs": describe(graph.output)}
-
-
-@lru_cache(maxsize=64)
-def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
-    return sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file, hashed once per process while it is unchanged: bundles are opened again and again."""
-    stat = path.stat()
-    return _sha256_of(path.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
 def _signature(io: dict) -> str:

@@ -14,13 +14,14 @@ import importlib.util
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import check_output
+from msvit_edge.io import FolderKind, check_output, write_json
 
 SAMPLE = Path(__file__).parent / "assets" / "fashion-mnist-sample"
+FOLDER = FolderKind("a demo folder", "demo.json", lambda c: "out" in c, ("demo.json", "bundle", "report"))
 
 
 @dataclass
@@ -36,9 +37,10 @@ def demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     from msvit_edge.bench import BenchConfig, bench
     from msvit_edge.export import export
 
-    out = check_output(cfg.out, cfg.force)
+    out = check_output(cfg.out, FOLDER, cfg.force)
     if out.exists():
-        shutil.rmtree(out)  # --force: a fresh run; check_output refused it otherwise
+        shutil.rmtree(out)  # --force on a demo folder: a fresh run (check_output refused anything else)
+    write_json(out / "demo.json", asdict(cfg))  # first, so that a demo stopped half way is still known as one
     data, why = demo_data()
     log(f"demo: the embedded demo checkpoint on {why}")
     bundle = _stage(log, "export", lambda: export(_export_cfg(out, data, cfg), log=_quiet), _exported)

@@ -1,14 +1,17 @@
 """Engine directories: what ``msvit-edge build`` writes, one per (bundle, backend, precision, device). Torch-free.
 
 DIR/manifest.json   kind, schema version, backend and its version, precision, device, the source bundle (relative
-                    path and sha256 of its manifest), graph or engine file per stage, bucket plan with the batch
-                    range, build options, calibration facts, the cache key, and the post-build validation
+                    path and sha256 of its manifest), graph or engine file per stage and the sha256 of every file
+                    the engine runs, bucket plan with the batch range, build options, calibration facts, the cache
+                    key, and the post-build validation
 DIR/*.plan          serialized engines (TensorRT); ONNX Runtime runs ONNX graphs directly, so its engine directory
                     holds only the manifest
 
 Every file is recorded as a path relative to the engine directory: the bundle's own FP32 graphs
-(``../../tokenizer.onnx``) and the precision graphs, which live in the bundle (``BUNDLE/precision/<key>/``) because
-they do not depend on the device: made once on a workstation with ModelOpt, they are what a Jetson builds from.
+(``../../tokenizer.onnx``) and the precision graphs, which live in the bundle (``BUNDLE/precision/<backend>-
+<precision>-<key>/``, named by everything that made them) because they do not depend on the device: made once on a
+workstation with ModelOpt, they are what a Jetson builds from. Opening an engine directory checks every file it runs
+against the sha256 its manifest recorded, so a folder runs what was validated or nothing.
 
 By default an engine directory lives inside its bundle (``BUNDLE/engines/<backend>-<precision>-<device>``), so a
 bundle copied to a Jetson carries its engines and precision graphs with it. An engine directory answers the same
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +31,18 @@ import numpy as np
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle, Reference
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import read_json, sha256
+from msvit_edge.io import FolderKind, read_json, sha256
 
 KIND = "msvit-edge-engine"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the sha256 of every file the engine runs ("files")
+READABLE = (1, 2)  # schema 1 folders open with a warning: they recorded no digests to check
 REQUIRED = {"backend": str, "precision": str, "device": dict, "bundle": dict, "graphs": dict, "buckets": dict}
+FOLDER = FolderKind(
+    "an engine folder",
+    "manifest.json",
+    lambda m: m.get("kind") == KIND,
+    ("manifest.json", "*.plan", "*.layers.json", "tensorrt.json", "trtexec-trt*.sh", "*.cache", "*.cache.lock"),
+)
 
 
 class EngineDir:
@@ -47,6 +58,7 @@ class EngineDir:
                 "rebuild with msvit-edge build --force",
                 self.path,
             )
+        check_files(self.path, self.manifest)
 
     @property
     def backend(self) -> str:
@@ -95,15 +107,44 @@ class EngineDir:
             )
 
 
+def check_files(path: Path, manifest: dict) -> None:
+    """Every file the engine runs must be the one its manifest recorded (by sha256), or the folder is refused."""
+    if manifest["schema_version"] == 1:
+        warnings.warn(
+            f"{path}: built by an msvit-edge that recorded no file digests, so its files cannot be checked; "
+            "rebuild it with msvit-edge build --force",
+            stacklevel=3,
+        )
+        return
+    unrecorded = sorted(set(manifest["graphs"].values()) - manifest["files"].keys())
+    if unrecorded:
+        raise MsvitEdgeError(f"the engine manifest records no sha256 for {', '.join(unrecorded)}", path)
+    for file, digest in manifest["files"].items():
+        if not (path / file).is_file():
+            raise MsvitEdgeError(f"engine file {file} is missing", path)
+        if sha256(path / file) != digest:
+            raise MsvitEdgeError(
+                f"is not the file this engine folder was built and validated with (sha256 differs from its "
+                f"manifest's): changed since the build; rebuild with msvit-edge build --force --out {path}",
+                (path / file).resolve(),
+            )
+
+
+def file_digests(path: Path, graphs: dict[str, str]) -> dict[str, str]:
+    """{file relative to ``path``: sha256} for the files an engine runs (``graphs``: stage -> relative file)."""
+    return {file: sha256(path / file) for file in sorted(set(graphs.values()))}
+
+
 def read_engine_manifest(path: Path) -> dict:
     """The engine manifest at ``path``, checked for kind, schema and the keys every reader needs."""
     file = path / "manifest.json"
     manifest = read_json(file, "not an engine directory (no manifest.json)")
     if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
         raise MsvitEdgeError("not an engine manifest (kind is not msvit-edge-engine)", file)
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise MsvitEdgeError(f"engine schema {manifest.get('schema_version')} is not {SCHEMA_VERSION}", file)
-    for key, kind in REQUIRED.items():
+    if manifest.get("schema_version") not in READABLE:
+        raise MsvitEdgeError(f"engine schema {manifest.get('schema_version')} is not one of {READABLE}", file)
+    required = REQUIRED | ({"files": dict} if manifest["schema_version"] >= 2 else {})
+    for key, kind in required.items():
         if not isinstance(manifest.get(key), kind):
             raise MsvitEdgeError(f"engine manifest needs {key!r} ({kind.__name__})", file)
     return manifest

@@ -27,12 +27,15 @@ from msvit_edge.checkpoint import load_model
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
-from msvit_edge.io import atomic_dir, check_output, write_json
+from msvit_edge.io import FolderKind, atomic_dir, check_output, write_json
 from msvit_edge.msvit import MSViT, pack
 from msvit_edge.preprocess import to_uint8
 from msvit_edge.train import resolve_device
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FOLDER = FolderKind(
+    "an eval report", "report.json", lambda r: "settings" in r and "engines" not in r, ("report.*", "*.png", "overlays")
+)
 
 
 @dataclass
@@ -72,7 +75,7 @@ class _Tally:
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate as ``cfg`` says, write the report files, and return the report."""
-    check_output(cfg.out, cfg.force)
+    check_output(cfg.out, FOLDER, cfg.force)
     device = resolve_device(cfg.device)
     model, meta = load_model(cfg.ckpt)
     model.to(device)
@@ -91,7 +94,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
     if on_object is not None:
         report |= _object_scores(tallies, on_object)
-    with atomic_dir(cfg.out, cfg.force) as tmp:
+    with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(markdown(report))
         plot_tradeoff(report, tmp / "tradeoff.png")
@@ -131,13 +134,23 @@ def _settings(model: MSViT, thresholds: tuple[float, ...], oracle: bool) -> dict
 def _run(
     model: MSViT, dataset: Dataset, settings: dict[str, float | str], cfg: EvalConfig, on_object: Tensor | None
 ) -> dict[str, _Tally]:
+    from rich.console import Console
     from rich.progress import track
 
+    console = Console(stderr=True)  # a bar on a terminal only: elsewhere it would leave an empty line before an error
     model.eval()
     tallies = {name: _Tally() for name in settings}
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size)
-    for b, (images, labels) in enumerate(track(loader, description=f"eval {len(settings)} settings", transient=True)):
+    for b, (images, labels) in enumerate(
+        track(
+            loader,
+            description=f"eval {len(settings)} settings",
+            transient=True,
+            console=console,
+            disable=not console.is_terminal,
+        )
+    ):
         images = images.to(cfg.device)
         gate_fine = None
         for name, how in settings.items():

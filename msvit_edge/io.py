@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -9,8 +10,10 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
@@ -81,15 +84,44 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class FolderKind:
+    """A kind of folder this project writes, recognised by its contents: ``--force`` replaces only one of these.
+
+    Args:
+        name: What it is, for messages ("an engine folder").
+        marker: The JSON file every such folder holds.
+        test: Whether the marker's (parsed) content is this kind's.
+        entries: Glob patterns of every top-level name this kind writes; anything else in the folder is the user's.
+    """
+
+    name: str
+    marker: str
+    test: Callable[[dict], bool]
+    entries: tuple[str, ...]
+
+    def foreign(self, path: Path) -> list[str]:
+        """The names in folder ``path`` this kind does not write (all of them when its marker is not this kind's)."""
+        names = sorted(p.name for p in path.iterdir())
+        try:
+            marker = json.loads((path / self.marker).read_text())
+        except (OSError, ValueError):
+            marker = None
+        if not (isinstance(marker, dict) and self.test(marker)):
+            return names
+        return [n for n in names if not any(fnmatch.fnmatch(n, pattern) for pattern in self.entries)]
+
+
 @contextmanager
-def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | Path, kind: FolderKind, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` that becomes ``path`` only if the block succeeds.
 
     Args:
         path: The output folder.
-        force: Replace an existing ``path`` (only once the new one is complete); otherwise refuse up front.
+        kind: What the folder will be; an existing one is replaced only if it is one (see ``check_output``).
+        force: Replace an existing ``path`` of this kind (only once the new one is complete); otherwise refuse up front.
     """
-    path = check_output(path, force)
+    path = check_output(path, kind, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = path.parent / f".{path.name}.old"
@@ -105,17 +137,28 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_output(path: str | Path, force: bool) -> Path:
+def check_output(path: str | Path, kind: FolderKind, force: bool) -> Path:
     """Refuse an output folder that could not be written: called up front, before any long work.
 
-    An existing folder is refused unless ``force``; an existing file always (``--force`` replaces folders only); so
-    is a path whose nearest existing ancestor is a file or is read-only.
+    A missing or empty folder is fine. A non-empty one is replaced with ``force`` when it is ``kind`` and holds
+    nothing else; anything else (a user's folder, another kind of result, a result with the user's files added)
+    is refused, ``force`` or not. A file is always refused; so is a path whose nearest existing ancestor is a file or
+    is read-only.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MsvitEdgeError("output path exists and is not a folder", path)
-    if path.exists() and not force:
-        raise MsvitEdgeError("output folder exists (pass --force to replace it)", path)
+    if path.is_dir() and any(path.iterdir()):
+        foreign = kind.foreign(path)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise MsvitEdgeError(
+                f"is not {kind.name} that msvit-edge wrote (it holds {shown}): not replaced, --force or not; "
+                "choose another output folder",
+                path,
+            )
+        if not force:
+            raise MsvitEdgeError(f"output folder exists and holds {kind.name} (pass --force to replace it)", path)
     _check_writable(path.absolute().parent, path)
     return path
 
@@ -154,9 +197,16 @@ def _umask() -> int:
 
 
 def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    """Hex SHA-256 of a file, read in 1 MiB chunks; hashed once per process while the file is unchanged (bundles
+    and engine folders are opened again and again, and check their files each time)."""
+    stat = Path(path).stat()
+    return _sha256(Path(path).resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

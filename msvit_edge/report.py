@@ -12,9 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import atomic_dir, check_output, write_json
+from msvit_edge.io import FolderKind, atomic_dir, check_output, write_json
 
 SCHEMA_VERSION = 1
+FOLDER = FolderKind(
+    "a bench report", "report.json", lambda r: "engines" in r, ("report.json", "report.csv", "report.md", "*.png")
+)
 COLUMNS = (
     ("status", "status"),
     ("backend", "backend"),
@@ -31,7 +34,7 @@ COLUMNS = (
 
 def check_out(out: str | Path, force: bool) -> None:
     """Refuse an unusable report folder before any measuring."""
-    check_output(out, force)
+    check_output(out, FOLDER, force)
 
 
 def assemble(cfg, device: str, results: list) -> dict:
@@ -102,7 +105,7 @@ def result_line(result) -> str:
 
 def write(report: dict, results: list, out: str | Path, force: bool) -> None:
     """report.json, report.csv, report.md and the plots, into ``out`` atomically."""
-    with atomic_dir(out, force) as tmp:
+    with atomic_dir(out, FOLDER, force) as tmp:
         write_json(tmp / "report.json", report)
         (tmp / "report.csv").write_text(_csv(report))
         (tmp / "report.md").write_text(markdown(report))

@@ -3,6 +3,7 @@ validation recorded, the engine cache, refusals, and the Jetson path that builds
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -66,10 +67,81 @@ def test_int8_and_fp16_run_changed_encoders_and_the_fp32_tokenizer(engines, bund
     assert "QuantizeLinear" in op_types(int8.graph("vit"))  # bench's plain ViT runs at the engine's precision
 
 
-def test_precision_graphs_live_in_the_bundle_and_engines_find_them_by_relative_path(engines, bundle):
-    entry = engines["int8"].manifest["graphs"]["encoder"]
-    assert not entry.startswith("/")
-    assert (bundle.path / "precision" / "onnxruntime-int8" / "facts.json").is_file()
+def test_precision_graphs_live_in_the_bundle_in_a_keyed_folder_and_engines_find_them_by_relative_path(engines, bundle):
+    engine = engines["int8"]
+    entry = engine.manifest["graphs"]["encoder"]
+    folder = (engine.path / entry).resolve().parent
+    assert not entry.startswith("/") and folder.parent == bundle.path.resolve() / "precision"
+    assert folder.name == f"onnxruntime-int8-{engine.manifest['calibration']['cache_key'][:12]}"
+    assert set(engine.manifest["files"]) == set(engine.manifest["graphs"].values())
+
+
+def test_a_second_calibration_never_changes_what_the_first_engine_runs(engines, bundle, workdir, tmp_path):
+    """Engine A calibrated on 200 images, engine B on 150: A still runs A's graphs and gives A's numbers."""
+    a = engines["int8"]
+    before = {f: (a.path / f).read_bytes() for f in a.manifest["files"]}
+    b = build(
+        BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(tmp_path / "b")),
+        log=quiet,
+    )
+    assert b.manifest["graphs"]["encoder"] != a.manifest["graphs"]["encoder"]
+    assert {f: (a.path / f).read_bytes() for f in a.manifest["files"]} == before
+    ref = bundle.reference()
+    with open_pipeline(a.path) as pipe:  # the validation's batched mode, again
+        outs = [
+            pipe(bundle.preprocess(ref.images[i : i + 32]), bundle.threshold) for i in range(0, len(ref.images), 32)
+        ]
+    logits = np.concatenate([o.logits for o in outs])
+    recorded = a.manifest["validation"]["batched"]["logits"]
+    assert np.abs(logits - ref.logits).max() == pytest.approx(recorded["max_abs"], rel=1e-6)
+
+
+def test_an_engine_folder_whose_files_changed_is_refused_in_one_line_naming_the_file(bundle, workdir, tmp_path):
+    folder = tmp_path / "bundle"
+    shutil.copytree(bundle.path, folder, ignore=shutil.ignore_patterns("engines", "precision"))
+    cfg = BuildConfig(str(folder), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200)
+    engine = build(cfg, log=quiet)  # the calibration cache holds these graphs: no calibration runs
+    graph = (engine.path / engine.manifest["graphs"]["encoder"]).resolve()
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 1  # the last byte: the graph still parses
+    graph.write_bytes(bytes(data))
+    message = rf"{graph}: is not the file this engine folder was built and validated with \(sha256 differs"
+    with pytest.raises(MsvitEdgeError, match=message):
+        open_pipeline(engine.path)
+    with pytest.raises(MsvitEdgeError, match=rf"{graph}: is not the graph .*\(sha256 differs\)"):
+        build(cfg, log=quiet)  # the same build again: its precision graphs are checked first
+    result = subprocess.run(
+        [sys.executable, "-m", "msvit_edge", "bench", str(engine.path), "--out", str(tmp_path / "r"), "--iters", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and str(graph) in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["build", "export", "bench", "eval", "demo"])
+def test_force_never_replaces_a_folder_msvit_edge_did_not_write(bundle, tmp_path, command):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("my notes")
+    args = {
+        "build": ["build", "--bundle", str(bundle.path)],
+        "export": ["export", "--ckpt", "nothing-needed"],
+        "bench": ["bench", str(bundle.path)],
+        "eval": ["eval"],
+        "demo": ["demo"],
+    }[command]
+    result = subprocess.run(
+        [sys.executable, "-m", "msvit_edge", *args, "--out", str(user), "--force"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"{user}: is not " in result.stderr and "that msvit-edge wrote (it holds notes.txt)" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"] and (user / "notes.txt").read_text() == "my notes"
 
 
 def test_a_second_identical_build_reuses_the_engine(engines, bundle, workdir):
@@ -85,7 +157,7 @@ def test_a_second_identical_build_reuses_the_engine(engines, bundle, workdir):
 def test_other_calibration_images_are_another_build_refused_without_force(engines, bundle, workdir):
     engine = engines["int8"]
     cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(engine.path))
-    with pytest.raises(MsvitEdgeError, match="holds another build"):
+    with pytest.raises(MsvitEdgeError, match=r"holds an engine built from other inputs .*: pass --force to replace it"):
         build(cfg, log=quiet)
 
 
@@ -126,18 +198,38 @@ def test_failed_validation_leaves_no_engine_folder(bundle, workdir, tmp_path, mo
 def test_a_jetson_without_modelopt_builds_from_the_graphs_a_workstation_made(bundle, workdir, monkeypatch):
     cfg = BuildConfig(str(bundle.path), "fp16", "onnxruntime", graphs_only=True)
     folder = build(cfg, log=quiet)
-    assert folder == bundle.path / "precision" / "onnxruntime-fp16"
+    assert folder.parent == bundle.path / "precision" and folder.name.startswith("onnxruntime-fp16-")
     monkeypatch.setattr(build_module, "_can_make_graphs", lambda: False)
-    graphs, facts = build_module.precision_graphs(bundle, cfg, "onnxruntime", quiet)
-    assert graphs["encoder"] == folder / "encoder.fp16.onnx" and facts["precision"] == "fp16"
+    made = build_module.precision_graphs(bundle, cfg, "onnxruntime", quiet)
+    assert made.graphs["encoder"] == folder / "encoder.fp16.onnx" and made.facts["precision"] == "fp16"
+    assert made.graphs["tokenizer"] == bundle.graph("tokenizer")
     missing = BuildConfig(str(bundle.path), "int8", "tensorrt")
     with pytest.raises(MsvitEdgeError, match=r"--backend tensorrt --precision int8 --graphs-only"):
         build_module.precision_graphs(bundle, missing, "tensorrt", quiet)
+    other = folder.with_name("onnxruntime-fp16-000000000000")
+    shutil.copytree(folder, other)  # a second set: which one is meant is no longer clear
+    with pytest.raises(MsvitEdgeError, match=r"holds 2 onnxruntime fp16 graph sets .*: pick one with --graphs"):
+        build_module.precision_graphs(bundle, cfg, "onnxruntime", quiet)
+    chosen = dataclasses.replace(cfg, graphs=str(other))
+    assert build_module.precision_graphs(bundle, chosen, "onnxruntime", quiet).folder == other
+    shutil.rmtree(other)
 
 
-def test_auto_picks_onnxruntime_here_and_says_why():
+@pytest.mark.parametrize(
+    "tensorrt, gpu, expected",
+    [
+        (False, True, ("onnxruntime", "TensorRT is not installed here")),
+        (True, False, ("onnxruntime", "no NVIDIA GPU was found")),
+        (True, True, ("tensorrt", "TensorRT and an NVIDIA GPU are present")),
+    ],
+)
+def test_auto_picks_tensorrt_only_with_a_gpu_and_says_why(monkeypatch, tensorrt, gpu, expected):
+    real = build_module.importlib.util.find_spec
+    spec = lambda name, *a: (object() if tensorrt else None) if name == "tensorrt" else real(name, *a)  # noqa: E731
+    monkeypatch.setattr(build_module.importlib.util, "find_spec", spec)
+    monkeypatch.setattr(build_module, "_has_nvidia_gpu", lambda: gpu)
     backend, why = build_module.choose_backend("auto")
-    assert backend == "onnxruntime" and "TensorRT is not installed" in why
+    assert backend == expected[0] and expected[1] in why
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -264,6 +264,11 @@ def build(
     graphs_only: bool = typer.Option(
         False, "--graphs-only", help="Only make the FP16/INT8 ONNX graphs (in the bundle), e.g. for a Jetson."
     ),
+    graphs: Path | None = typer.Option(
+        None,
+        help="FP16/INT8 graphs made by --graphs-only to build from (default: the one set for this backend and "
+        "precision in BUNDLE/precision, where this machine cannot make them).",
+    ),
     workspace_gb: float | None = typer.Option(None, help="TensorRT builder workspace in GB (default: TensorRT's)."),
     opt_level: int | None = typer.Option(None, help="TensorRT builder optimisation level 0..5 (default: 3)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if an identical engine exists; replace OUT."),
@@ -281,6 +286,7 @@ def build(
             calib_images=calib_images,
             out=None if out is None else str(out),
             graphs_only=graphs_only,
+            graphs=None if graphs is None else str(graphs),
             workspace_gb=workspace_gb,
             opt_level=opt_level,
             force=force,
@@ -301,6 +307,9 @@ def bench(
         None, help="Labelled test images (any form eval takes; default: the bundle's validation images)."
     ),
     limit: int = typer.Option(500, min=1, help="With --data: measure N randomly drawn images (seeded, as eval)."),
+    ckpt: str | None = typer.Option(
+        None, help="The bundle's checkpoint, for PyTorch's answers on --data and torch: sources (found by sha256)."
+    ),
     batch: str = typer.Option("1,32", help="Batch sizes to time, comma-separated."),
     thresholds: str | None = typer.Option(None, help="Gate thresholds to sweep, e.g. 0.3,0.5,0.7."),
     batching: str = typer.Option("split", help="Mixed token counts in a batch: split (by bucket) or pad."),
@@ -325,6 +334,7 @@ def bench(
             device=device,
             data=data,
             limit=limit,
+            ckpt=ckpt,
             batch=_numbers(batch, int, "--batch"),
             thresholds=_numbers(thresholds, float, "--thresholds") if thresholds else (),
             batching=batching,

@@ -1,23 +1,19 @@
 """PyTorch backend: the reference every other backend is compared with.
 
 ``TorchPipeline`` runs an ``MSViT`` through the same pipeline glue as the engines; ``CudaGraphTorchPipeline`` replays
-its encoder as one CUDA graph per bucket and batch size on a GPU; ``TorchRunner`` is a Polygraphy runner over any
-``nn.Module`` graph (tokenizer or encoder), so Polygraphy's ``Comparator`` can set PyTorch against ONNX Runtime or
-TensorRT runners. Each pipeline's ``plain_vit`` is the plain ViT of the same weights run the way that pipeline runs
-its encoder (eager, or one CUDA graph per batch size), the baseline ``bench`` times MSViT against.
+its encoder as one CUDA graph per bucket and batch size on a GPU. Each pipeline's ``plain_vit`` is the plain ViT of
+the same weights run the way that pipeline runs its encoder (eager, or one CUDA graph per batch size), the baseline
+``bench`` times MSViT against.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from polygraphy.backend.base import BaseRunner
-from torch import Tensor, nn
+from torch import Tensor
 
 from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle
@@ -157,27 +153,35 @@ def require_cuda_graphs(device: str) -> None:
         )
 
 
-def torch_pipeline(source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cpu", **kw) -> TorchPipeline:
+def torch_pipeline(
+    source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cpu", ckpt: str | None = None, **kw
+) -> TorchPipeline:
     """``open_pipeline``'s ``torch`` backend: the bundle's own PyTorch model, eager, on ``device``.
 
     Args:
         source: The bundle (not an engine directory: PyTorch runs no engine).
-        model: The model, when the caller has it; else ``msvit_edge.reference.bundle_model`` finds it (checkpoint
-            or random-weights preset) and checks it against the bundle's reference.
+        model: The model, when the caller has it; else ``msvit_edge.reference.bundle_model`` finds it (``ckpt``, the
+            demo checkpoint or a random-weights preset) and checks it against the bundle's reference.
         device: ``cpu`` or a CUDA device.
+        ckpt: The checkpoint the bundle was exported from (a bundle records its sha256, not where it lay).
         kw: ``pad_to_bucket``, ``batching``: see ``Pipeline``.
     """
     bundle = _bundle_only(source, "torch")
-    return TorchPipeline(model or _bundle_model(bundle), bundle.plan, device=device, **kw)
+    return TorchPipeline(model or _bundle_model(bundle, ckpt), bundle.plan, device=device, **kw)
 
 
 def cuda_graph_pipeline(
-    source: Bundle | EngineDir, model: MSViT | None = None, device: str = "cuda", batching: str | None = None
+    source: Bundle | EngineDir,
+    model: MSViT | None = None,
+    device: str = "cuda",
+    batching: str | None = None,
+    ckpt: str | None = None,
 ) -> CudaGraphTorchPipeline:
     """``open_pipeline``'s ``torch-cudagraphs`` backend: ``torch_pipeline`` with ``CudaGraphTorchPipeline``."""
     bundle = _bundle_only(source, "torch-cudagraphs")
     require_cuda_graphs(device)  # before the model is looked for: the usual reason this fails
-    return CudaGraphTorchPipeline(model or _bundle_model(bundle), bundle.plan, device=device, batching=batching)
+    model = model or _bundle_model(bundle, ckpt)
+    return CudaGraphTorchPipeline(model, bundle.plan, device=device, batching=batching)
 
 
 def _bundle_only(source: Bundle | EngineDir, backend: str) -> Bundle:
@@ -186,50 +190,7 @@ def _bundle_only(source: Bundle | EngineDir, backend: str) -> Bundle:
     return source
 
 
-def _bundle_model(bundle: Bundle) -> MSViT:
+def _bundle_model(bundle: Bundle, ckpt: str | None) -> MSViT:
     from msvit_edge.reference import bundle_model
 
-    return bundle_model(bundle)
-
-
-class TorchRunner(BaseRunner):
-    """Polygraphy runner for a PyTorch module whose positional inputs and outputs are named.
-
-    Args:
-        module: The module; called with the inputs in ``inputs`` order.
-        inputs: Input name -> (numpy dtype, shape); a dynamic dim is a name or None (as in a bundle's manifest).
-        output_names: Names of the module's outputs, in order.
-        name: Runner name in Polygraphy's reports.
-    """
-
-    def __init__(
-        self,
-        module: nn.Module,
-        inputs: dict[str, tuple[str, Sequence]],
-        output_names: Sequence[str],
-        name: str = "pytorch",
-    ):
-        super().__init__(name=name, prefix="pytorch-runner")
-        self.module, self.inputs_meta, self.output_names = module.eval(), dict(inputs), list(output_names)
-
-    def activate_impl(self) -> None:
-        pass
-
-    def deactivate_impl(self) -> None:
-        pass
-
-    def get_input_metadata_impl(self):
-        from polygraphy.common import TensorMetadata
-
-        metadata = TensorMetadata()
-        for name, (dtype, shape) in self.inputs_meta.items():
-            metadata.add(name, dtype=np.dtype(dtype), shape=list(shape))
-        return metadata
-
-    @torch.no_grad()
-    def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
-        start = time.perf_counter()
-        outputs = self.module(*(torch.from_numpy(np.asarray(feed_dict[n])) for n in self.inputs_meta))
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        self.inference_time = time.perf_counter() - start  # Polygraphy requires it
-        return OrderedDict((n, o.numpy()) for n, o in zip(self.output_names, outputs, strict=True))
+    return bundle_model(bundle, ckpt)

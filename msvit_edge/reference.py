@@ -1,9 +1,9 @@
 """The PyTorch model a bundle was exported from, found again, and its answers on new images (needs PyTorch).
 
 ``bench --data`` compares engines with PyTorch on images the bundle does not carry. The bundle records where its
-weights came from: a checkpoint (found by path, or the embedded demo, and checked by sha256) or a random-weights
-preset (rebuilt from the same seed). Whatever is found must reproduce the bundle's stored reference logits before
-it is trusted.
+weights came from: a checkpoint (its name and sha256; found as ``--ckpt`` or the embedded demo, by sha256) or a
+random-weights preset (rebuilt from the same seed). Whatever is found must reproduce the bundle's stored reference
+logits before it is trusted.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 from msvit_edge.bundle import Bundle, Reference
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
+from msvit_edge.validation import TOLERANCES
 
-REPRODUCE_ATOL = 1e-4  # the FP32 tolerance: the same weights through the same code
 
-
-def bundle_model(bundle: Bundle):
-    """The ``MSViT`` the bundle was exported from, checked against the bundle's stored reference."""
+def bundle_model(bundle: Bundle, ckpt: str | Path | None = None):
+    """The ``MSViT`` the bundle was exported from (``ckpt``, or the demo checkpoint when its sha256 matches), checked
+    against the bundle's stored reference."""
     import torch
 
     from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
@@ -32,18 +32,19 @@ def bundle_model(bundle: Bundle):
         torch.manual_seed(0)  # as export built it
         model = MSViT(MSViTConfig.from_dict(bundle.manifest["model"])).eval()
     else:
-        model = load_checkpoint(_checkpoint(source, demo_checkpoint()))[0]
+        model = load_checkpoint(_checkpoint(source, [*([Path(ckpt)] if ckpt else []), demo_checkpoint()]))[0]
     _check_reproduces(model, bundle)
     return model
 
 
-def _checkpoint(source: dict, demo: Path) -> Path:
-    for path in (Path(source["checkpoint"]), demo):
+def _checkpoint(source: dict, candidates: list[Path]) -> Path:
+    """The first candidate with the recorded sha256 (older bundles recorded a path: it is tried last)."""
+    for path in (*candidates, Path(source["checkpoint"])):
         if path.is_file() and sha256(path) == source["sha256"]:
             return path
     raise MsvitEdgeError(
-        f"the checkpoint this bundle was exported from is not here (sha256 {source['sha256'][:12]}...)",
-        source["checkpoint"],
+        f"the checkpoint this bundle was exported from ({Path(source['checkpoint']).name}, sha256 "
+        f"{source['sha256'][:12]}...) is not here: pass it with --ckpt"
     )
 
 
@@ -60,18 +61,21 @@ def _check_reproduces(model, bundle: Bundle) -> None:
     stored = bundle.reference()
     logits, counts, _ = answers(model, bundle, bundle.preprocess(stored.images[:16]))
     diff = float(np.abs(logits - stored.logits[:16]).max())
-    if not (np.array_equal(counts, stored.counts[:16]) and diff <= REPRODUCE_ATOL):
+    if not (np.array_equal(counts, stored.counts[:16]) and diff <= TOLERANCES["fp32"].atol):  # the same weights
         raise MsvitEdgeError(f"the model found for this bundle does not reproduce its reference (max abs {diff:.2e})")
 
 
-def reference_on(bundle: Bundle, x: np.ndarray, labels: np.ndarray) -> tuple[Reference | None, str]:
-    """PyTorch's answers on ``x`` (and why there are none: no PyTorch, no checkpoint)."""
+def reference_on(
+    bundle: Bundle, x: np.ndarray, labels: np.ndarray, ckpt: str | Path | None = None
+) -> tuple[Reference | None, str]:
+    """PyTorch's answers on ``x`` (and why there are none: no PyTorch, no checkpoint); ``ckpt``: see
+    ``bundle_model``."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return None, "none (PyTorch is not installed here: accuracy against the labels only)"
     try:
-        model = bundle_model(bundle)
+        model = bundle_model(bundle, ckpt)
     except MsvitEdgeError as e:
         return None, f"none ({e})"
     logits, counts, probs = answers(model, bundle, x)

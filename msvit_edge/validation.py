@@ -1,9 +1,10 @@
 """Validation of any pipeline against the bundle's PyTorch reference, with a tolerance per precision. Torch-free.
 
-``export`` (FP32 ONNX Runtime), ``build`` (every backend and precision) and ``bench`` share it. The pipeline runs
-the bundle's validation images at batch 1 and batched (mixed counts, so the key mask is exercised); the report
-holds, per mode: token counts identical or not, the logits' error statistics (Polygraphy's comparison, plus cosine
-similarity and top-1 agreement) and the minimum tolerance that would have passed.
+``export`` (FP32 ONNX Runtime), ``build`` (every backend and precision) and ``bench`` share it, and ``verdict`` is
+the one pass/fail rule all three apply. The pipeline runs the bundle's validation images at batch 1 and batched
+(mixed counts, so the key mask is exercised); the report holds, per mode: token counts identical or not, the logits'
+error statistics (Polygraphy's comparison, plus cosine similarity and top-1 agreement) and the minimum tolerance
+that would have passed.
 
 Tolerances (``TOLERANCES``): FP32 must match within ``atol`` 1e-4 with identical top-1. FP16 and INT8 change the
 logits by design, so they are held to top-1 agreement with PyTorch (what a user sees) and a bound on the top-1
@@ -80,9 +81,11 @@ def validate(pipeline: Callable, reference: Reference, images: np.ndarray, thres
         reference: The bundle's PyTorch answers.
         images: The reference images preprocessed for the tokenizer (``bundle.preprocess(reference.images)``).
         threshold: The gate threshold the reference was made with.
-        batch: Batch size of the batched mode.
+        batch: Batch size of the batched mode, capped at the largest batch the plan's profiles hold.
     """
-    report: dict = {"images": len(images)}
+    plan = getattr(pipeline, "plan", None)
+    batch = min(batch, plan.batch[2]) if plan is not None else batch
+    report: dict = {"images": len(images), "batch": batch}
     for mode, size in zip(MODES, (1, batch), strict=True):
         outs = [pipeline(images[i : i + size], threshold) for i in range(0, len(images), size)]
         logits, counts = np.concatenate([o.logits for o in outs]), np.concatenate([o.counts for o in outs])
@@ -100,42 +103,71 @@ def validate(pipeline: Callable, reference: Reference, images: np.ndarray, thres
     return report
 
 
-def check(report: dict, tolerance: Tolerance, what: str = "engine", latency_only: bool = False) -> None:
-    """Raise ``MsvitEdgeError`` with the numbers when ``report`` misses ``tolerance``.
+def verdict(
+    logits: dict,
+    counts_differ: int,
+    images: int,
+    tolerance: Tolerance,
+    latency_only: bool = False,
+    top1: tuple[float, float] | None = None,
+) -> str | None:
+    """Why an engine's answers miss ``tolerance`` against PyTorch's, or None when they pass: the one pass/fail rule
+    of export, build and bench.
 
-    ``latency_only``: a random-weights bundle, whose near-equal logits make top-1 agreement and accuracy meaningless;
-    its logits are held to a cosine similarity with PyTorch's instead (``LATENCY_ONLY_MIN_COSINE``).
+    Args:
+        logits: ``compare(engine logits, PyTorch logits)``.
+        counts_differ: Images whose token count differs from PyTorch's (always a failure).
+        images: How many images were compared.
+        tolerance: The precision's (``TOLERANCES``).
+        latency_only: A random-weights bundle, whose near-equal logits make top-1 agreement and accuracy
+            meaningless: its logits are held to a cosine similarity with PyTorch's (``LATENCY_ONLY_MIN_COSINE``).
+        top1: (engine, PyTorch) top-1 accuracy against the labels, where the drop is checked.
     """
     if latency_only:
         tolerance = replace(tolerance, min_agreement=0.0, max_accuracy_drop=1.0)
-    for mode in MODES:
-        v, lg = report[mode], report[mode]["logits"]
-        fail = f"validation failed ({mode}): {what}"
-        if not v["counts_equal"]:
-            raise MsvitEdgeError(
-                f"{fail} token counts differ from PyTorch's on {v['counts_differ']} of {report['images']} images"
-            )
-        if tolerance.atol is not None and not lg["max_abs"] <= tolerance.atol:  # written so that NaN fails too
-            raise MsvitEdgeError(
-                f"{fail} logits max abs diff {lg['max_abs']:.3e} > {tolerance.atol:g} (max rel {lg['max_rel']:.3e})"
-            )
-        if latency_only and not lg["min_cosine"] >= LATENCY_ONLY_MIN_COSINE:
-            raise MsvitEdgeError(
-                f"{fail} logits' cosine similarity with PyTorch's falls to {lg['min_cosine']:.4f}, below "
-                f"{LATENCY_ONLY_MIN_COSINE} (random weights: top-1 agreement is not checked)"
-            )
-        if not lg.get("top1_agreement", 1.0) >= tolerance.min_agreement:
-            raise MsvitEdgeError(
-                f"{fail} top-1 agrees with PyTorch on {100 * lg['top1_agreement']:.2f}% of images, below "
-                f"{100 * tolerance.min_agreement:.2f}% (logits max abs diff {lg['max_abs']:.3e})"
-            )
-    drop = report["accuracy"]["reference"] - report["accuracy"]["engine"]
-    if not drop <= tolerance.max_accuracy_drop + 1e-12:
-        raise MsvitEdgeError(
-            f"validation failed: {what} top-1 {100 * report['accuracy']['engine']:.2f}% is {100 * drop:.2f} points "
-            f"below PyTorch's {100 * report['accuracy']['reference']:.2f}% (allowed "
-            f"{100 * tolerance.max_accuracy_drop:.2f})"
+    if counts_differ:
+        return f"token counts differ from PyTorch's on {counts_differ} of {images} images"
+    if tolerance.atol is not None and not logits["max_abs"] <= tolerance.atol:  # written so that NaN fails too
+        return f"logits max abs diff {logits['max_abs']:.3e} > {tolerance.atol:g} (max rel {logits['max_rel']:.3e})"
+    if latency_only and not logits["min_cosine"] >= LATENCY_ONLY_MIN_COSINE:
+        return (
+            f"logits' cosine similarity with PyTorch's falls to {logits['min_cosine']:.4f}, below "
+            f"{LATENCY_ONLY_MIN_COSINE} (random weights: top-1 agreement is not checked)"
         )
+    if not logits.get("top1_agreement", 1.0) >= tolerance.min_agreement:
+        return (
+            f"top-1 agrees with PyTorch on {100 * logits['top1_agreement']:.2f}% of images, below "
+            f"{100 * tolerance.min_agreement:.2f}% (logits max abs diff {logits['max_abs']:.3e})"
+        )
+    if top1 is not None and not top1[1] - top1[0] <= tolerance.max_accuracy_drop + 1e-12:
+        return (
+            f"top-1 {100 * top1[0]:.2f}% is {100 * (top1[1] - top1[0]):.2f} points below PyTorch's "
+            f"{100 * top1[1]:.2f}% (allowed {100 * tolerance.max_accuracy_drop:.2f})"
+        )
+    return None
+
+
+def check(report: dict, tolerance: Tolerance, what: str = "engine", latency_only: bool = False) -> None:
+    """Raise ``MsvitEdgeError`` with the numbers when a ``validate`` report misses ``tolerance`` (``verdict``)."""
+    top1 = report["accuracy"]["engine"], report["accuracy"]["reference"]
+    for mode in MODES:
+        v = report[mode]
+        reason = verdict(v["logits"], v["counts_differ"], report["images"], tolerance, latency_only, top1)
+        if reason is not None:
+            raise MsvitEdgeError(f"validation failed ({mode}): {what} {reason}")
+
+
+def criterion(tolerance: Tolerance, latency_only: bool = False) -> str:
+    """What ``verdict`` held an engine to, in words (build and bench print it beside a pass)."""
+    if latency_only:
+        return f"identical token counts and logits' cosine similarity >= {LATENCY_ONLY_MIN_COSINE} (random weights)"
+    parts = ["identical token counts"]
+    if tolerance.atol is not None:
+        parts.append(f"logits within {tolerance.atol:g}")
+    parts.append(f"top-1 agreement >= {100 * tolerance.min_agreement:g}%")
+    if tolerance.max_accuracy_drop:
+        parts.append(f"top-1 drop <= {100 * tolerance.max_accuracy_drop:g} points")
+    return ", ".join(parts)
 
 
 def describe(report: dict, what: str = "engine") -> str:

@@ -5,14 +5,17 @@ Short timing runs (a few calls): the tests check what was measured and written, 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from msvit_edge.bench import BenchConfig, bench
+from msvit_edge.bench import verdict as bench_verdict
 from msvit_edge.build import BuildConfig, build
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.io import sha256
 
 QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
 
@@ -96,7 +99,8 @@ def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdi
     from msvit_edge.evaluate import EvalConfig, evaluate
 
     data = str(workdir / "fmnist.npz")
-    cfg = BenchConfig(sources=(str(bundle.path),), data=data, limit=100, out=str(tmp_path / "b"), **QUICK)
+    ckpt = str(workdir / "tiny.safetensors")
+    cfg = BenchConfig(sources=(str(bundle.path),), data=data, limit=100, ckpt=ckpt, out=str(tmp_path / "b"), **QUICK)
     acc = bench(cfg, log=quiet)["engines"][0]["accuracy"]
     ev = evaluate(EvalConfig(ckpt=str(workdir / "tiny.safetensors"), data=data, limit=100, out=str(tmp_path / "e")))
     assert acc["n"] == ev["images"] == 100
@@ -113,8 +117,12 @@ def edited_engine(bundle, folder, **changes):
 
 def test_a_broken_engine_fails_alone_and_the_run_exits_1(bundle, tmp_path):
     built = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "x")), log=quiet)
-    broken = edited_engine(bundle, tmp_path / "broken", graphs=built.manifest["graphs"] | {"encoder": "encoder.onnx"})
-    (broken / "encoder.onnx").write_bytes(b"not a graph")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a graph")  # recorded as what was built: a consistent, broken folder
+    graphs, files = built.manifest["graphs"] | {"encoder": "encoder.onnx"}, built.manifest["files"]
+    broken = edited_engine(
+        bundle, tmp_path / "broken", graphs=graphs, files=files | {"encoder.onnx": sha256(tmp_path / "garbage.onnx")}
+    )
+    shutil.copyfile(tmp_path / "garbage.onnx", broken / "encoder.onnx")
     other = edited_engine(bundle, tmp_path / "other", device={"slug": "jetson-agx-thor"})
     out = tmp_path / "report"
     cfg = BenchConfig(sources=(str(broken), str(bundle.path), str(other)), out=str(out), **QUICK)
@@ -123,6 +131,33 @@ def test_a_broken_engine_fails_alone_and_the_run_exits_1(bundle, tmp_path):
     rows = [e["row"] for e in json.loads((out / "report.json").read_text())["engines"]]
     assert [r["status"] for r in rows] == ["failed", "passed", "failed"]
     assert "encoder.onnx" in rows[0]["error"] and "built for device jetson-agx-thor" in rows[2]["error"]
+
+
+def test_inputs_are_checked_before_the_output_and_a_failed_bench_leaves_nothing(bundle, tmp_path):
+    out = tmp_path / "r"
+    for _ in range(2):  # the same command again: no "exists" from the first, failed run
+        result = run_cli(str(bundle.path), "--data", str(tmp_path / "nowhere"), "--out", str(out), "--iters", "1")
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert str(tmp_path / "nowhere") in result.stderr and "Traceback" not in result.stderr
+        assert not out.exists() and "bench:" not in result.stdout
+    result = run_cli(str(tmp_path / "no-such-engine"), "--out", str(tmp_path / "mine"), "--iters", "1")
+    assert result.returncode == 1 and "no-such-engine" in result.stderr and not (tmp_path / "mine").exists()
+
+
+def test_bench_holds_fp32_to_the_same_absolute_tolerance_as_build():
+    """One verdict (``validation.verdict``): an fp32 source 1e-3 off PyTorch fails in bench as in build."""
+    acc = {"top1": 0.9, "reference_top1": 0.9, "n": 48, "counts_differ": 0}
+    acc["logits"] = {"max_abs": 1e-3, "max_rel": 1e-3, "min_cosine": 1.0, "top1_agreement": 1.0}
+    info = {"precision": "fp32", "latency_only": False}
+    assert "logits max abs diff 1.000e-03 > 0.0001" in bench_verdict(acc, info, BenchConfig())
+    assert bench_verdict(acc, info | {"precision": "int8"}, BenchConfig()) is None
+    assert "cosine similarity" in bench_verdict(
+        acc | {"logits": acc["logits"] | {"min_cosine": 0.5}},
+        info | {"precision": "int8", "latency_only": True},
+        BenchConfig(),
+    )
+    nan = acc | {"logits": acc["logits"] | {"max_abs": float("nan")}}
+    assert bench_verdict(nan, info, BenchConfig()) is not None  # NaN never passes
 
 
 def test_min_accuracy_gate_names_the_engine_and_the_shortfall(bundle, tmp_path):

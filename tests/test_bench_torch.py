@@ -19,10 +19,10 @@ def quiet(*_) -> None:
 
 
 @pytest.fixture(scope="module")
-def report(bundle, tmp_path_factory):
+def report(bundle, workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-torch") / "report"
     sources = (f"torch:{bundle.path}", f"torch-cudagraphs:{bundle.path}")
-    cfg = BenchConfig(sources=sources, device="cpu", out=str(out), **QUICK)
+    cfg = BenchConfig(sources=sources, device="cpu", ckpt=str(workdir / "tiny.safetensors"), out=str(out), **QUICK)
     with pytest.raises(MsvitEdgeError, match=r"torch-cudagraphs:.* failed"):  # one source failed: the run exits 1
         bench(cfg, log=quiet)
     return json.loads((out / "report.json").read_text())["engines"]
@@ -45,10 +45,11 @@ def test_the_eager_torch_source_is_timed_against_the_plain_vit(report):
     assert all(point["vit_ms"] is not None for point in report[0]["curve"])
 
 
-def test_the_size_of_a_torch_source_is_its_parameters(report, bundle):
+def test_the_size_of_a_torch_source_is_its_parameters(report, bundle, workdir):
     from msvit_edge.reference import bundle_model
 
-    params = sum(p.numel() * p.element_size() for p in bundle_model(bundle).parameters())
+    model = bundle_model(bundle, workdir / "tiny.safetensors")
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
     assert report[0]["row"]["size_mb"] == pytest.approx(params / 1e6)
 
 
@@ -59,12 +60,13 @@ def test_cuda_graphs_fail_alone_on_the_cpu_and_say_why(report):
     assert graphs["latency"] == {}
 
 
-def test_the_torch_plain_vit_is_the_bundles_vit_graph(bundle):
+def test_the_torch_plain_vit_is_the_bundles_vit_graph(bundle, workdir):
     """The baseline PyTorch times is the graph ONNX Runtime times: images -> logits, every token fine."""
     from msvit_edge.engines import open_pipeline
 
     images = bundle.preprocess(bundle.reference().images[:8])
-    with open_pipeline(bundle, "torch") as torch_pipe, open_pipeline(bundle) as ort_pipe:
+    ckpt = str(workdir / "tiny.safetensors")
+    with open_pipeline(bundle, "torch", ckpt=ckpt) as torch_pipe, open_pipeline(bundle) as ort_pipe:
         got, want = torch_pipe.plain_vit()(images), ort_pipe.plain_vit()(images)
     assert got.shape == (8, 10) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
@@ -78,9 +80,10 @@ def test_cuda_graphs_are_refused_before_the_model_is_looked_for(bundle):
 
 
 def test_a_torch_source_must_be_a_bundle(bundle, tmp_path):
-    from msvit_edge.bench import bench_source
     from msvit_edge.build import BuildConfig, build
 
     engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "ort")), log=quiet)
-    result = bench_source(f"torch:{engine.path}", BenchConfig(**QUICK), "cpu", quiet)
-    assert result.status == "failed" and "runs a bundle's PyTorch model, not an engine directory" in result.error
+    cfg = BenchConfig(sources=(f"torch:{engine.path}",), out=str(tmp_path / "r"), **QUICK)
+    with pytest.raises(MsvitEdgeError, match="runs a bundle's PyTorch model, not an engine directory"):
+        bench(cfg, log=quiet)  # an input: refused before anything is measured or written
+    assert not (tmp_path / "r").exists()

@@ -75,3 +75,34 @@ def test_random_weights_are_held_to_cosine_similarity_not_top1():
     r["batch1"] |= {"counts_equal": False, "counts_differ": 3}
     with pytest.raises(MsvitEdgeError, match="token counts differ"):
         check(r, TOLERANCES["int8"], latency_only=True)
+
+
+def test_the_batched_mode_runs_at_a_batch_the_plans_profiles_hold():
+    """A bundle exported with --max-batch 8 has profiles up to batch 8: validation must not feed it 32 images."""
+    from msvit_edge.buckets import Bucket, BucketPlan
+    from msvit_edge.bundle import Reference
+    from msvit_edge.engines.pipeline import PipelineOutput
+    from msvit_edge.validation import validate
+
+    class Pipeline:
+        plan = BucketPlan((Bucket(17, 65, 65, 1.0),), {40: 1}, 0.0, (1, 1, 8))
+
+        def __init__(self):
+            self.batches: list[int] = []
+
+        def __call__(self, images, threshold):
+            self.batches.append(len(images))
+            n = len(images)
+            return PipelineOutput(np.eye(n, 3, dtype=np.float32), np.full(n, 40), np.zeros((n, 4), np.float32), [])
+
+    images = np.zeros((20, 3, 32, 32), np.float32)
+    ref = Reference(
+        np.zeros((20, 32, 32, 3), np.uint8),
+        np.zeros(20, np.int64),
+        np.zeros((20, 3), np.float32),
+        np.full(20, 40),
+        np.zeros((20, 4), np.float32),
+    )
+    pipe = Pipeline()
+    report = validate(pipe, ref, images, 0.5)
+    assert report["batch"] == 8 and max(pipe.batches) == 8 and pipe.batches.count(1) == 20

@@ -11,6 +11,8 @@ with the numbers and writes nothing.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import textwrap
 from dataclasses import asdict, dataclass
@@ -24,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge import __version__, validation
 from msvit_edge.buckets import BucketPlan, plan_buckets
-from msvit_edge.bundle import SCHEMA_VERSION, Bundle, Reference, io_description
+from msvit_edge.bundle import FOLDER, SCHEMA_VERSION, Bundle, Reference, io_description
 from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.config import MSViTConfig, preset
-from msvit_edge.data import open_dataset, random_subset
+from msvit_edge.data import data_name, open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
@@ -113,18 +115,18 @@ class EncoderGraph(nn.Module):
 
 def export(cfg: ExportConfig, log=print) -> Bundle:
     """Export as ``cfg`` says; returns the validated bundle."""
-    check_output(cfg.out, cfg.force)
+    check_output(cfg.out, FOLDER, cfg.force)
     model, source = load_model(cfg)
     model.set_export(True)
     threshold = choose_threshold(model, cfg)
     log(f"export: {source} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), threshold {threshold:.4g}")
-    plan = plan_for(model, cfg, threshold)
+    plan, calib_sha256 = plan_for(model, cfg, threshold)
     log(describe_plan(plan))
     reference = make_reference(model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt)
-    with atomic_dir(cfg.out, cfg.force) as tmp:
+    with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
         graphs = export_graphs(model, tmp, cfg, log)
         reference.save(tmp / "reference.npz")
-        manifest = build_manifest(model, source, plan, threshold, graphs, cfg)
+        manifest = build_manifest(model, source, plan, threshold, graphs, cfg, calib_sha256)
         write_json(tmp / "manifest.json", manifest)
         manifest["validation"] = validate_bundle(Bundle(tmp), reference)
         write_json(tmp / "manifest.json", manifest)
@@ -171,16 +173,22 @@ def gate_probs(model: MSViT, data: str, n: int, skip_corrupt: bool = False) -> n
 @torch.no_grad()
 def token_counts(
     model: MSViT, data: str, split: str, n: int, threshold: float, skip_corrupt: bool = False
-) -> np.ndarray:
-    """The gate's token counts on ``n`` images of a data set, drawn at random."""
+) -> tuple[np.ndarray, str]:
+    """The gate's token counts on ``n`` images of a data set, drawn at random, and the sha256 of those images."""
     loader = DataLoader(dataset(model, data, split, n, skip_corrupt), batch_size=250)
-    return torch.cat([model.tokenize(x, threshold=threshold).counts for x, _ in loader]).numpy()
+    digest, counts = hashlib.sha256(), []
+    for x, _ in loader:
+        digest.update(x.numpy().tobytes())
+        counts.append(model.tokenize(x, threshold=threshold).counts)
+    return torch.cat(counts).numpy(), digest.hexdigest()
 
 
-def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> BucketPlan:
-    counts = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt)
+def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> tuple[BucketPlan, str]:
+    """The bucket plan from the calibration images' token counts, and those images' sha256."""
+    counts, digest = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt)
     vit = model.vit_config
-    return plan_buckets(counts, cfg.buckets, lambda n: encoder_macs(vit, n), *vit.token_range, (1, 1, cfg.max_batch))
+    macs = functools.partial(encoder_macs, vit)
+    return plan_buckets(counts, cfg.buckets, macs, *vit.token_range, (1, 1, cfg.max_batch)), digest
 
 
 def describe_plan(plan: BucketPlan) -> str:
@@ -325,8 +333,25 @@ def simplify(path: Path, simplifier: str, data: str | None = None) -> int:
 # ---- manifest and validation -----------------------------------------------------------------------------------
 
 
+def export_record(cfg: ExportConfig, calib_sha256: str) -> dict:
+    """The export's settings as the manifest keeps them: file and folder names and digests, not where they lay on
+    the exporting machine (``calib_sha256``: of the images that planned the buckets)."""
+    record = {k: v for k, v in asdict(cfg).items() if k not in ("out", "force")}
+    return record | {
+        "ckpt": None if cfg.ckpt is None else Path(cfg.ckpt).name,
+        "calib": data_name(cfg.calib),
+        "calib_sha256": calib_sha256,
+    }
+
+
 def build_manifest(
-    model: MSViT, ckpt: Path | str, plan: BucketPlan, threshold: float, graphs: dict, cfg: ExportConfig
+    model: MSViT,
+    ckpt: Path | str,
+    plan: BucketPlan,
+    threshold: float,
+    graphs: dict,
+    cfg: ExportConfig,
+    calib_sha256: str,
 ) -> dict:
     vit = model.vit_config
     return {
@@ -334,7 +359,7 @@ def build_manifest(
         "model": model.config.to_dict(),
         "source": {"random_weights": cfg.preset}
         if cfg.random_weights
-        else {"checkpoint": str(ckpt), "sha256": sha256(ckpt)},
+        else {"checkpoint": Path(ckpt).name, "sha256": sha256(ckpt)},  # a name: paths are the exporting machine's
         "latency_only": cfg.random_weights,  # random weights: accuracy means nothing, latency is real
         "opset": OPSET,
         "graphs": graphs,
@@ -342,7 +367,7 @@ def build_manifest(
         "threshold": threshold,
         "tokens": vit.token_range._asdict() | {"candidates": vit.num_candidates},
         "preprocessing": preprocessing_record(vit.img_size, vit.mean, vit.std),
-        "export": asdict(cfg),
+        "export": export_record(cfg, calib_sha256),
         "versions": {
             name: _version(name)
             for name in ("msvit-edge", "torch", "onnx", "onnxruntime", cfg.simplifier)

@@ -17,7 +17,7 @@ from msvit_edge.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_f
 from msvit_edge.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
 from msvit_edge.data.npz import NpzDataset
 from msvit_edge.data.scenes import FashionMNISTScenes, SceneConfig
-from msvit_edge.data.spec import SCENES_SPEC, open_dataset
+from msvit_edge.data.spec import SCENES_SPEC, data_name, open_dataset
 from msvit_edge.data.subsets import random_subset, split, unwrap
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ImageFolderDataset",
     "NpzDataset",
     "SceneConfig",
+    "data_name",
     "load_fashion_mnist",
     "open_dataset",
     "random_subset",

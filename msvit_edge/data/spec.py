@@ -17,6 +17,12 @@ SCENES_SPEC = "fashion-mnist-scenes"
 SPLITS = ("train", "test")
 
 
+def data_name(spec: str | Path) -> str:
+    """What a manifest records of a ``--data`` argument: a named data set as it is, a file or folder by its name
+    (where it lay on one machine means nothing on another)."""
+    return str(spec) if str(spec) == SCENES_SPEC else Path(spec).name
+
+
 def open_dataset(
     spec: str | Path,
     split: str,

@@ -57,7 +57,7 @@ class OnnxRuntimePipeline(Pipeline):
 
     Args:
         source: An export bundle or an ONNX Runtime engine directory (or the path of either).
-        threads: Intra-op threads of every session (None: ORT's default for the encoders, 1 for the tokenizer).
+        threads: Intra-op threads of every session (None: ONNX Runtime's default, all cores).
         pad_to_bucket: See ``Pipeline``.
         batching: See ``Pipeline``.
         device: ``cpu``, or ``cuda`` for ONNX Runtime's CUDA provider (onnxruntime-gpu). Tokens then still cross

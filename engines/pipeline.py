@@ -29,8 +29,6 @@ from msvit_edge.buckets import BucketPlan
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.selection import Selection, select
 
-STAGES = ("tokenizer", "selection", "encoder")
-
 
 class Tokenized(NamedTuple):
     tokens: Any  # [B, M, D] every candidate, the selected ones first; the backend's array type
@@ -44,11 +42,6 @@ class PipelineOutput:
     counts: np.ndarray  # int64 [B]
     probs: np.ndarray  # float32 [B, R]
     calls: list[Selection]  # the encoder calls that produced the logits
-
-    @property
-    def encoded_length(self) -> int:
-        """The most rows any encoder call ran at (>= the largest count: padding to a bucket adds rows)."""
-        return max(c.rows for c in self.calls)
 
 
 @dataclass

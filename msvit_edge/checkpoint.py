@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -58,9 +59,12 @@ def read_torch_file(path: str | Path) -> dict:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e):  # torch names the refused object (a GLOBAL) and why: all of it, on one line
-            why = " ".join(str(e).split())
-            raise MsvitEdgeError(f"refused to load pickled objects beyond tensors ({why})", path) from None
+        if found := re.search(r"GLOBAL (\S+)", str(e)):  # torch's message is a page; the object it names is the point
+            raise MsvitEdgeError(
+                f"holds pickled objects beyond tensors ({found.group(1)}), which weights-only loading never runs: "
+                "save a state dict (torch.save(model.state_dict(), ...)) or safetensors instead",
+                path,
+            ) from None
         raise MsvitEdgeError(f"not a readable checkpoint ({_first_line(e)})", path) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise MsvitEdgeError(f"not a readable checkpoint ({_first_line(e)})", path) from None

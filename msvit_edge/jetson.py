@@ -8,7 +8,7 @@ on a workstation. Three nouns, Polygraphy-style:
   it looked. The filesystem root and the command runner are parameters, so tests feed real file contents and
   command outputs without a board.
 - ``parse_tegrastats()`` reads one line of any tegrastats generation into a ``TegrastatsSample``; ``total_rail()``
-  says which rail (or sum of rails) is the board's total, by the table in ``TOTAL_RAILS``.
+  says which rail (or sum of rails) is the board's total, by ``total_rails`` (``INPUT_RAILS``).
 - Power samplers are context managers with one interface (``PowerSampler``): ``JtopSampler`` (the jetson-stats
   service), ``TegrastatsSampler`` (``tegrastats --interval``), ``HwmonSampler`` (INA3221/INA238 sysfs files).
   ``open_power_sampler()`` picks the first that works, in that order, and says why through ``log``.

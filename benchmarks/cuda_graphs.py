@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import platform
 import statistics
 import sys
@@ -35,11 +36,14 @@ CANDIDATES = ("msvit eager", "msvit graphs", "vit eager", "vit graphs")
 
 def main() -> None:
     args = parse_args()
+    package = logging.getLogger("msvit_edge")  # export's lines, on stderr: stdout is the table
+    package.addHandler(logging.StreamHandler(sys.stderr))
+    package.setLevel(logging.INFO)
     try:
         require_cuda()
         with tempfile.TemporaryDirectory() as tmp:
             bundle = Bundle(args.bundle) if args.bundle else latency_bundle(Path(tmp) / "bundle", args.calib)
-            rows = run(bundle, args.batch, args.repeats, args.batching)
+            rows = run(bundle, args.batch, args.repeats, args.batching, args.ckpt)
     except MsvitEdgeError as e:
         sys.exit(f"error: {e}")
     print(header())
@@ -53,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=200, help="timed interleaved rounds per batch size")
     p.add_argument("--batching", default="split", help="split or pad (as bench --batching)")
     p.add_argument("--calib", help="images that plan the buckets (default: the demo's)")
+    p.add_argument("--ckpt", help="the --bundle's checkpoint (a bundle records its sha256, not its path)")
     return p.parse_args(argv)
 
 
@@ -71,17 +76,17 @@ def latency_bundle(out: Path, calib: str | None) -> Bundle:
 
     data = calib or demo_data()[0]
     cfg = ExportConfig(out=str(out), preset=PRESET, random_weights=True, fine_fraction=0.5, calib=data)
-    return export(cfg, log=lambda line: print(line, file=sys.stderr))
+    return export(cfg)
 
 
-def run(bundle: Bundle, batches: list[int], repeats: int, batching: str) -> list[dict]:
+def run(bundle: Bundle, batches: list[int], repeats: int, batching: str, ckpt: str | None = None) -> list[dict]:
     """One row per batch size: the four candidates' median milliseconds, on the bundle's validation images."""
     import torch
 
     from msvit_edge.engines import open_pipeline
 
     x = bundle.preprocess(bundle.reference().images)
-    eager = open_pipeline(bundle, "torch", device="cuda", batching=batching)
+    eager = open_pipeline(bundle, "torch", device="cuda", batching=batching, ckpt=ckpt)
     with eager, open_pipeline(bundle, "torch-cudagraphs", model=eager.model, batching=batching) as graphs:
         return [measure(eager, graphs, x, b, bundle.threshold, repeats, torch.cuda.synchronize) for b in batches]
 

@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
 def export_demo(out: Path) -> Bundle:
     from msvit_edge.export import ExportConfig, export
 
-    return export(ExportConfig(out=str(out)), log=lambda *_: None)
+    return export(ExportConfig(out=str(out)))
 
 
 def patch_embedding_graph(bundle: Bundle, out: Path) -> Path:

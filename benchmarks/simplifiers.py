@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "none"
         raw.mkdir()
-        export_graphs(model, raw, ExportConfig(simplifier="none"), log=lambda *_: None)
+        export_graphs(model, raw, ExportConfig(simplifier="none"))
         for tool in TOOLS[1:]:
             shutil.copytree(raw, Path(tmp) / tool)
             for graph in ("tokenizer", "encoder"):

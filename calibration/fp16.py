@@ -14,7 +14,7 @@ process of its own (see ``calibration.isolated``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from msvit_edge.calibration.isolated import Job, child_args, run_isolated
@@ -32,30 +32,25 @@ def require_modelopt(purpose: str) -> None:
         raise MsvitEdgeError(f"{purpose} needs NVIDIA ModelOpt (nvidia-modelopt): {INSTALL}")
 
 
-def to_fp16(
-    onnx_path: Path, out_path: Path, keep_fp32: Sequence[str] = KEEP_FP32, log: Callable[[str], None] = lambda _: None
-) -> Path:
+def to_fp16(onnx_path: Path, out_path: Path, keep_fp32: Sequence[str] = KEEP_FP32) -> Path:
     """Write an FP16 copy of an FP32 graph with FP32 I/O, keeping ``keep_fp32`` op types in FP32.
 
     Args:
         onnx_path: The FP32 graph (a single file).
         out_path: Where the FP16 graph goes (atomically).
         keep_fp32: Op types that stay FP32.
-        log: Receives one line if the conversion fails.
 
     Returns:
         ``out_path``.
     """
-    return to_fp16_graphs({Path(onnx_path): Path(out_path)}, keep_fp32, log)[0]
+    return to_fp16_graphs({Path(onnx_path): Path(out_path)}, keep_fp32)[0]
 
 
-def to_fp16_graphs(
-    graphs: dict[Path, Path], keep_fp32: Sequence[str] = KEEP_FP32, log: Callable[[str], None] = lambda _: None
-) -> list[Path]:
+def to_fp16_graphs(graphs: dict[Path, Path], keep_fp32: Sequence[str] = KEEP_FP32) -> list[Path]:
     """``to_fp16`` of several graphs ({FP32 file: FP16 file}) in one child process."""
     require_modelopt("FP16 conversion")
     jobs = [Job(src, out) for src, out in graphs.items()]
-    return run_isolated("msvit_edge.calibration.fp16", jobs, ["--keep-fp32", ",".join(keep_fp32)], log)
+    return run_isolated("msvit_edge.calibration.fp16", jobs, ["--keep-fp32", ",".join(keep_fp32)])
 
 
 def repair_value_info(path: Path) -> None:

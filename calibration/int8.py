@@ -12,7 +12,7 @@ Run as ``python -m msvit_edge.calibration.int8 --job GRAPH OUT FEEDS ... --metho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from msvit_edge.calibration.fp16 import KEEP_FP32, repair_value_info, require_modelopt
@@ -28,7 +28,6 @@ def quantize_modelopt(
     jobs: Sequence[Job],
     method: str = DEFAULT_METHOD,
     high_precision: str = "fp32",
-    log: Callable[[str], None] = lambda _: None,
 ) -> list[Path]:
     """INT8 Q/DQ graphs of the jobs' FP32 graphs, each calibrated on its own feeds, written to their ``out``.
 
@@ -36,7 +35,6 @@ def quantize_modelopt(
         jobs: (FP32 encoder graph, output path, its feeds from ``CalibrationFeeds.for_graph``) per graph.
         method: Calibration method, one of ``METHODS``.
         high_precision: Precision of what is not quantized: "fp32" or "fp16".
-        log: Progress and failure lines.
     """
     if method not in METHODS:
         raise MsvitEdgeError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -44,7 +42,7 @@ def quantize_modelopt(
         raise MsvitEdgeError(f"high_precision must be fp32 or fp16, got {high_precision!r}")
     require_modelopt("INT8 quantization")
     args = ["--method", method, "--high-precision", high_precision]
-    return run_isolated("msvit_edge.calibration.int8", jobs, args, log)
+    return run_isolated("msvit_edge.calibration.int8", jobs, args)
 
 
 def _quantize_here(graph: Path, feeds: list[Feed], out: Path, method: str, high_precision: str) -> None:

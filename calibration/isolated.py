@@ -31,7 +31,7 @@ class Job(NamedTuple):
     feeds: list[Feed] | None = None
 
 
-def run_isolated(module: str, jobs: Sequence[Job], args: list[str], log: Callable[[str], None]) -> list[Path]:
+def run_isolated(module: str, jobs: Sequence[Job], args: list[str]) -> list[Path]:
     """Run pass ``module`` on private copies of the jobs' graphs in ONE child process; results land at their ``out``.
 
     One child for all graphs of a pass: importing ModelOpt alone takes seconds.
@@ -40,7 +40,6 @@ def run_isolated(module: str, jobs: Sequence[Job], args: list[str], log: Callabl
         module: The pass's module, run as ``python -m``; it takes ``--job GRAPH OUT FEEDS|- ... [args]``.
         jobs: The graphs (single files) and their feeds.
         args: The pass's options.
-        log: Receives one line, naming the file that keeps the child's output, when the child fails.
     """
     for job in jobs:
         if job.graph.with_name(job.graph.name + ".data").exists():
@@ -56,7 +55,7 @@ def run_isolated(module: str, jobs: Sequence[Job], args: list[str], log: Callabl
             cmd += ["--job", f"{i}.onnx", f"{i}.out.onnx", "-" if job.feeds is None else f"{i}.npz"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
         if proc.returncode != 0:
-            raise MsvitEdgeError(_failure(module, proc, log), jobs[0].graph)
+            raise MsvitEdgeError(_failure(module, proc), jobs[0].graph)
         for i, job in enumerate(jobs):
             with atomic_path(job.out) as dst:
                 shutil.copyfile(work / f"{i}.out.onnx", dst)
@@ -98,13 +97,12 @@ def child_args(argv: list[str] | None, description: str, options: Callable) -> t
     return ns, jobs
 
 
-def _failure(module: str, proc: subprocess.CompletedProcess, log: Callable[[str], None]) -> str:
+def _failure(module: str, proc: subprocess.CompletedProcess) -> str:
     """The one-line error for a failed child; its whole output is kept in a temporary file that the line names."""
     name = module.rsplit(".", 1)[-1]
     fd, path = tempfile.mkstemp(prefix=f"msvit-edge-{name}-", suffix=".log")
     with open(fd, "w") as f:
         f.write(proc.stdout + proc.stderr)
-    log(f"{name}: the child process failed; its whole output is in {path}")
     return f"{name} failed: {_last_line(proc.stderr)} (output: {path})"
 
 

@@ -9,7 +9,7 @@ process of its own (see ``calibration.isolated``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from msvit_edge.calibration.isolated import Job, child_args, feed_reader, run_isolated
@@ -29,7 +29,6 @@ def quantize_ort(
     op_types: Sequence[str] = OP_TYPES,
     method: str = DEFAULT_METHOD,
     activation: str = "int8",
-    log: Callable[[str], None] = lambda _: None,
 ) -> list[Path]:
     """INT8 QDQ graphs by ``onnxruntime.quantization.quantize_static``, each calibrated on its job's feeds.
 
@@ -38,7 +37,6 @@ def quantize_ort(
         op_types: Op types to quantize (empty: every type ONNX Runtime's QDQ quantizer supports).
         method: ONNX Runtime calibration method, one of ``METHODS``.
         activation: Activation type, "int8" (symmetric) or "uint8"; weights are int8 per channel.
-        log: Progress and failure lines.
     """
     if method not in METHODS or activation not in ACTIVATIONS:
         raise MsvitEdgeError(
@@ -46,7 +44,7 @@ def quantize_ort(
             f"got {method!r}, {activation!r}"
         )
     args = ["--op-types", ",".join(op_types), "--method", method, "--activation", activation]
-    return run_isolated("msvit_edge.calibration.ort_int8", jobs, args, log)
+    return run_isolated("msvit_edge.calibration.ort_int8", jobs, args)
 
 
 def _quantize_here(

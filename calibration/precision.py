@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +37,8 @@ from msvit_edge.calibration.isolated import Job
 from msvit_edge.calibration.tokens import check_images, encoder_feeds
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, atomic_dir, read_json, sha256, write_json
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -133,7 +135,6 @@ def precision_graphs(
     out_dir: str | Path,
     method: str | None = None,
     cache_dir: str | Path | None = None,
-    log: Callable[[str], None] = lambda _: None,
 ) -> PrecisionGraphs:
     """The graphs to build or run ``bundle`` at ``precision`` on ``backend``, delivered into a folder of
     ``out_dir`` named by everything that made them (``graphs_folder``), so that graphs made from other calibration
@@ -147,7 +148,6 @@ def precision_graphs(
         out_dir: Parent of the graphs' keyed folder (``BUNDLE/precision`` for ``msvit-edge build``).
         method: ModelOpt's INT8 calibration method (None: the measured default).
         cache_dir: Calibration cache (None: ``default_cache_dir()``); a result is reused only if its key matches.
-        log: Progress lines and warnings (a calibration that misses a bucket); nothing is printed.
     """
     settings = settings_for(precision, backend, method)
     if precision == "fp32":
@@ -158,9 +158,9 @@ def precision_graphs(
     entry = Path(cache_dir or default_cache_dir()) / key
     hit = all((entry / f).is_file() for f in ("facts.json", *(f"{n}.onnx" for n in ENCODERS)))
     if hit:
-        log(f"{precision}: calibration cache hit ({entry})")
+        log.info(f"{precision}: calibration cache hit ({entry})")
     else:
-        _make(bundle, settings, images, entry, key, log)
+        _make(bundle, settings, images, entry, key)
     facts = json.loads((entry / "facts.json").read_text())
     folder = Path(out_dir) / graphs_folder(backend, precision, key)
     graphs = _deliver(bundle, entry, folder, facts)
@@ -179,21 +179,21 @@ def _check_int8_inputs(bundle: Bundle, images: np.ndarray | None, settings: dict
     fp16.require_modelopt("INT8 quantization with ModelOpt")
 
 
-def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path, key: str, log) -> None:
+def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path, key: str) -> None:
     """Make the precision graphs into cache folder ``entry`` (whole or not at all)."""
     with atomic_dir(entry, GRAPH_SET, force=True) as tmp:
         facts = dict(settings)
         stages = converted(bundle)
         if settings["precision"] == "fp16":
-            log(f"fp16: {', '.join(stages)} (ModelOpt AutoCast, {', '.join(settings['keep_fp32'])} kept FP32)")
-            fp16.to_fp16_graphs({bundle.graph(n): tmp / f"{n}.onnx" for n in stages}, settings["keep_fp32"], log)
+            log.info(f"fp16: {', '.join(stages)} (ModelOpt AutoCast, {', '.join(settings['keep_fp32'])} kept FP32)")
+            fp16.to_fp16_graphs({bundle.graph(n): tmp / f"{n}.onnx" for n in stages}, settings["keep_fp32"])
         else:
-            feeds = encoder_feeds(bundle, images, log)
+            feeds = encoder_feeds(bundle, images)
             jobs = [Job(bundle.graph(n), tmp / f"{n}.onnx", feeds.for_graph(n)) for n in ENCODERS]
             if "vit" in stages:  # the plain ViT, for bench's comparison at the same precision: calibrated on images
                 jobs.append(Job(bundle.graph("vit"), tmp / "vit.onnx", image_feeds(bundle, images)))
-            log(f"int8: {', '.join(stages)} ({settings['quantizer']}, {settings['method']} calibration)")
-            _quantize(jobs, settings, log)
+            log.info(f"int8: {', '.join(stages)} ({settings['quantizer']}, {settings['method']} calibration)")
+            _quantize(jobs, settings)
             facts["calibration"] = calibration_facts(bundle, images, feeds.coverage)
         write_json(tmp / "facts.json", facts | {"cache_key": key, "versions": tool_versions()})
 
@@ -209,8 +209,8 @@ def calibration_facts(bundle: Bundle, images: np.ndarray, coverage: list[int]) -
     }
 
 
-def _quantize(jobs: list[Job], settings: dict, log) -> None:
-    int8.quantize_modelopt(jobs, settings["method"], settings["high_precision"], log)
+def _quantize(jobs: list[Job], settings: dict) -> None:
+    int8.quantize_modelopt(jobs, settings["method"], settings["high_precision"])
     if settings["qdq"] == "uint8":
         for job in jobs:
             qdq.to_unsigned(job.out)

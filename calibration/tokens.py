@@ -13,7 +13,7 @@ Checks that need no inference (dtype, size, channels, the minimum count) run bef
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.preprocess import check_images as check_pixels
+
+log = logging.getLogger(__name__)
 
 MIN_IMAGES = 128  # fewer and the last buckets' tensors get a handful of images: docs/precision.md
 DEFAULT_IMAGES = 512
@@ -68,7 +70,6 @@ def check_images(bundle: Bundle, images: np.ndarray, minimum: int = MIN_IMAGES) 
 def encoder_feeds(
     bundle: Bundle,
     images: np.ndarray,
-    log: Callable[[str], None] = lambda _: None,
     threads: int | None = None,
     minimum: int = MIN_IMAGES,
 ) -> CalibrationFeeds:
@@ -77,7 +78,6 @@ def encoder_feeds(
     Args:
         bundle: The export bundle.
         images: uint8 images [N, H, W, C] (checked with ``check_images`` first).
-        log: Receives the coverage line and a warning for each bucket no image falls in.
         threads: Intra-op threads of the tokenizer session (None: ONNX Runtime's default).
         minimum: Fewest images accepted (below ``MIN_IMAGES`` only to measure what too few does).
     """
@@ -86,11 +86,11 @@ def encoder_feeds(
     tokens, counts = _tokenize(bundle, images, threads)
     buckets = np.array([plan.index(int(c)) for c in counts])
     coverage = [int((buckets == i).sum()) for i in range(len(plan.buckets))]
-    log(describe_coverage(plan, coverage))
+    log.info(describe_coverage(plan, coverage))
     for i, (b, n) in enumerate(zip(plan.buckets, coverage, strict=True)):
         if n == 0:
-            log(
-                f"warning: calibration misses bucket {i} (tokens {b.min}..{b.max}): no image has that many tokens, "
+            log.warning(
+                f"calibration misses bucket {i} (tokens {b.min}..{b.max}): no image has that many tokens, "
                 "so its activation ranges come from the other buckets' images"
             )
     exact = [f for n in np.unique(counts) for f in _exact_feeds(tokens, counts, int(n))]

@@ -16,6 +16,7 @@ import typer
 from msvit_edge import __version__
 from msvit_edge.errors import MsvitEdgeError, UsageError
 from msvit_edge.io import stop_on, stopped
+from msvit_edge.reporting import show
 
 app = typer.Typer(
     help="Train, export and deploy MSViT, a ViT with dynamic mixed-scale tokens.",
@@ -53,6 +54,7 @@ def main() -> None:
     swallow it or turn it into another error).
     """
     stop_on(signal.SIGTERM)
+    show()  # the library's progress lines
     warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"  # one line, no source path
     try:
         app()

@@ -18,6 +18,7 @@ rebuild with JetPack's trtexec and no Python at all. Only ``build_engines`` need
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -35,6 +36,8 @@ from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import GRAPHS, Bundle
 from msvit_edge.environment import package_version, tensorrt_version
 from msvit_edge.errors import MsvitEdgeError
+
+log = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
 ProfileShapes = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
@@ -371,7 +374,6 @@ def build_engines(
     opt_level: int | None = None,
     timing_cache: Path | None = None,
     strongly_typed: bool | None = None,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Build ``tokenizer.plan``, ``encoder.plan``, ``encoder_masked.plan`` (and ``vit.plan``) into ``out_dir``;
     returns the facts for the engine manifest (version, capabilities, per-engine profiles, memory, layer
@@ -387,7 +389,6 @@ def build_engines(
         opt_level: Builder optimisation level 0..5 (None: TensorRT's default, 3).
         timing_cache: Timing cache to load and update (None: none kept; ``timing_cache_file`` says where).
         strongly_typed: None: strongly typed where TensorRT has it; False: 10.x's builder flags.
-        log: One line per engine.
     """
     from msvit_edge.engines.tensorrt import capabilities, family, import_tensorrt
 
@@ -396,10 +397,10 @@ def build_engines(
         caps = capabilities(trt)
     shapes = shapes if isinstance(shapes, EngineShapes) else EngineShapes.from_bundle(shapes)
     opts = _Options(precision, _typing(caps, strongly_typed), workspace_gb, opt_level, timing_cache)
-    skipped = _skipped_comparison(graphs, shapes, precision, log)
+    skipped = _skipped_comparison(graphs, shapes, precision)
     built = {stage: graphs[stage] for stage in stages(graphs) if stage not in skipped}
     engines = {
-        stage: _build_stage(trt, caps, stage, Path(graph), shapes, out_dir, opts, log) for stage, graph in built.items()
+        stage: _build_stage(trt, caps, stage, Path(graph), shapes, out_dir, opts) for stage, graph in built.items()
     }
     scripts = _write_trtexec(built, shapes, out_dir, opts)
     return {
@@ -414,7 +415,7 @@ def build_engines(
     }
 
 
-def _skipped_comparison(graphs: dict, shapes: EngineShapes, precision: str, log) -> dict[str, str]:
+def _skipped_comparison(graphs: dict, shapes: EngineShapes, precision: str) -> dict[str, str]:
     """{"vit": why} when a plain-ViT graph is given but cannot be a fair baseline here; else {}."""
     if COMPARISON not in graphs:
         return {}
@@ -424,7 +425,7 @@ def _skipped_comparison(graphs: dict, shapes: EngineShapes, precision: str, log)
         why = comparison_gap(precision, graph_precisions(graphs[COMPARISON]))
     if why is None:
         return {}
-    log(f"tensorrt: {COMPARISON}.plan not built: {why}")
+    log.info(f"tensorrt: {COMPARISON}.plan not built: {why}")
     return {COMPARISON: why}
 
 
@@ -442,7 +443,7 @@ def _typing(caps: dict, requested: bool | None) -> bool:
 
 
 def _build_stage(
-    trt: ModuleType, caps: dict, stage: str, graph: Path, shapes: EngineShapes, out_dir: Path, opts: _Options, log
+    trt: ModuleType, caps: dict, stage: str, graph: Path, shapes: EngineShapes, out_dir: Path, opts: _Options
 ) -> dict:
     """Build one stage's engine, save it, read it back and check its precision."""
     typed = opts.strongly_typed if stage != "tokenizer" else caps["strongly_typed"]
@@ -456,7 +457,7 @@ def _build_stage(
         facts, info = _read_back(trt, engine)
     (out_dir / f"{stage}.layers.json").write_text(json.dumps(info, indent=1))
     evidence = check_precision(stage, precision, facts["layers"], network)
-    log(
+    log.info(
         f"tensorrt: {plan.name} from {graph.name}: {len(facts['profiles'])} profile(s), {seconds:.1f} s, "
         f"{plan.stat().st_size / 1e6:.1f} MB, layers {facts['layers']['profiles'][0]['precisions']}"
     )

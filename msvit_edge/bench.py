@@ -17,6 +17,7 @@ The report (``msvit_edge.report``) is JSON with a versioned schema, CSV, Markdow
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -36,6 +37,8 @@ from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.flops import encoder_macs, msvit_macs, vit_macs
 from msvit_edge.selection import BATCHING, Selection
 from msvit_edge.timing import interleaved
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "jetson")
 HIGH_CV = 0.05  # trtexec warns when timings vary more than a few percent: the numbers are then not repeatable
@@ -103,7 +106,7 @@ class Result:
     counts: list[int] = field(default_factory=list)  # token count per image, for the histogram
 
 
-def bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
+def bench(cfg: BenchConfig) -> dict:
     """Measure every source in ``cfg``; write the reports; return the report dict."""
     from msvit_edge import report as reports
 
@@ -113,13 +116,13 @@ def bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     reports.check_out(cfg.out, cfg.force)
     results = []
     for source, s in opened.items():
-        log(f"bench: {source} on {device}")
-        results.append(bench_source(source, s, images[source], cfg, device, log))
-        log(reports.result_line(results[-1]))
+        log.info(f"bench: {source} on {device}")
+        results.append(bench_source(source, s, images[source], cfg, device))
+        log.info(reports.result_line(results[-1]))
     report = reports.assemble(cfg, device, results)
     reports.write(report, results, cfg.out, cfg.force)
-    log(reports.table(report))
-    log(f"reports: {cfg.out}")
+    log.info(reports.table(report))
+    log.info(f"reports: {cfg.out}")
     reports.check_gates(report, cfg.min_accuracy, cfg.min_agreement)
     return report
 
@@ -138,7 +141,7 @@ def resolve_device(device: str) -> str:
 
 
 def bench_source(
-    source: str, opened: Bundle | EngineDir | TorchSource, images: Images, cfg: BenchConfig, device: str, log
+    source: str, opened: Bundle | EngineDir | TorchSource, images: Images, cfg: BenchConfig, device: str
 ) -> Result:
     """Everything for one opened source; any failure becomes the result's status and error, never an exception."""
     result = Result(source)
@@ -147,7 +150,7 @@ def bench_source(
         _check_built_here(opened, device)
         result.accuracy["images"] = images.origin
         with open_source_pipeline(opened, cfg, device) as pipe:
-            measure(pipe, opened, images, cfg, device, result, log)
+            measure(pipe, opened, images, cfg, device, result)
     except MsvitEdgeError as e:
         result.status, result.error = "failed", str(e)
     except Exception as e:  # a backend's own error (ORT, TensorRT, CUDA) fails this source, never the whole run
@@ -302,7 +305,7 @@ def _read_folder(bundle: Bundle, root: Path, limit: int, seed: int = 0) -> tuple
     return bundle.preprocess(bundle.load_images(list(paths))), np.asarray(labels, np.int64)
 
 
-def measure(pipe, source, images: Images, cfg: BenchConfig, device: str, result: Result, log) -> None:
+def measure(pipe, source, images: Images, cfg: BenchConfig, device: str, result: Result) -> None:
     """Accuracy, then latency, the token curve and the threshold sweep, into ``result``."""
     threshold = source.threshold
     outs = [pipe(images.x[i : i + 32], threshold) for i in range(0, len(images.x), 32)]
@@ -311,16 +314,17 @@ def measure(pipe, source, images: Images, cfg: BenchConfig, device: str, result:
     result.accuracy |= accuracy(logits, counts, images, source.plan)
     result.error = verdict(result.accuracy, result.info, cfg)
     result.status = "passed" if result.error is None else "validation failed"
-    log(f"  accuracy: top-1 {_pct(result.accuracy['top1'])} (PyTorch {_pct(result.accuracy.get('reference_top1'))})")
+    acc = result.accuracy
+    log.info(f"  accuracy: top-1 {_pct(acc['top1'])} (PyTorch {_pct(acc.get('reference_top1'))})")
     vit = _plain_vit(pipe)
     for b in cfg.batch:
         result.latency[str(b)] = time_batch(pipe, vit, images.x, counts, b, threshold, cfg, source)
-        log(_latency_line(b, result.latency[str(b)]))
+        log.info(_latency_line(b, result.latency[str(b)]))
     result.curve = token_curve(pipe, vit, images.x, source, cfg)
     result.thresholds = [sweep_point(pipe, images, t, cfg) for t in cfg.thresholds]
     result.info |= memory() | pipe.device_memory()
     if device == "jetson":
-        result.power = power(pipe, images.x, threshold, cfg, log)
+        result.power = power(pipe, images.x, threshold, cfg)
 
 
 def accuracy(logits: np.ndarray, counts: np.ndarray, images: Images, plan) -> dict:
@@ -498,13 +502,13 @@ def memory() -> dict:
     return {"rss_mb": kb.get("VmRSS", math.nan) / 1e3, "peak_rss_mb": kb.get("VmHWM", math.nan) / 1e3}
 
 
-def power(pipe, x: np.ndarray, threshold: float, cfg: BenchConfig, log, idle_s: float = 2.0) -> dict:
+def power(pipe, x: np.ndarray, threshold: float, cfg: BenchConfig, idle_s: float = 2.0) -> dict:
     """Jetson rail power: idle for ``idle_s``, then batch-1 inference for ``cfg.min_seconds``."""
     from msvit_edge import jetson
 
     info = jetson.detect()
     batches = _batches(x, 1)
-    with jetson.open_power_sampler(100, log) as sampler:
+    with jetson.open_power_sampler(100) as sampler:
         t0 = time.monotonic()
         time.sleep(idle_s)
         t1, n = time.monotonic(), 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from collections.abc import Callable
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from msvit_edge.environment import this_device, this_machine
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, write_json
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
@@ -75,7 +76,7 @@ class BuildConfig:
         )
 
 
-def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> EngineDir | Path:
+def build(cfg: BuildConfig) -> EngineDir | Path:
     """Build as ``cfg`` says; returns the validated engine directory (the precision graphs' folder with
     ``graphs_only``)."""
     bundle = Bundle(cfg.bundle)
@@ -85,23 +86,23 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = print) -> EngineDir | P
     out = Path(cfg.out) if cfg.out else default_engine_dir(bundle, backend, cfg.precision, device)
     if not cfg.graphs_only:
         check_output(out, FOLDER, force=True)  # ours or empty, and writable; its key is compared below
-    log(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
-    made = precision_graphs(bundle, cfg, backend, log)
+    log.info(f"build: {bundle.path} -> {backend} {cfg.precision} ({why})")
+    made = precision_graphs(bundle, cfg, backend)
     if cfg.graphs_only:
-        log(f"precision graphs: {made.folder}")
+        log.info(f"precision graphs: {made.folder}")
         return made.folder
     key = cache_key(bundle, backend, cfg, device, made.facts)
     if (reused := _reuse(out, key, cfg.force)) is not None:
-        log(f"engine: {out} is up to date (same bundle, backend, precision, device and calibration): reused")
+        log.info(f"engine: {out} is up to date (same bundle, backend, precision, device and calibration): reused")
         return reused
     with atomic_dir(out, FOLDER, force=True) as tmp:
         manifest = _manifest(bundle, backend, cfg, device, made.facts, key, out)
-        manifest["graphs"] = _engine_files(bundle, backend, made.graphs, tmp, out, cfg, log)
+        manifest["graphs"] = _engine_files(bundle, backend, made.graphs, tmp, out, cfg)
         manifest["files"] = file_digests(tmp, manifest["graphs"])
         write_json(tmp / "manifest.json", manifest)
-        manifest["validation"] = _validate(EngineDir(tmp), cfg.precision, log)
+        manifest["validation"] = _validate(EngineDir(tmp), cfg.precision)
         write_json(tmp / "manifest.json", manifest)
-    log(f"engine: {out}")
+    log.info(f"engine: {out}")
     return EngineDir(out)
 
 
@@ -134,7 +135,7 @@ def _has_nvidia_gpu() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
 
 
-def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> PrecisionGraphs:
+def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str) -> PrecisionGraphs:
     """The graphs to build from ({stage: path}), the calibration facts for the manifest, and their folder.
 
     FP16/INT8 graphs are made into ``BUNDLE/precision/<backend>-<precision>-<key>/`` where ModelOpt and PyTorch are
@@ -145,7 +146,7 @@ def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> Pre
         return PrecisionGraphs(graphs, {})
     if cfg.graphs or not _can_make_graphs():
         made = open_graphs(Path(cfg.graphs) if cfg.graphs else _made_elsewhere(bundle, cfg, backend))
-        log(f"precision graphs: {made.folder} (made by --graphs-only)")
+        log.info(f"precision graphs: {made.folder} (made by --graphs-only)")
         return made._replace(graphs=graphs | made.graphs)
     from msvit_edge.calibration import precision_graphs as make
     from msvit_edge.calibration.images import default_data, load_images
@@ -153,8 +154,8 @@ def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str, log) -> Pre
     images = None
     if cfg.precision == "int8":
         images, _ = load_images(bundle, cfg.calib, cfg.calib_images)
-        log(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split)")
-    made = make(bundle, cfg.precision, backend, images, bundle.path / "precision", log=log)
+        log.info(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split)")
+    made = make(bundle, cfg.precision, backend, images, bundle.path / "precision")
     return made._replace(graphs=graphs | made.graphs)
 
 
@@ -243,7 +244,7 @@ def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calib
     }
 
 
-def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Path, cfg: BuildConfig, log) -> dict:
+def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Path, cfg: BuildConfig) -> dict:
     """Build the backend's engine files into ``tmp``; returns {stage: path relative to the engine directory}."""
     if backend == "onnxruntime":
         return {name: relative_to(path, out) for name, path in graphs.items()}
@@ -251,21 +252,21 @@ def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Pa
 
     # in the bundle's engines folder where it can be (--force rebuilds reuse it), else in the engine folder
     cache = timing_cache_file(bundle.path / "engines", out, tmp, f"{backend_version(backend)}-{this_device()}")
-    facts = build_engines(graphs, bundle, tmp, cfg.precision, cfg.workspace_gb, cfg.opt_level, cache, log=log)
+    facts = build_engines(graphs, bundle, tmp, cfg.precision, cfg.workspace_gb, cfg.opt_level, cache)
     write_json(tmp / "tensorrt.json", facts)
     return {name: f"{name}.plan" for name in facts["engines"]}
 
 
-def _validate(engine: EngineDir, precision: str, log) -> dict:
+def _validate(engine: EngineDir, precision: str) -> dict:
     from msvit_edge.engines import open_pipeline
 
     reference = engine.reference()
     with open_pipeline(engine) as pipe:
         report = validation.validate(pipe, reference, engine.preprocess(reference.images), engine.threshold)
     what = f"{engine.backend} {precision}"
-    log(validation.describe(report, what))
+    log.info(validation.describe(report, what))
     latency_only = bool(engine.bundle.manifest.get("latency_only"))
     tolerance = validation.TOLERANCES[precision]
     validation.check(report, tolerance, what, latency_only)
-    log(f"validation passed: {validation.criterion(tolerance, latency_only)}")
+    log.info(f"validation passed: {validation.criterion(tolerance, latency_only)}")
     return report

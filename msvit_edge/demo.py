@@ -11,6 +11,7 @@ Every stage writes its own output atomically, so an interrupted demo leaves whol
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, check_output, write_json
+from msvit_edge.reporting import quiet
+
+log = logging.getLogger(__name__)
 
 SAMPLE = Path(__file__).parent / "assets" / "fashion-mnist-sample"
 FOLDER = FolderKind("a demo folder", "demo.json", lambda c: "out" in c, ("demo.json", "bundle", "report"))
@@ -32,7 +36,7 @@ class DemoConfig:
     min_seconds: float = 2.0  # timed seconds per batch size in bench
 
 
-def demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
+def demo(cfg: DemoConfig) -> dict:
     """Run the chain into ``cfg.out``; returns the bench report."""
     from msvit_edge.bench import BenchConfig, bench
     from msvit_edge.export import export
@@ -42,19 +46,17 @@ def demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         shutil.rmtree(out)  # --force on a demo folder: a fresh run (check_output refused anything else)
     write_json(out / "demo.json", asdict(cfg))  # first, so that a demo stopped half way is still known as one
     data, why = demo_data()
-    log(f"demo: the embedded demo checkpoint on {why}")
-    bundle = _stage(log, "export", lambda: export(_export_cfg(out, data, cfg), log=_quiet), _exported)
-    engines = [
-        _stage(log, f"build {b} {p}", lambda b=b, p=p: _build(bundle, b, p, data), _built) for b, p in engine_plan()
-    ]
+    log.info(f"demo: the embedded demo checkpoint on {why}")
+    bundle = _stage("export", lambda: export(_export_cfg(out, data, cfg)), _exported)
+    engines = [_stage(f"build {b} {p}", lambda b=b, p=p: _build(bundle, b, p, data), _built) for b, p in engine_plan()]
     sources = tuple(str(e.path) for e in engines)
     settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
-    report = _stage(log, "bench", lambda: bench(settings, log=_quiet), lambda r: _folder(out / "report", "report.md"))
-    _stage(log, "overlays", lambda: gate_overlays(bundle, out / "report" / "overlays"), lambda p: _folder(p[0], ""))
+    report = _stage("bench", lambda: bench(settings), lambda r: _folder(out / "report", "report.md"))
+    _stage("overlays", lambda: gate_overlays(bundle, out / "report" / "overlays"), lambda p: _folder(p[0], ""))
     from msvit_edge.report import table
 
-    log(table(report))
-    log(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
+    log.info(table(report))
+    log.info(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
     return report
 
 
@@ -83,7 +85,7 @@ def engine_plan() -> list[tuple[str, str]]:
 def _build(bundle, backend: str, precision: str, data: str):
     from msvit_edge.build import BuildConfig, build
 
-    return build(BuildConfig(str(bundle.path), precision, backend, calib=data, calib_images=256), log=_quiet)
+    return build(BuildConfig(str(bundle.path), precision, backend, calib=data, calib_images=256))
 
 
 def _exported(bundle) -> tuple[Path, int, str]:
@@ -101,10 +103,6 @@ def _built(engine) -> tuple[Path, int, str]:
 
 def _folder(path: Path, words: str) -> tuple[Path, int, str]:
     return path, _size(path), words
-
-
-def _quiet(_line: str) -> None:
-    """The stages' own lines: the demo prints one line per stage instead."""
 
 
 def _export_cfg(out: Path, data: str, cfg: DemoConfig):
@@ -126,15 +124,17 @@ def gate_overlays(bundle, folder: Path) -> list[Path]:
     return write_overlays(ref.images[:8], probs > bundle.threshold, 2 * vit.patch_size, folder)
 
 
-def _stage(log, name: str, run: Callable, outcome: Callable):
-    """Run one stage and log its line: name, time, what it made (and its size), and the result in words."""
+def _stage(name: str, run: Callable, outcome: Callable):
+    """Run one stage, its own lines quiet, and log the demo's line: name, time, what it made (and its size), and
+    the result in words."""
     start = time.perf_counter()
     try:
-        result = run()
+        with quiet():
+            result = run()
     except MsvitEdgeError as e:
         raise MsvitEdgeError(f"demo stage {name} failed: {e}") from None
     path, size, words = outcome(result)
-    log(f"[{name:<22}] {time.perf_counter() - start:5.1f} s  {path} ({size / 1e6:.1f} MB)  {words}".rstrip())
+    log.info(f"[{name:<22}] {time.perf_counter() - start:5.1f} s  {path} ({size / 1e6:.1f} MB)  {words}".rstrip())
     return result
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import platform
 import textwrap
 from dataclasses import asdict, dataclass
@@ -36,6 +37,8 @@ from msvit_edge.io import atomic_dir, check_output, sha256, write_json
 from msvit_edge.msvit import MSViT, check_threshold
 from msvit_edge.preprocess import preprocess, to_uint8
 from msvit_edge.preprocess import record as preprocessing_record
+
+log = logging.getLogger(__name__)
 
 OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
@@ -113,26 +116,27 @@ class EncoderGraph(nn.Module):
         return self.model.encode(tokens, mask)
 
 
-def export(cfg: ExportConfig, log=print) -> Bundle:
+def export(cfg: ExportConfig) -> Bundle:
     """Export as ``cfg`` says; returns the validated bundle."""
     check_output(cfg.out, FOLDER, cfg.force)
     model, source = load_model(cfg)
     model.set_export(True)
     threshold = choose_threshold(model, cfg)
-    log(f"export: {source} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), threshold {threshold:.4g}")
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    log.info(f"export: {source} ({params:.2f}M params), threshold {threshold:.4g}")
     plan, calib_sha256 = plan_for(model, cfg, threshold)
-    log(describe_plan(plan))
+    log.info(describe_plan(plan))
     reference = make_reference(model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt)
     with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
-        graphs = export_graphs(model, tmp, cfg, log)
+        graphs = export_graphs(model, tmp, cfg)
         reference.save(tmp / "reference.npz")
         manifest = build_manifest(model, source, plan, threshold, graphs, cfg, calib_sha256)
         write_json(tmp / "manifest.json", manifest)
         manifest["validation"] = validate_bundle(Bundle(tmp), reference)
         write_json(tmp / "manifest.json", manifest)
-        log(validation.describe(manifest["validation"], "ONNX Runtime"))
+        log.info(validation.describe(manifest["validation"], "ONNX Runtime"))
         validation.check(manifest["validation"], validation.TOLERANCES["fp32"], "ONNX Runtime")
-    log(f"bundle: {cfg.out}")
+    log.info(f"bundle: {cfg.out}")
     return Bundle(cfg.out)
 
 
@@ -221,7 +225,7 @@ def make_reference(model: MSViT, data: str, n: int, threshold: float, skip_corru
 # ---- graphs ----------------------------------------------------------------------------------------------------
 
 
-def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[str, dict]:
+def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig) -> dict[str, dict]:
     """Write tokenizer.onnx, encoder.onnx, encoder_masked.onnx and vit.onnx; returns their I/O descriptions."""
     from torch.export import Dim
 
@@ -261,7 +265,7 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig, log) -> dict[st
         graphs[name] |= {"data": data, "data_sha256": sha256(folder / data)} if data else {}
         files = [path.name, *([data] if data else [])]
         size = sum((folder / f).stat().st_size for f in files)
-        log(f"  {' + '.join(files)}: {nodes} nodes, {size / 1e6:.2f} MB ({cfg.simplifier})")
+        log.info(f"  {' + '.join(files)}: {nodes} nodes, {size / 1e6:.2f} MB ({cfg.simplifier})")
     return graphs
 
 
@@ -274,7 +278,6 @@ def onnx_export(
     dynamic: dict,
     external: bool = False,
 ) -> None:
-    import logging
     import warnings
 
     # torch.onnx logs a warning per torchvision op it cannot register; torchvision is deliberately absent

@@ -109,7 +109,7 @@ def bundle(workdir):
         calib_images=300,
         val_images=48,
     )
-    return export(cfg, log=lambda *_: None)
+    return export(cfg)
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,6 @@ from msvit_edge.io import sha256
 QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
 
 
-def quiet(*_) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def bundle(bundle, copy_bundle):
     """This module's own copy: it writes engines and precision graphs into it."""
@@ -33,14 +29,14 @@ def bundle(bundle, copy_bundle):
 @pytest.fixture(scope="module")
 def int8(bundle, workdir, tmp_path_factory):
     cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200)
-    return build(cfg, log=quiet)
+    return build(cfg)
 
 
 @pytest.fixture(scope="module")
 def report(bundle, int8, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "report"
     cfg = BenchConfig(sources=(str(bundle.path), str(int8.path)), thresholds=(0.0, 0.5, 1.0), out=str(out), **QUICK)
-    return bench(cfg, log=quiet), out
+    return bench(cfg), out
 
 
 def test_every_source_is_measured_and_passes(report):
@@ -101,7 +97,7 @@ def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdi
     data = str(workdir / "fmnist.npz")
     ckpt = str(workdir / "tiny.safetensors")
     cfg = BenchConfig(sources=(str(bundle.path),), data=data, limit=100, ckpt=ckpt, out=str(tmp_path / "b"), **QUICK)
-    acc = bench(cfg, log=quiet)["engines"][0]["accuracy"]
+    acc = bench(cfg)["engines"][0]["accuracy"]
     ev = evaluate(EvalConfig(ckpt=str(workdir / "tiny.safetensors"), data=data, limit=100, out=str(tmp_path / "e")))
     assert acc["n"] == ev["images"] == 100
     assert round(100 * acc["reference_top1"]) == round(100 * ev["settings"]["msvit"]["top1"])  # images right, of 100
@@ -109,14 +105,14 @@ def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdi
 
 def edited_engine(bundle, folder, **changes):
     """An fp32 engine directory of the tiny bundle with its manifest changed."""
-    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(folder)), log=quiet)
+    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(folder)))
     manifest = json.loads((engine.path / "manifest.json").read_text())
     (engine.path / "manifest.json").write_text(json.dumps(manifest | changes))
     return engine.path
 
 
 def test_a_broken_engine_fails_alone_and_the_run_exits_1(bundle, tmp_path):
-    built = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "x")), log=quiet)
+    built = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "x")))
     (tmp_path / "garbage.onnx").write_bytes(b"not a graph")  # recorded as what was built: a consistent, broken folder
     graphs, files = built.manifest["graphs"] | {"encoder": "encoder.onnx"}, built.manifest["files"]
     broken = edited_engine(
@@ -127,7 +123,7 @@ def test_a_broken_engine_fails_alone_and_the_run_exits_1(bundle, tmp_path):
     out = tmp_path / "report"
     cfg = BenchConfig(sources=(str(broken), str(bundle.path), str(other)), out=str(out), **QUICK)
     with pytest.raises(MsvitEdgeError, match=r"broken failed \(.*encoder.onnx.*\); .*other failed"):
-        bench(cfg, log=quiet)
+        bench(cfg)
     rows = [e["row"] for e in json.loads((out / "report.json").read_text())["engines"]]
     assert [r["status"] for r in rows] == ["failed", "passed", "failed"]
     assert "encoder.onnx" in rows[0]["error"] and "built for device jetson-agx-thor" in rows[2]["error"]
@@ -163,7 +159,7 @@ def test_bench_holds_fp32_to_the_same_absolute_tolerance_as_build():
 def test_min_accuracy_gate_names_the_engine_and_the_shortfall(bundle, tmp_path):
     cfg = BenchConfig(sources=(str(bundle.path),), out=str(tmp_path / "r"), min_accuracy=0.99, **QUICK)
     with pytest.raises(MsvitEdgeError, match=r"bundle top-1 \d+\.\d+% < 99\.00%"):
-        bench(cfg, log=quiet)
+        bench(cfg)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -183,7 +179,7 @@ import sys
 sys.modules["torch"] = None  # any import of torch now fails, as on a Jetson without PyTorch
 from msvit_edge.bench import BenchConfig, bench
 report = bench(BenchConfig(sources=(sys.argv[1],), data=sys.argv[2], limit=6, out=sys.argv[3], warmup=0.0,
-                           iters=2, batch=(1,)), log=lambda *_: None)
+                           iters=2, batch=(1,)))
 acc = report["engines"][0]["accuracy"]
 print(report["engines"][0]["status"], acc["n"], acc["reference"], acc["images"])
 """

@@ -14,17 +14,13 @@ from msvit_edge.errors import MsvitEdgeError
 QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
 
 
-def quiet(*_) -> None:
-    pass
-
-
 @pytest.fixture(scope="module")
 def report(bundle, workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-torch") / "report"
     sources = (f"torch:{bundle.path}", f"torch-cudagraphs:{bundle.path}")
     cfg = BenchConfig(sources=sources, device="cpu", ckpt=str(workdir / "tiny.safetensors"), out=str(out), **QUICK)
     with pytest.raises(MsvitEdgeError, match=r"torch-cudagraphs:.* failed"):  # one source failed: the run exits 1
-        bench(cfg, log=quiet)
+        bench(cfg)
     return json.loads((out / "report.json").read_text())["engines"]
 
 
@@ -82,8 +78,8 @@ def test_cuda_graphs_are_refused_before_the_model_is_looked_for(bundle):
 def test_a_torch_source_must_be_a_bundle(bundle, tmp_path):
     from msvit_edge.build import BuildConfig, build
 
-    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "ort")), log=quiet)
+    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "ort")))
     cfg = BenchConfig(sources=(f"torch:{engine.path}",), out=str(tmp_path / "r"), **QUICK)
     with pytest.raises(MsvitEdgeError, match="runs a bundle's PyTorch model, not an engine directory"):
-        bench(cfg, log=quiet)  # an input: refused before anything is measured or written
+        bench(cfg)  # an input: refused before anything is measured or written
     assert not (tmp_path / "r").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -18,10 +19,6 @@ from msvit_edge.build import BuildConfig, build
 from msvit_edge.engine import EngineDir
 from msvit_edge.engines import open_pipeline
 from msvit_edge.errors import MsvitEdgeError
-
-
-def quiet(*_) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +36,7 @@ def engines(bundle, workdir, tmp_path_factory):
         cfg = BuildConfig(
             str(bundle.path), precision, "onnxruntime", str(workdir / "fmnist.npz"), 200, str(root / precision)
         )
-        made[precision] = build(cfg, log=quiet)
+        made[precision] = build(cfg)
     return made
 
 
@@ -81,8 +78,7 @@ def test_a_second_calibration_never_changes_what_the_first_engine_runs(engines, 
     a = engines["int8"]
     before = {f: (a.path / f).read_bytes() for f in a.manifest["files"]}
     b = build(
-        BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(tmp_path / "b")),
-        log=quiet,
+        BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(tmp_path / "b"))
     )
     assert b.manifest["graphs"]["encoder"] != a.manifest["graphs"]["encoder"]
     assert {f: (a.path / f).read_bytes() for f in a.manifest["files"]} == before
@@ -100,7 +96,7 @@ def test_an_engine_folder_whose_files_changed_is_refused_in_one_line_naming_the_
     folder = tmp_path / "bundle"
     shutil.copytree(bundle.path, folder, ignore=shutil.ignore_patterns("engines", "precision"))
     cfg = BuildConfig(str(folder), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200)
-    engine = build(cfg, log=quiet)  # the calibration cache holds these graphs: no calibration runs
+    engine = build(cfg)  # the calibration cache holds these graphs: no calibration runs
     graph = (engine.path / engine.manifest["graphs"]["encoder"]).resolve()
     data = bytearray(graph.read_bytes())
     data[-1] ^= 1  # the last byte: the graph still parses
@@ -109,7 +105,7 @@ def test_an_engine_folder_whose_files_changed_is_refused_in_one_line_naming_the_
     with pytest.raises(MsvitEdgeError, match=message):
         open_pipeline(engine.path)
     with pytest.raises(MsvitEdgeError, match=rf"{graph}: is not the graph .*\(sha256 differs\)"):
-        build(cfg, log=quiet)  # the same build again: its precision graphs are checked first
+        build(cfg)  # the same build again: its precision graphs are checked first
     result = subprocess.run(
         [sys.executable, "-m", "msvit_edge", "bench", str(engine.path), "--out", str(tmp_path / "r"), "--iters", "1"],
         capture_output=True,
@@ -144,13 +140,13 @@ def test_force_never_replaces_a_folder_msvit_edge_did_not_write(bundle, tmp_path
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"] and (user / "notes.txt").read_text() == "my notes"
 
 
-def test_a_second_identical_build_reuses_the_engine(engines, bundle, workdir):
+def test_a_second_identical_build_reuses_the_engine(engines, bundle, workdir, caplog):
     engine = engines["int8"]
     before = (engine.path / "manifest.json").stat().st_mtime_ns
-    lines: list[str] = []
     cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200, str(engine.path))
-    again = build(cfg, log=lines.append)
-    assert any("reused" in line for line in lines) and again.manifest["key"] == engine.manifest["key"]
+    with caplog.at_level(logging.INFO, logger="msvit_edge"):
+        again = build(cfg)
+    assert any("reused" in line for line in caplog.messages) and again.manifest["key"] == engine.manifest["key"]
     assert (engine.path / "manifest.json").stat().st_mtime_ns == before
 
 
@@ -158,7 +154,7 @@ def test_other_calibration_images_are_another_build_refused_without_force(engine
     engine = engines["int8"]
     cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(engine.path))
     with pytest.raises(MsvitEdgeError, match=r"holds an engine built from other inputs .*: pass --force to replace it"):
-        build(cfg, log=quiet)
+        build(cfg)
 
 
 def test_an_engine_dir_runs_through_open_pipeline(engines, bundle):
@@ -178,7 +174,7 @@ def test_an_engine_for_another_device_is_refused(engines):
 def test_an_engine_whose_bundle_changed_is_refused(bundle, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(bundle.path, copy, ignore=shutil.ignore_patterns("engines", "precision"))
-    engine = build(BuildConfig(str(copy), "fp32", "onnxruntime"), log=quiet)
+    engine = build(BuildConfig(str(copy), "fp32", "onnxruntime"))
     EngineDir(engine.path)  # opens while the bundle is the one it was built from
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps(manifest | {"threshold": 0.9}))
@@ -191,27 +187,27 @@ def test_failed_validation_leaves_no_engine_folder(bundle, workdir, tmp_path, mo
     monkeypatch.setitem(build_module.validation.TOLERANCES, "fp32", strict)
     out = tmp_path / "engine"
     with pytest.raises(MsvitEdgeError, match=r"validation failed \(batch1\): onnxruntime fp32 logits max abs diff"):
-        build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(out)), log=quiet)
+        build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(out)))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_jetson_without_modelopt_builds_from_the_graphs_a_workstation_made(bundle, workdir, monkeypatch):
     cfg = BuildConfig(str(bundle.path), "fp16", "onnxruntime", graphs_only=True)
-    folder = build(cfg, log=quiet)
+    folder = build(cfg)
     assert folder.parent == bundle.path / "precision" and folder.name.startswith("onnxruntime-fp16-")
     monkeypatch.setattr(build_module, "_can_make_graphs", lambda: False)
-    made = build_module.precision_graphs(bundle, cfg, "onnxruntime", quiet)
+    made = build_module.precision_graphs(bundle, cfg, "onnxruntime")
     assert made.graphs["encoder"] == folder / "encoder.fp16.onnx" and made.facts["precision"] == "fp16"
     assert made.graphs["tokenizer"] == bundle.graph("tokenizer")
     missing = BuildConfig(str(bundle.path), "int8", "tensorrt")
     with pytest.raises(MsvitEdgeError, match=r"--backend tensorrt --precision int8 --graphs-only"):
-        build_module.precision_graphs(bundle, missing, "tensorrt", quiet)
+        build_module.precision_graphs(bundle, missing, "tensorrt")
     other = folder.with_name("onnxruntime-fp16-000000000000")
     shutil.copytree(folder, other)  # a second set: which one is meant is no longer clear
     with pytest.raises(MsvitEdgeError, match=r"holds 2 onnxruntime fp16 graph sets .*: pick one with --graphs"):
-        build_module.precision_graphs(bundle, cfg, "onnxruntime", quiet)
+        build_module.precision_graphs(bundle, cfg, "onnxruntime")
     chosen = dataclasses.replace(cfg, graphs=str(other))
-    assert build_module.precision_graphs(bundle, chosen, "onnxruntime", quiet).folder == other
+    assert build_module.precision_graphs(bundle, chosen, "onnxruntime").folder == other
     shutil.rmtree(other)
 
 
@@ -245,7 +241,7 @@ def test_cli_build_prints_the_validation_and_the_engine(bundle, tmp_path):
 
 
 def test_open_pipeline_refuses_an_engine_built_for_another_device(bundle, tmp_path):
-    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "e")), log=quiet)
+    engine = build(BuildConfig(str(bundle.path), "fp32", "onnxruntime", out=str(tmp_path / "e")))
     manifest = json.loads((engine.path / "manifest.json").read_text())
     manifest["device"]["slug"] = "cuda-sm90-h200"
     (engine.path / "manifest.json").write_text(json.dumps(manifest))

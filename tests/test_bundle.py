@@ -56,7 +56,7 @@ def other_bundle(workdir, tmp_path_factory) -> Bundle:
         calib_images=50,
         val_images=4,
     )
-    return export(cfg, log=lambda *_: None)
+    return export(cfg)
 
 
 @pytest.mark.parametrize("graph, damage", [("tokenizer", "truncated"), ("encoder", "empty")])

@@ -91,12 +91,13 @@ def benchmark_script():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("batching", ["pad", "split"])
-def test_cuda_graphs_equal_eager_on_the_tiny_bundle_for_msvit_and_its_plain_vit(bundle, batching):
+def test_cuda_graphs_equal_eager_on_the_tiny_bundle_for_msvit_and_its_plain_vit(bundle, workdir, batching):
     from msvit_edge.engines import open_pipeline
 
     torch.backends.cuda.matmul.allow_tf32 = False
     images = bundle.preprocess(bundle.reference().images)
-    eager = open_pipeline(bundle, "torch", device="cuda", batching=batching)
+    ckpt = str(workdir / "tiny.safetensors")
+    eager = open_pipeline(bundle, "torch", device="cuda", batching=batching, ckpt=ckpt)
     with eager, open_pipeline(bundle, "torch-cudagraphs", model=eager.model, batching=batching) as graphs:
         for size in (1, 16):
             for start in range(0, len(images), size):
@@ -116,13 +117,16 @@ def test_the_benchmark_script_refuses_without_cuda_in_one_line_before_exporting(
     assert result.stderr.startswith("error: this benchmark needs a CUDA GPU")
 
 
-def test_the_benchmark_table_has_a_row_per_batch_size_with_its_ratios(bundle):
+def test_the_benchmark_table_has_a_row_per_batch_size_with_its_ratios(bundle, workdir):
     """The script's timing and table on two eager CPU pipelines (the GPU run swaps in CUDA graphs)."""
     from msvit_edge.engines import open_pipeline
 
     script = benchmark_script()
     x = bundle.preprocess(bundle.reference().images)
-    with open_pipeline(bundle, "torch") as a, open_pipeline(bundle, "torch", model=a.model) as b:
+    with (
+        open_pipeline(bundle, "torch", ckpt=str(workdir / "tiny.safetensors")) as a,
+        open_pipeline(bundle, "torch", model=a.model) as b,
+    ):
         rows = [script.measure(a, b, x, n, bundle.threshold, 2, lambda: None) for n in (1, 4)]
     assert [r["batch"] for r in rows] == [1, 4] and all(r[c] > 0 for r in rows for c in script.CANDIDATES)
     lines = script.table(rows).splitlines()
@@ -150,8 +154,17 @@ def test_the_benchmark_table_ratios_on_known_times():
 
 
 @pytest.mark.gpu
-def test_the_benchmark_script_prints_the_table_on_a_gpu(bundle):
-    args = ["--bundle", str(bundle.path), "--batch", "1,4", "--repeats", "3"]
+def test_the_benchmark_script_prints_the_table_on_a_gpu(bundle, workdir):
+    args = [
+        "--bundle",
+        str(bundle.path),
+        "--ckpt",
+        str(workdir / "tiny.safetensors"),
+        "--batch",
+        "1,4",
+        "--repeats",
+        "3",
+    ]
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()

@@ -225,7 +225,7 @@ def test_failed_validation_is_an_error_with_numbers_and_leaves_nothing(workdir, 
     out = workdir / "strict"
     cfg = small_export(workdir, out)
     with pytest.raises(MsvitEdgeError, match=r"ONNX Runtime logits max abs diff \d\.\d+e-\d+ > 0 \(max rel"):
-        export(cfg, log=lambda *_: None)
+        export(cfg)
     assert not out.exists() and not list(workdir.glob(".strict*"))
 
 
@@ -236,14 +236,14 @@ def test_nan_logits_fail_validation_and_leave_nothing(workdir, tmp_path):
     save_checkpoint(model, tmp_path / "nan.safetensors")
     cfg = small_export(workdir, tmp_path / "bundle", tmp_path / "nan.safetensors")
     with pytest.raises(MsvitEdgeError, match=r"logits max abs diff nan > 0.0001"):
-        export(cfg, log=lambda *_: None)
+        export(cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
 
 
 def test_a_model_over_the_protobuf_limit_keeps_its_weights_beside_each_graph(workdir, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 0)  # the tiny model stands in for one over 2 GB
     cfg = small_export(workdir, tmp_path / "bundle")
-    bundle = export(cfg, log=lambda *_: None)  # validated in ONNX Runtime, which reads the side files
+    bundle = export(cfg)  # validated in ONNX Runtime, which reads the side files
     for name in ("tokenizer", "encoder", "encoder_masked"):
         assert bundle.manifest["graphs"][name]["data"] == f"{name}.onnx.data"
         assert sorted(p.name for p in bundle.path.glob(f"{name}.onnx*")) == [f"{name}.onnx", f"{name}.onnx.data"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -242,18 +243,19 @@ def test_a_plain_vit_without_the_requested_precision_is_no_baseline():
     assert "plain-ViT graph has no INT8 tensors" in why and "would overstate the speedup" in why
 
 
-def test_the_build_skips_an_fp32_plain_vit_at_fp16_and_says_why(tmp_path):
+def test_the_build_skips_an_fp32_plain_vit_at_fp16_and_says_why(tmp_path, caplog):
     graphs = {"tokenizer": "t.onnx", "vit": onnx_graph(tmp_path / "vit.onnx")}
-    lines = []
-    assert _skipped_comparison(graphs, SHAPES, "fp32", lines.append) == {}
-    skipped = _skipped_comparison(graphs, SHAPES, "fp16", lines.append)
+    caplog.set_level(logging.INFO, logger="msvit_edge")
+    assert _skipped_comparison(graphs, SHAPES, "fp32") == {}
+    skipped = _skipped_comparison(graphs, SHAPES, "fp16")
     assert list(skipped) == ["vit"] and "no FP16 tensors" in skipped["vit"]
-    assert lines == [f"tensorrt: vit.plan not built: {skipped['vit']}"]
+    assert caplog.messages == [f"tensorrt: vit.plan not built: {skipped['vit']}"]
     fp16 = graphs | {"vit": onnx_graph(tmp_path / "vit.fp16.onnx", "FLOAT16")}
-    assert _skipped_comparison(fp16, SHAPES, "fp16", lines.append) == {}
-    assert _skipped_comparison({"tokenizer": "t.onnx"}, SHAPES, "fp16", lines.append) == {}  # no vit, nothing said
+    assert _skipped_comparison(fp16, SHAPES, "fp16") == {}
+    assert _skipped_comparison({"tokenizer": "t.onnx"}, SHAPES, "fp16") == {}  # no vit, nothing said
+    assert len(caplog.messages) == 1
     old = EngineShapes(PLAN, {k: v for k, v in SHAPES.inputs.items() if k != "vit"})
-    assert "export it again" in _skipped_comparison(graphs, old, "fp32", lines.append)["vit"]
+    assert "export it again" in _skipped_comparison(graphs, old, "fp32")["vit"]
 
 
 def test_the_bundles_vit_graph_is_fp32_and_its_shapes_come_from_the_manifest(bundle):
@@ -569,7 +571,7 @@ def stand_in(monkeypatch) -> list[dict]:
 
     calls = []
 
-    def build_engines(graphs, shapes, out_dir, precision, workspace_gb, opt_level, timing_cache, log):
+    def build_engines(graphs, shapes, out_dir, precision, workspace_gb, opt_level, timing_cache):
         calls.append({"shapes": EngineShapes.from_bundle(shapes), "out_dir": out_dir, "timing_cache": timing_cache})
         raise ReachedTensorRT
 
@@ -582,7 +584,7 @@ def build_tensorrt(bundle, out: Path) -> None:
     from msvit_edge.build import BuildConfig, build
 
     with pytest.raises(ReachedTensorRT):
-        build(BuildConfig(bundle=str(bundle.path), backend="tensorrt", out=str(out)), log=lambda _: None)
+        build(BuildConfig(bundle=str(bundle.path), backend="tensorrt", out=str(out)))
 
 
 def test_build_with_out_in_a_new_folder_reaches_tensorrt(bundle, tmp_path, stand_in):
@@ -627,7 +629,7 @@ def batch8_bundle(workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("batch8") / "bundle"
     cfg = ExportConfig(str(out), str(workdir / "tiny.safetensors"), buckets=2, calib=str(workdir / "fmnist.npz"))
     cfg = dataclasses.replace(cfg, calib_images=100, val_images=16, max_batch=8)
-    return export(cfg, log=lambda *_: None)
+    return export(cfg)
 
 
 def test_build_of_a_bundle_exported_with_max_batch_8_reaches_tensorrt_with_profiles_up_to_8(
@@ -747,7 +749,7 @@ def tiny_bundle(tmp_path_factory):
     calib = str(root / "calib.npz")
     cfg = ExportConfig(str(root / "bundle"), str(root / "tiny.safetensors"), buckets=2, calib=calib, calib_images=200)
     cfg = dataclasses.replace(cfg, val_images=48, max_batch=32)
-    return export(cfg, log=lambda *_: None)
+    return export(cfg)
 
 
 def engine_dir(bundle, out: Path, facts: dict, precision: str = "fp32"):
@@ -777,7 +779,7 @@ def built(tiny_bundle, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("engines")
     graphs = {stage: tiny_bundle.graph(stage) for stage in ("tokenizer", "encoder", "encoder_masked", "vit")}
-    facts = build_engines(graphs, tiny_bundle, out, "fp32", timing_cache=out.parent / "timing.cache", log=print)
+    facts = build_engines(graphs, tiny_bundle, out, "fp32", timing_cache=out.parent / "timing.cache")
     return engine_dir(tiny_bundle, out, facts), facts
 
 

@@ -14,11 +14,11 @@ import statistics
 
 import numpy as np
 
-from msvit_edge.bench import _batches
-from msvit_edge.config import MSViTConfig
 from msvit_edge.engines.ort import OnnxRuntimePipeline
-from msvit_edge.flops import msvit_macs, vit_macs
-from msvit_edge.timing import interleaved
+from msvit_edge.measure.bench import _batches
+from msvit_edge.measure.timing import interleaved
+from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.flops import msvit_macs, vit_macs
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Without --bundle it first exports a latency-only bundle into a temporary folder,
 ``msvit-edge export --preset vit_small_patch16_224 --random-weights --fine-fraction 0.5`` does (random weights: the
 latency is real, the accuracy meaningless), planning buckets on --calib (default: the demo's Fashion-MNIST scenes,
 or the sample shipped in the package). Per batch size, four candidates run interleaved (A B C D A B C D ...,
-``msvit_edge.timing.interleaved``, each call closed by ``torch.cuda.synchronize``) on the bundle's validation
+``msvit_edge.measure.timing.interleaved``, each call closed by ``torch.cuda.synchronize``) on the bundle's validation
 images: MSViT end to end eager and with CUDA graphs (``torch`` and ``torch-cudagraphs`` backends), and the plain ViT
 of the same weights eager and as one CUDA graph. It prints the device, date and versions, then a Markdown table of
 medians for ``docs/tensorrt.md``.
@@ -28,7 +28,7 @@ import numpy as np
 
 from msvit_edge import MsvitEdgeError, __version__
 from msvit_edge.bundle import Bundle
-from msvit_edge.timing import interleaved
+from msvit_edge.measure.timing import interleaved
 
 PRESET = "vit_small_patch16_224"  # DeiT-S: 224 px, patch 16, D 384, depth 12
 CANDIDATES = ("msvit eager", "msvit graphs", "vit eager", "vit graphs")

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from msvit_edge.bundle import Bundle
-from msvit_edge.config import MSViTConfig
+from msvit_edge.bundle.selection import select
 from msvit_edge.engines.ort import OnnxRuntimePipeline, session
-from msvit_edge.flops import encoder_macs
-from msvit_edge.selection import select
-from msvit_edge.timing import interleaved
+from msvit_edge.measure.timing import interleaved
+from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.flops import encoder_macs
 
 
 def main() -> None:

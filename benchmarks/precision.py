@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from msvit_edge.bundle import Bundle
+from msvit_edge.bundle.selection import select
 from msvit_edge.calibration import encoder_feeds, precision_graphs
 from msvit_edge.calibration.compare import GraphsPipeline, compare_outputs, run_graphs
 from msvit_edge.calibration.images import load_images
 from msvit_edge.calibration.int8 import DEFAULT_METHOD, quantize_modelopt
 from msvit_edge.calibration.isolated import Job
 from msvit_edge.calibration.ort_int8 import quantize_ort
-from msvit_edge.selection import select
-from msvit_edge.timing import interleaved
+from msvit_edge.measure.timing import interleaved
 
 ALL_ORT_OPS = ()  # empty: every op type ONNX Runtime's QDQ quantizer supports
 

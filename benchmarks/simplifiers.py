@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from msvit_edge.checkpoint import load_model
 from msvit_edge.engines.ort import session
 from msvit_edge.export import ExportConfig, export_graphs, simplify
-from msvit_edge.timing import interleaved
+from msvit_edge.measure.timing import interleaved
+from msvit_edge.model.checkpoint import load_model
 
 TOOLS = ("none", "onnxsim", "onnxslim")
 

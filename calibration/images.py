@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from msvit_edge.bundle import Bundle
+from msvit_edge.bundle.preprocess import to_uint8
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import to_uint8
 
 
 def default_data(bundle: Bundle) -> str:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle
+from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.preprocess import check_images as check_pixels
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import check_images as check_pixels
 
 log = logging.getLogger(__name__)
 

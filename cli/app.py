@@ -138,8 +138,8 @@ def train(
 ) -> None:
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
     cfg = _train_config(**locals())  # first: locals() is exactly the options here
-    from msvit_edge.train import is_main_process
-    from msvit_edge.train import train as run
+    from msvit_edge.training.train import is_main_process
+    from msvit_edge.training.train import train as run
 
     final = run(cfg)
     if is_main_process():  # every torchrun process returns here; one line, not one per process
@@ -150,10 +150,10 @@ def _train_config(
     out: Path, fine_target: float, gate_noise: bool, gate_gradient: str, clutter: int, calibrate: bool, **options
 ):
     """The ``TrainConfig`` the train command's options describe; the options not named here map one to one."""
-    from msvit_edge.config import GateTraining
     from msvit_edge.data import SceneConfig
-    from msvit_edge.loss import GBaSConfig
-    from msvit_edge.train import TrainConfig
+    from msvit_edge.model.config import GateTraining
+    from msvit_edge.training.loss import GBaSConfig
+    from msvit_edge.training.train import TrainConfig
 
     return TrainConfig(
         out=str(out),
@@ -180,7 +180,7 @@ def eval_(
     skip_corrupt: bool = _SKIP_CORRUPT,
 ) -> None:
     """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
-    from msvit_edge.evaluate import EvalConfig, evaluate, markdown
+    from msvit_edge.training.evaluate import EvalConfig, evaluate, markdown
 
     cfg = EvalConfig(
         ckpt=ckpt,
@@ -327,8 +327,8 @@ def bench(
     ),
 ) -> None:
     """Accuracy, latency (and power on Jetson) of engines against PyTorch and the plain ViT."""
-    from msvit_edge.bench import BenchConfig
-    from msvit_edge.bench import bench as run
+    from msvit_edge.measure.bench import BenchConfig
+    from msvit_edge.measure.bench import bench as run
 
     run(
         BenchConfig(
@@ -355,7 +355,7 @@ def bench(
 @app.command()
 def doctor() -> None:
     """What is installed, which backends and precisions work here, and how to install what is missing."""
-    from msvit_edge.doctor import diagnose, format_report
+    from msvit_edge.machine.doctor import diagnose, format_report
 
     typer.echo(format_report(diagnose()))
 

@@ -11,8 +11,9 @@ from importlib import import_module
 from pathlib import Path
 
 from msvit_edge.bundle import Bundle
-from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.bundle.engine_folder import EngineDir, open_source
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.machine.environment import backend_version, this_device
 
 PIPELINES = {
     "onnxruntime": "msvit_edge.engines.ort:OnnxRuntimePipeline",
@@ -43,7 +44,4 @@ def open_pipeline(source: Bundle | EngineDir | str | Path, backend: str | None =
 
 def _check_built_here(engine: EngineDir) -> None:
     """Refuse an engine built for another device or backend version, before loading anything."""
-    from msvit_edge.build import backend_version
-    from msvit_edge.environment import this_device
-
     engine.check_runs_here(backend_version(engine.backend), this_device())

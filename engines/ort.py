@@ -7,10 +7,10 @@ from collections.abc import Callable
 import numpy as np
 
 from msvit_edge.bundle import Bundle
-from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.bundle.engine_folder import EngineDir, open_source
+from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.selection import Selection
 
 
 def import_onnxruntime():

@@ -8,7 +8,7 @@ counts and gate probabilities (after the tokenizer) and logits (at the end) come
     cut(tokens, selection)      -> tokens [b, rows, D] backend array, contiguous
     encode(tokens, selection)   -> logits [b, K] numpy
 
-The glue lives here once: ``msvit_edge.selection.select`` decides the encoder calls (rows, bucket, mask) from the
+The glue lives here once: ``msvit_edge.bundle.selection.select`` decides the encoder calls (rows, bucket, mask) from the
 counts. Pipelines are context managers, like Polygraphy's runners: ``activate`` acquires sessions or devices.
 Setting ``timer`` to a ``StageTimes`` records each stage's time, device-synchronised, for ``bench``.
 """
@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from msvit_edge.buckets import BucketPlan
+from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.selection import Selection, select
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.selection import Selection, select
 
 
 class Tokenized(NamedTuple):
@@ -57,8 +57,8 @@ class Pipeline(ABC):
     Args:
         plan: The bundle's bucket plan.
         pad_to_bucket: Run the encoder at bucket maxima (static-shape engines and CUDA graphs need it).
-        batching: ``pad`` or ``split``: see ``msvit_edge.selection``. Default: ``split`` with a plan (faster when a
-            batch's counts span buckets: ``benchmarks/batching.py``), ``pad`` without one.
+        batching: ``pad`` or ``split``: see ``msvit_edge.bundle.selection``. Default: ``split`` with a plan (faster
+            when a batch's counts span buckets: ``benchmarks/batching.py``), ``pad`` without one.
     """
 
     def __init__(self, plan: BucketPlan | None = None, pad_to_bucket: bool = False, batching: str | None = None):

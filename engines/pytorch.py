@@ -9,19 +9,24 @@ the same weights run the way that pipeline runs its encoder (eager, or one CUDA 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle
-from msvit_edge.engine import EngineDir
+from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.engine_folder import EngineDir
+from msvit_edge.bundle.selection import Selection
+from msvit_edge.bundle.validation import TOLERANCES
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.msvit import MSViT
-from msvit_edge.selection import Selection
+from msvit_edge.io import sha256
+from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
+from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.msvit import MSViT
 
 
 class TorchPipeline(Pipeline):
@@ -86,7 +91,7 @@ class CudaGraphTorchPipeline(TorchPipeline):
         model: The model.
         plan: The bucket plan (the graphs' shapes).
         device: A CUDA device.
-        batching: ``pad`` or ``split`` (see ``msvit_edge.selection``).
+        batching: ``pad`` or ``split`` (see ``msvit_edge.bundle.selection``).
         warmup: Eager runs on a side stream before each capture (cuBLAS and attention kernels pick their
             workspaces outside the graph).
     """
@@ -160,14 +165,14 @@ def torch_pipeline(
 
     Args:
         source: The bundle (not an engine directory: PyTorch runs no engine).
-        model: The model, when the caller has it; else ``msvit_edge.reference.bundle_model`` finds it (``ckpt``, the
+        model: The model, when the caller has it; else ``bundle_model`` finds it (``ckpt``, the
             demo checkpoint or a random-weights preset) and checks it against the bundle's reference.
         device: ``cpu`` or a CUDA device.
         ckpt: The checkpoint the bundle was exported from (a bundle records its sha256, not where it lay).
         kw: ``pad_to_bucket``, ``batching``: see ``Pipeline``.
     """
     bundle = _bundle_only(source, "torch")
-    return TorchPipeline(model or _bundle_model(bundle, ckpt), bundle.plan, device=device, **kw)
+    return TorchPipeline(model or bundle_model(bundle, ckpt), bundle.plan, device=device, **kw)
 
 
 def cuda_graph_pipeline(
@@ -180,7 +185,7 @@ def cuda_graph_pipeline(
     """``open_pipeline``'s ``torch-cudagraphs`` backend: ``torch_pipeline`` with ``CudaGraphTorchPipeline``."""
     bundle = _bundle_only(source, "torch-cudagraphs")
     require_cuda_graphs(device)  # before the model is looked for: the usual reason this fails
-    model = model or _bundle_model(bundle, ckpt)
+    model = model or bundle_model(bundle, ckpt)
     return CudaGraphTorchPipeline(model, bundle.plan, device=device, batching=batching)
 
 
@@ -190,7 +195,40 @@ def _bundle_only(source: Bundle | EngineDir, backend: str) -> Bundle:
     return source
 
 
-def _bundle_model(bundle: Bundle, ckpt: str | None) -> MSViT:
-    from msvit_edge.reference import bundle_model
+def bundle_model(bundle: Bundle, ckpt: str | Path | None = None) -> MSViT:
+    """The ``MSViT`` the bundle was exported from (``ckpt``, or the demo checkpoint when its sha256 matches), checked
+    against the bundle's stored reference."""
+    source = bundle.manifest["source"]
+    if "random_weights" in source:
+        torch.manual_seed(0)  # as export built it
+        model = MSViT(MSViTConfig.from_dict(bundle.manifest["model"])).eval()
+    else:
+        model = load_checkpoint(_checkpoint(source, [*([Path(ckpt)] if ckpt else []), demo_checkpoint()]))[0]
+    _check_reproduces(model, bundle)
+    return model
 
-    return bundle_model(bundle, ckpt)
+
+def _checkpoint(source: dict, candidates: list[Path]) -> Path:
+    """The first candidate with the recorded sha256 (older bundles recorded a path: it is tried last)."""
+    for path in (*candidates, Path(source["checkpoint"])):
+        if path.is_file() and sha256(path) == source["sha256"]:
+            return path
+    raise MsvitEdgeError(
+        f"the checkpoint this bundle was exported from ({Path(source['checkpoint']).name}, sha256 "
+        f"{source['sha256'][:12]}...) is not here: pass it with --ckpt"
+    )
+
+
+def answers(model, bundle: Bundle, x: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PyTorch's logits, counts and gate probabilities on preprocessed images ``x`` at the bundle's threshold."""
+    pipe = TorchPipeline(model)
+    outs = [pipe(x[i : i + batch], bundle.threshold) for i in range(0, len(x), batch)]
+    return tuple(np.concatenate([getattr(o, k) for o in outs]) for k in ("logits", "counts", "probs"))
+
+
+def _check_reproduces(model, bundle: Bundle) -> None:
+    stored = bundle.reference()
+    logits, counts, _ = answers(model, bundle, bundle.preprocess(stored.images[:16]))
+    diff = float(np.abs(logits - stored.logits[:16]).max())
+    if not (np.array_equal(counts, stored.counts[:16]) and diff <= TOLERANCES["fp32"].atol):  # the same weights
+        raise MsvitEdgeError(f"the model found for this bundle does not reproduce its reference (max abs {diff:.2e})")

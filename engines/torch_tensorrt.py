@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from msvit_edge.buckets import BucketPlan
+from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pytorch import TorchPipeline
 from msvit_edge.engines.trt_build import EngineShapes, ProfileShapes
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.msvit import MSViT
-from msvit_edge.selection import Selection
+from msvit_edge.model.msvit import MSViT
 
 
 def import_torch_tensorrt() -> ModuleType:

@@ -32,10 +32,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import GRAPHS, Bundle
-from msvit_edge.environment import package_version, tensorrt_version
+from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.machine.environment import package_version, tensorrt_version
 
 log = logging.getLogger(__name__)
 

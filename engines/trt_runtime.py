@@ -25,11 +25,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from msvit_edge.bundle import GRAPHS
-from msvit_edge.engine import EngineDir, open_source
+from msvit_edge.bundle.engine_folder import EngineDir, open_source
+from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.engines.trt_build import COMPARISON, tensorrt_errors
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.selection import Selection
 
 Ranges = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
 

@@ -1,4 +1,4 @@
-"""``msvit-edge build``: an export bundle -> an engine directory (see ``msvit_edge.engine``), validated.
+"""``msvit-edge build``: an export bundle -> an engine directory (see ``msvit_edge.bundle.engine_folder``), validated.
 
 Two steps, separable on purpose:
 1. The precision pass (``msvit_edge.calibration``): FP16 or INT8 ONNX graphs, made once per bundle, calibration set
@@ -9,7 +9,7 @@ Two steps, separable on purpose:
    engines for TensorRT. A Jetson without PyTorch or ModelOpt builds from the precision graphs the bundle carries.
 
 Every engine directory is validated against the bundle's PyTorch reference with the precision's tolerance
-(``msvit_edge.validation``) before it appears, and is keyed by everything that went into it: a second build with
+(``msvit_edge.bundle.validation``) before it appears, and is keyed by everything that went into it: a second build with
 identical inputs reuses it and says so.
 """
 
@@ -22,12 +22,9 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from msvit_edge import __version__, validation
-from msvit_edge.bundle import GRAPHS, Bundle
-from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
-from msvit_edge.calibration.tokens import DEFAULT_IMAGES as DEFAULT_CALIB_IMAGES
-from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
-from msvit_edge.engine import (
+from msvit_edge import __version__
+from msvit_edge.bundle import GRAPHS, Bundle, validation
+from msvit_edge.bundle.engine_folder import (
     FOLDER,
     KIND,
     SCHEMA_VERSION,
@@ -37,9 +34,13 @@ from msvit_edge.engine import (
     file_digests,
     relative_to,
 )
-from msvit_edge.environment import this_device, this_machine
+from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
+from msvit_edge.calibration.tokens import DEFAULT_IMAGES as DEFAULT_CALIB_IMAGES
+from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, write_json
+from msvit_edge.machine.doctor import missing_backend_error
+from msvit_edge.machine.environment import backend_version, has_nvidia_gpu, this_device, this_machine
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -119,20 +120,14 @@ def choose_backend(requested: str, installed: bool = True) -> tuple[str, str]:
         return requested, "as asked"
     if importlib.util.find_spec("tensorrt") is None:
         return "onnxruntime", "auto: TensorRT is not installed here, so ONNX Runtime"
-    if not _has_nvidia_gpu():
+    if not has_nvidia_gpu():
         return "onnxruntime", "auto: TensorRT is installed but no NVIDIA GPU was found, so ONNX Runtime"
     return "tensorrt", "auto: TensorRT and an NVIDIA GPU are present"
 
 
 def _require_backend(backend: str) -> None:
     if importlib.util.find_spec(BACKEND_PACKAGES[backend]) is None:
-        from msvit_edge.doctor import missing_backend_error
-
         raise missing_backend_error(backend)
-
-
-def _has_nvidia_gpu() -> bool:
-    return Path("/dev/nvidia0").exists() or Path("/etc/nv_tegra_release").exists()
 
 
 def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str) -> PrecisionGraphs:
@@ -198,13 +193,6 @@ def cache_key(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calib
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def backend_version(backend: str) -> str | None:
-    """The installed version (TensorRT's from its module: JetPack's system TensorRT has no pip metadata)."""
-    from msvit_edge.environment import package_version, tensorrt_version
-
-    return tensorrt_version() if backend == "tensorrt" else package_version(backend)
-
-
 def _reuse(out: Path, key: str, force: bool) -> EngineDir | None:
     """The existing engine directory at ``out`` when it was built from the same inputs and its files are unchanged;
     without ``force``, refuse one that is not (saying why), with ``force`` rebuild it."""
@@ -221,7 +209,7 @@ def _reuse(out: Path, key: str, force: bool) -> EngineDir | None:
 
 
 def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict, key: str, out: Path):
-    from msvit_edge.environment import device_description
+    from msvit_edge.machine.environment import device_description
 
     return {
         "kind": KIND,

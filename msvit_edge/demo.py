@@ -38,8 +38,8 @@ class DemoConfig:
 
 def demo(cfg: DemoConfig) -> dict:
     """Run the chain into ``cfg.out``; returns the bench report."""
-    from msvit_edge.bench import BenchConfig, bench
     from msvit_edge.export import export
+    from msvit_edge.measure.bench import BenchConfig, bench
 
     out = check_output(cfg.out, FOLDER, cfg.force)
     if out.exists():
@@ -53,7 +53,7 @@ def demo(cfg: DemoConfig) -> dict:
     settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
     report = _stage("bench", lambda: bench(settings), lambda r: _folder(out / "report", "report.md"))
     _stage("overlays", lambda: gate_overlays(bundle, out / "report" / "overlays"), lambda p: _folder(p[0], ""))
-    from msvit_edge.report import table
+    from msvit_edge.measure.report import table
 
     log.info(table(report))
     log.info(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
@@ -113,9 +113,9 @@ def _export_cfg(out: Path, data: str, cfg: DemoConfig):
 
 def gate_overlays(bundle, folder: Path) -> list[Path]:
     """Overlays of the first 8 validation images: the gate's decisions as the ONNX Runtime pipeline makes them."""
-    from msvit_edge.config import MSViTConfig
     from msvit_edge.engines.ort import OnnxRuntimePipeline
-    from msvit_edge.overlay import write_overlays
+    from msvit_edge.measure.overlay import write_overlays
+    from msvit_edge.model.config import MSViTConfig
 
     ref = bundle.reference()
     with OnnxRuntimePipeline(bundle) as pipe:

@@ -5,7 +5,7 @@ graphs: a static-shape tokenizer (the gate's decision is a TopK partition, not a
 Buckets for TensorRT profiles are planned from the gate's token-count histogram on calibration images.
 
 Every step is checked before the bundle appears: the ONNX pipeline in ONNX Runtime must reproduce PyTorch's token
-counts exactly and its FP32 logits within ``msvit_edge.validation``'s FP32 tolerance; otherwise the export fails
+counts exactly and its FP32 logits within ``msvit_edge.bundle.validation``'s FP32 tolerance; otherwise the export fails
 with the numbers and writes nothing.
 """
 
@@ -25,18 +25,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from msvit_edge import __version__, validation
-from msvit_edge.buckets import BucketPlan, plan_buckets
-from msvit_edge.bundle import FOLDER, SCHEMA_VERSION, Bundle, Reference, io_description
-from msvit_edge.checkpoint import demo_checkpoint, load_checkpoint
-from msvit_edge.config import MSViTConfig, preset
+from msvit_edge import __version__
+from msvit_edge.bundle import FOLDER, SCHEMA_VERSION, Bundle, Reference, io_description, validation
+from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
+from msvit_edge.bundle.preprocess import preprocess, to_uint8
+from msvit_edge.bundle.preprocess import record as preprocessing_record
 from msvit_edge.data import data_name, open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError, require
-from msvit_edge.flops import encoder_macs
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
-from msvit_edge.msvit import MSViT, check_threshold
-from msvit_edge.preprocess import preprocess, to_uint8
-from msvit_edge.preprocess import record as preprocessing_record
+from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
+from msvit_edge.model.config import MSViTConfig, preset
+from msvit_edge.model.flops import encoder_macs
+from msvit_edge.model.msvit import MSViT, check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def build_manifest(
 
 
 def validate_bundle(bundle: Bundle, reference: Reference) -> dict:
-    """The bundle's FP32 graphs in ONNX Runtime against PyTorch's reference (``msvit_edge.validation``)."""
+    """The bundle's FP32 graphs in ONNX Runtime against PyTorch's reference (``msvit_edge.bundle.validation``)."""
     from msvit_edge.engines.ort import OnnxRuntimePipeline
 
     with OnnxRuntimePipeline(bundle) as pipe:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msvit_edge.config import ViTConfig
+from msvit_edge.model.config import ViTConfig
 
 # The tiny MSViT of the export, build and bench tests: 16 regions, 17..65 tokens. Head size 16, since ModelOpt leaves
 # a MatMul with a dimension under 16 unquantized.
@@ -55,11 +55,11 @@ def workdir(tmp_path_factory) -> Path:
     """A checkpoint of a tiny MSViT and an npz of 400 real Fashion-MNIST test images, RGB at 32 px."""
     import torch
 
-    from msvit_edge.checkpoint import save_checkpoint
-    from msvit_edge.config import MSViTConfig
+    from msvit_edge.bundle.preprocess import preprocess
     from msvit_edge.data import load_fashion_mnist
-    from msvit_edge.msvit import MSViT
-    from msvit_edge.preprocess import preprocess
+    from msvit_edge.model.checkpoint import save_checkpoint
+    from msvit_edge.model.config import MSViTConfig
+    from msvit_edge.model.msvit import MSViT
 
     root = tmp_path_factory.mktemp("tiny")
     images, labels = load_fashion_mnist(split="test")
@@ -128,12 +128,12 @@ def copy_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def count_macs():
     """``count_macs(model, fn, *args)``: MACs of the matrix products and convolutions ``fn(*args)`` runs, counted by
-    PyTorch's FLOP counter, to hold ``msvit_edge.flops``'s formulas to. The counter does not see fused attention
+    PyTorch's FLOP counter, to hold ``msvit_edge.model.flops``'s formulas to. The counter does not see fused attention
     kernels, so ``model``'s attention runs unfused while counting (the same arithmetic, see ``vit.Attention``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from msvit_edge.vit import Attention
+    from msvit_edge.model.vit import Attention
 
     def count(model, fn, *args) -> float:
         fused = {m: m.fused for m in model.modules() if isinstance(m, Attention)}

@@ -36,10 +36,10 @@ def files(tmp_path_factory, workdir, bundle) -> Path:
     import torch
     from PIL import Image
 
-    from msvit_edge.checkpoint import save_checkpoint
-    from msvit_edge.config import MSViTConfig, preset
-    from msvit_edge.msvit import MSViT
-    from msvit_edge.vit import VisionTransformer
+    from msvit_edge.model.checkpoint import save_checkpoint
+    from msvit_edge.model.config import MSViTConfig, preset
+    from msvit_edge.model.msvit import MSViT
+    from msvit_edge.model.vit import VisionTransformer
 
     root = tmp_path_factory.mktemp("bad")
     vit = VisionTransformer(preset("vit_demo_patch8_80")).state_dict()
@@ -203,7 +203,7 @@ def test_bad_input(files, bundle, tmp_path, capsys, monkeypatch, argv, code, mes
 
 def _without_tensorrt(monkeypatch) -> None:
     """Make this process a machine without TensorRT, whatever this one has: no module, no version."""
-    from msvit_edge import environment
+    from msvit_edge.machine import environment
 
     find_spec = importlib.util.find_spec
 

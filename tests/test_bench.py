@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from msvit_edge.bench import BenchConfig, bench
-from msvit_edge.bench import verdict as bench_verdict
 from msvit_edge.build import BuildConfig, build
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
+from msvit_edge.measure.bench import BenchConfig, bench
+from msvit_edge.measure.bench import verdict as bench_verdict
 
 QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
 
@@ -92,7 +92,7 @@ def test_reports_are_written_with_a_versioned_schema(report):
 
 
 def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdir, tmp_path):
-    from msvit_edge.evaluate import EvalConfig, evaluate
+    from msvit_edge.training.evaluate import EvalConfig, evaluate
 
     data = str(workdir / "fmnist.npz")
     ckpt = str(workdir / "tiny.safetensors")
@@ -177,7 +177,7 @@ def test_cli_prints_the_status_table(bundle, tmp_path):
 NO_TORCH_BENCH = """
 import sys
 sys.modules["torch"] = None  # any import of torch now fails, as on a Jetson without PyTorch
-from msvit_edge.bench import BenchConfig, bench
+from msvit_edge.measure.bench import BenchConfig, bench
 report = bench(BenchConfig(sources=(sys.argv[1],), data=sys.argv[2], limit=6, out=sys.argv[3], warmup=0.0,
                            iters=2, batch=(1,)))
 acc = report["engines"][0]["accuracy"]

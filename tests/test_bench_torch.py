@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from msvit_edge.bench import BenchConfig, bench
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.measure.bench import BenchConfig, bench
 
 QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
 
@@ -42,7 +42,7 @@ def test_the_eager_torch_source_is_timed_against_the_plain_vit(report):
 
 
 def test_the_size_of_a_torch_source_is_its_parameters(report, bundle, workdir):
-    from msvit_edge.reference import bundle_model
+    from msvit_edge.engines.pytorch import bundle_model
 
     model = bundle_model(bundle, workdir / "tiny.safetensors")
     params = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -1,4 +1,4 @@
-"""msvit_edge.betainc: the Beta CDF against scipy, its gradient against the density and finite differences."""
+"""msvit_edge.training.betainc: the Beta CDF against scipy, its gradient against the density and finite differences."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from scipy import special, stats
 from torch.autograd import gradcheck
 
-from msvit_edge.betainc import beta_cdf
+from msvit_edge.training.betainc import beta_cdf
 
 F64 = torch.float64
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from msvit_edge.buckets import BucketPlan, plan_buckets
+from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
 from msvit_edge.errors import MsvitEdgeError
 
 LO, HI = 26, 101  # the demo model: 25 regions

@@ -16,7 +16,7 @@ import pytest
 
 from msvit_edge import build as build_module
 from msvit_edge.build import BuildConfig, build
-from msvit_edge.engine import EngineDir
+from msvit_edge.bundle.engine_folder import EngineDir
 from msvit_edge.engines import open_pipeline
 from msvit_edge.errors import MsvitEdgeError
 
@@ -223,7 +223,7 @@ def test_auto_picks_tensorrt_only_with_a_gpu_and_says_why(monkeypatch, tensorrt,
     real = build_module.importlib.util.find_spec
     spec = lambda name, *a: (object() if tensorrt else None) if name == "tensorrt" else real(name, *a)  # noqa: E731
     monkeypatch.setattr(build_module.importlib.util, "find_spec", spec)
-    monkeypatch.setattr(build_module, "_has_nvidia_gpu", lambda: gpu)
+    monkeypatch.setattr(build_module, "has_nvidia_gpu", lambda: gpu)
     backend, why = build_module.choose_backend("auto")
     assert backend == expected[0] and expected[1] in why
 

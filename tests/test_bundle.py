@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from msvit_edge.bundle import Bundle
+from msvit_edge.bundle.preprocess import resize_rule
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
-from msvit_edge.preprocess import resize_rule
 
 
 def copy_bundle(bundle: Bundle, folder: Path) -> Path:
@@ -39,10 +39,10 @@ def other_bundle(workdir, tmp_path_factory) -> Bundle:
     """A bundle of another model (width 16 where the tiny model has 32), exported from the same data."""
     import torch
 
-    from msvit_edge.checkpoint import save_checkpoint
-    from msvit_edge.config import MSViTConfig, ViTConfig
     from msvit_edge.export import ExportConfig, export
-    from msvit_edge.msvit import MSViT
+    from msvit_edge.model.checkpoint import save_checkpoint
+    from msvit_edge.model.config import MSViTConfig, ViTConfig
+    from msvit_edge.model.msvit import MSViT
 
     root = tmp_path_factory.mktemp("other")
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ import onnx
 import pytest
 
 from msvit_edge.bundle import Bundle
+from msvit_edge.bundle.validation import TOLERANCES
 from msvit_edge.calibration import (
     MIN_IMAGES,
     cache_key,
@@ -30,7 +31,6 @@ from msvit_edge.calibration.compare import compare_outputs, run_graphs
 from msvit_edge.calibration.images import load_images
 from msvit_edge.calibration.qdq import qdq_types
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.validation import TOLERANCES
 
 CALIB = MIN_IMAGES + 32
 DEPTH = 2  # the shared tiny model's (tests/conftest.py)

@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from msvit_edge.checkpoint import load_checkpoint, load_vit_weights, resize_pos_embed, save_checkpoint
-from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.msvit import MSViT
-from msvit_edge.vit import VisionTransformer
+from msvit_edge.model.checkpoint import load_checkpoint, load_vit_weights, resize_pos_embed, save_checkpoint
+from msvit_edge.model.config import GateConfig, MSViTConfig, ViTConfig
+from msvit_edge.model.msvit import MSViT
+from msvit_edge.model.vit import VisionTransformer
 
 TINY = ViTConfig(
     img_size=32, patch_size=4, num_classes=5, embed_dim=32, depth=2, num_heads=4, mean=(0.5,) * 3, std=(0.5,) * 3
@@ -211,9 +211,9 @@ GOLDEN = Path(__file__).parent / "data" / "demo_checkpoint_golden.npz"  # the de
 
 
 def test_the_embedded_demo_checkpoint_still_loads_and_gives_the_same_logits():
-    from msvit_edge.checkpoint import demo_checkpoint, read_checkpoint_header
     from msvit_edge.data import FashionMNISTScenes
-    from msvit_edge.msvit import pack
+    from msvit_edge.model.checkpoint import demo_checkpoint, read_checkpoint_header
+    from msvit_edge.model.msvit import pack
 
     stored = json.loads(read_checkpoint_header(demo_checkpoint())["msvit_edge.config"])
     assert "threshold" in stored["gate"] and "threshold" not in stored  # the format from before GateTraining

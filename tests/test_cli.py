@@ -107,9 +107,9 @@ def test_eval_skip_corrupt_skips_non_image_files_too(tmp_path):
 def test_num_classes_keeps_an_init_classifier_that_already_has_them(tmp_path):
     import torch
 
-    from msvit_edge.checkpoint import load_checkpoint
-    from msvit_edge.config import preset
-    from msvit_edge.vit import VisionTransformer
+    from msvit_edge.model.checkpoint import load_checkpoint
+    from msvit_edge.model.config import preset
+    from msvit_edge.model.vit import VisionTransformer
 
     torch.manual_seed(1)
     vit = VisionTransformer(preset("vit_demo_patch8_80"))

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from msvit_edge.buckets import plan_buckets
-from msvit_edge.config import MSViTConfig, ViTConfig
+from msvit_edge.bundle.buckets import plan_buckets
 from msvit_edge.engines.pytorch import CudaGraphTorchPipeline, TorchPipeline
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.flops import encoder_macs
-from msvit_edge.msvit import MSViT
+from msvit_edge.model.config import MSViTConfig, ViTConfig
+from msvit_edge.model.flops import encoder_macs
+from msvit_edge.model.msvit import MSViT
 
 TINY = ViTConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=4)  # 17..65 tokens
 

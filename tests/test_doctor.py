@@ -1,4 +1,4 @@
-"""msvit_edge.doctor: the matrix follows from what is installed, every gap names its fix, and the text shows it.
+"""msvit_edge.machine.doctor: the matrix follows from what is installed, every gap names its fix, and the text shows it.
 
 Besides a CPU-only machine without TensorRT, three recorded kinds of machine are described by ``environment()``-shaped
 dicts: a Jetson on JetPack 6 with apt's TensorRT and no PyTorch, an H200 workstation with everything, and one
@@ -10,8 +10,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from msvit_edge.doctor import BACKENDS, PRECISIONS, diagnose, format_report, install_command, missing_backend_error
-from msvit_edge.environment import PACKAGES
+from msvit_edge.machine.doctor import (
+    BACKENDS,
+    PRECISIONS,
+    diagnose,
+    format_report,
+    install_command,
+    missing_backend_error,
+)
+from msvit_edge.machine.environment import PACKAGES
 
 H200 = {"name": "NVIDIA H200", "driver_version": "570.124.06", "compute_cap": "9.0", "memory.total": 143771}
 ORIN = {
@@ -66,7 +73,7 @@ def test_a_device_node_alone_counts_as_a_gpu(tmp_path):
 
 def test_diagnose_imports_nothing_heavy():
     code = (
-        "import sys; from msvit_edge.doctor import diagnose, format_report; format_report(diagnose()); "
+        "import sys; from msvit_edge.machine.doctor import diagnose, format_report; format_report(diagnose()); "
         "print(sorted(m for m in ('torch', 'tensorrt', 'modelopt', 'torch_tensorrt') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

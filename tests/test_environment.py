@@ -1,4 +1,5 @@
-"""msvit_edge.environment: complete, JSON-serialisable, cheap (no torch or TensorRT import), stable device names."""
+"""msvit_edge.machine.environment: complete, JSON-serialisable, cheap (no torch or TensorRT import), stable device
+names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from msvit_edge import __version__
-from msvit_edge.environment import (
+from msvit_edge.machine.environment import (
     PACKAGES,
     cpu,
     device_description,
@@ -71,7 +72,7 @@ def test_int8_kernels_from_cpuinfo_flags(tmp_path, flags, kernels, saturates):
 
 def test_environment_imports_neither_torch_nor_tensorrt():
     code = (
-        "import sys; from msvit_edge.environment import environment; environment(); "
+        "import sys; from msvit_edge.machine.environment import environment; environment(); "
         "print(sorted(m for m in ('torch', 'tensorrt') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from msvit_edge.checkpoint import save_checkpoint
-from msvit_edge.config import MSViTConfig, preset
 from msvit_edge.data import FashionMNISTScenes, open_dataset
 from msvit_edge.data.subsets import random_subset
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.evaluate import EvalConfig, evaluate, object_regions
-from msvit_edge.flops import msvit_macs
-from msvit_edge.msvit import MSViT
+from msvit_edge.model.checkpoint import save_checkpoint
+from msvit_edge.model.config import MSViTConfig, preset
+from msvit_edge.model.flops import msvit_macs
+from msvit_edge.model.msvit import MSViT
+from msvit_edge.training.evaluate import EvalConfig, evaluate, object_regions
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +147,10 @@ def test_limit_evaluates_a_random_draw_not_the_first_images(tmp_path):
 def test_split_val_is_the_validation_set_training_held_out(tmp_path):
     from dataclasses import asdict
 
-    from msvit_edge import train as train_module
     from msvit_edge.data import SceneConfig
-    from msvit_edge.evaluate import _dataset
-    from msvit_edge.train import TrainConfig
+    from msvit_edge.training import train as train_module
+    from msvit_edge.training.evaluate import _dataset
+    from msvit_edge.training.train import TrainConfig
 
     model = MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=1, num_heads=2)))
     cfg = TrainConfig(out=str(tmp_path), val_size=24, seed=3, scene=SceneConfig(noise=0.05, seed=3))

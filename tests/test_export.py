@@ -20,13 +20,13 @@ from polygraphy.backend.base import BaseRunner
 from torch import nn
 
 from msvit_edge import export as export_module
-from msvit_edge import validation
-from msvit_edge.buckets import plan_buckets
-from msvit_edge.checkpoint import save_checkpoint
+from msvit_edge.bundle import validation
+from msvit_edge.bundle.buckets import plan_buckets
 from msvit_edge.engines.ort import OnnxRuntimePipeline
 from msvit_edge.engines.pytorch import TorchPipeline
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.export import EncoderGraph, ExportConfig, TokenizerGraph, export, sha256, simplify
+from msvit_edge.model.checkpoint import save_checkpoint
 
 
 def test_bundle_holds_single_file_graphs_manifest_and_reference(bundle, workdir):
@@ -79,7 +79,7 @@ def test_bucket_plan_covers_every_count_and_matches_the_histogram(bundle):
 
 
 def test_the_recorded_validation_is_what_onnx_runtime_gives_on_the_bundle(bundle):
-    # Recomputed here without msvit_edge.validation: a record of other images, another threshold or a stale run
+    # Recomputed here without msvit_edge.bundle.validation: a record of other images, another threshold or a stale run
     # would differ. (Export refuses to write a bundle that fails validation; see the tests below.)
     ref, v = bundle.reference(), bundle.manifest["validation"]
     x = bundle.preprocess(ref.images)
@@ -356,8 +356,8 @@ import numpy as np
 sys.modules["torch"] = None  # any import of torch now fails, as on a Jetson without PyTorch
 from msvit_edge.bundle import Bundle
 from msvit_edge.engines.ort import OnnxRuntimePipeline
-from msvit_edge.flops import encoder_macs
-from msvit_edge.config import MSViTConfig
+from msvit_edge.model.flops import encoder_macs
+from msvit_edge.model.config import MSViTConfig
 bundle = Bundle(sys.argv[1])
 ref = bundle.reference()
 with OnnxRuntimePipeline(bundle) as pipe:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msvit_edge.config import GateConfig, MSViTConfig, ViTConfig, preset
-from msvit_edge.flops import encoder_macs, gate_macs, msvit_macs, patch_embed_macs, vit_macs
-from msvit_edge.msvit import MSViT, pack
-from msvit_edge.vit import VisionTransformer
+from msvit_edge.model.config import GateConfig, MSViTConfig, ViTConfig, preset
+from msvit_edge.model.flops import encoder_macs, gate_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.model.vit import VisionTransformer
 
 # Nothing at its default, so that a formula that ignores a field (MLP ratio, classes, depth, gate width) shows.
 ODD = ViTConfig(img_size=48, patch_size=4, num_classes=7, embed_dim=24, depth=3, num_heads=2, mlp_ratio=2.5)

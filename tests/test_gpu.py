@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msvit_edge.config import GateTraining, MSViTConfig, preset
-from msvit_edge.msvit import MSViT, pack
-from msvit_edge.train import TrainConfig, TrainStep
+from msvit_edge.model.config import GateTraining, MSViTConfig, preset
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.training.train import TrainConfig, TrainStep
 
 pytestmark = pytest.mark.gpu
 

@@ -1,5 +1,5 @@
-"""msvit_edge.jetson without a Jetson: real tegrastats lines (tests/data/tegrastats, sources in SOURCES.md), real
-file contents and command outputs fed through the injectable root and runner, a fake sysfs tree, and a tiny fake
+"""msvit_edge.machine.jetson without a Jetson: real tegrastats lines (tests/data/tegrastats, sources in SOURCES.md),
+real file contents and command outputs fed through the injectable root and runner, a fake sysfs tree, and a tiny fake
 ``tegrastats`` executable that prints the real lines (it stands in for the hardware binary only)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.jetson import (
+from msvit_edge.machine.jetson import (
     HwmonSampler,
     JetsonInfo,
     JtopSampler,

@@ -14,9 +14,9 @@ from scipy import stats
 from torch import nn
 from torch.autograd import gradcheck
 
-from msvit_edge.betainc import beta_cdf
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.loss import (
+from msvit_edge.training.betainc import beta_cdf
+from msvit_edge.training.loss import (
     GBaSConfig,
     GeneralizedBatchShaping,
     batch_shaping_loss,

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from msvit_edge.config import GateConfig, GateTraining, MSViTConfig, ViTConfig
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.msvit import MSViT, pack
-from msvit_edge.vit import VisionTransformer
+from msvit_edge.model.config import GateConfig, GateTraining, MSViTConfig, ViTConfig
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.model.vit import VisionTransformer
 
 TINY = ViTConfig(
     img_size=32, patch_size=4, num_classes=5, embed_dim=32, depth=2, num_heads=4, mean=(0.5,) * 3, std=(0.5,) * 3

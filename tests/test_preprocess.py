@@ -1,12 +1,12 @@
-"""msvit_edge.preprocess: the one normalisation every data set, export and bundle uses, and its inverse."""
+"""msvit_edge.bundle.preprocess: the one normalisation every data set, export and bundle uses, and its inverse."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from msvit_edge.bundle.preprocess import check_stats, normalise, preprocess, record, resize_rule, to_uint8
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import check_stats, normalise, preprocess, record, resize_rule, to_uint8
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PIXELS = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msvit_edge.buckets import BucketPlan, plan_buckets
-from msvit_edge.selection import select
+from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
+from msvit_edge.bundle.selection import select
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msvit_edge.buckets import Bucket, BucketPlan
+from msvit_edge.bundle.buckets import Bucket, BucketPlan
+from msvit_edge.bundle.selection import select
 from msvit_edge.engines.trt_build import (
     EngineShapes,
     _skipped_comparison,
@@ -34,10 +35,9 @@ from msvit_edge.engines.trt_build import (
     versions,
 )
 from msvit_edge.engines.trt_runtime import Copy2D, check_dtypes, choose_profile, copy_plan
-from msvit_edge.environment import package_version, this_device
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
-from msvit_edge.selection import select
+from msvit_edge.machine.environment import package_version, this_device
 
 PLAN = BucketPlan((Bucket(17, 29, 29, 0.6), Bucket(30, 65, 65, 0.4)), {20: 6, 40: 4}, 0.1, (1, 1, 32))
 SHAPES = EngineShapes.standard(PLAN, 32, (3, 32, 32))
@@ -667,8 +667,8 @@ def test_without_torch_tensorrt_its_backend_says_how_to_install_it():
 def test_doctor_and_readme_offer_what_torch_tensorrt_and_build_do():
     """torch-tensorrt compiles FP32 only; ``build`` makes FP16/INT8 graphs with ModelOpt and PyTorch, for ONNX Runtime
     too: doctor offers no more on a GPU machine with everything else installed, and the README's table agrees."""
-    from msvit_edge.doctor import PRECISIONS, diagnose
-    from msvit_edge.environment import environment
+    from msvit_edge.machine.doctor import PRECISIONS, diagnose
+    from msvit_edge.machine.environment import environment
 
     env = environment()
     env |= {"packages": dict.fromkeys(env["packages"], "1.0"), "onnxruntime_providers": ["CPUExecutionProvider"]}
@@ -688,11 +688,11 @@ def test_torch_tensorrt_matches_the_torch_pipeline():
     pytest.importorskip("torch_tensorrt", reason="needs torch-tensorrt (the torch-tensorrt extra)")
     import torch
 
-    from msvit_edge.buckets import plan_buckets
-    from msvit_edge.config import MSViTConfig, ViTConfig
+    from msvit_edge.bundle.buckets import plan_buckets
     from msvit_edge.engines.pytorch import TorchPipeline
     from msvit_edge.engines.torch_tensorrt import TorchTensorRTPipeline
-    from msvit_edge.msvit import MSViT
+    from msvit_edge.model.config import MSViTConfig, ViTConfig
+    from msvit_edge.model.msvit import MSViT
 
     torch.manual_seed(0)
     vit = ViTConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=4)
@@ -722,11 +722,11 @@ def tiny_bundle(tmp_path_factory):
     region sits on the threshold, where the last bits of TensorRT vs ONNX Runtime would decide."""
     import torch
 
-    from msvit_edge.checkpoint import save_checkpoint
-    from msvit_edge.config import MSViTConfig, ViTConfig
+    from msvit_edge.bundle.preprocess import preprocess
     from msvit_edge.export import ExportConfig, export
-    from msvit_edge.msvit import MSViT
-    from msvit_edge.preprocess import preprocess
+    from msvit_edge.model.checkpoint import save_checkpoint
+    from msvit_edge.model.config import MSViTConfig, ViTConfig
+    from msvit_edge.model.msvit import MSViT
 
     root = tmp_path_factory.mktemp("trt")
     vit = ViTConfig(
@@ -754,7 +754,7 @@ def tiny_bundle(tmp_path_factory):
 
 def engine_dir(bundle, out: Path, facts: dict, precision: str = "fp32"):
     """An engine directory around built plans (what ``msvit_edge.build`` writes, reduced to what readers need)."""
-    from msvit_edge.engine import KIND, SCHEMA_VERSION, EngineDir, bundle_id, relative_to
+    from msvit_edge.bundle.engine_folder import KIND, SCHEMA_VERSION, EngineDir, bundle_id, relative_to
 
     manifest = {
         "kind": KIND,
@@ -859,7 +859,7 @@ def test_the_pipeline_holds_one_scratch_buffer_of_the_largest_profiles_size(buil
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_the_engine_directory_passes_the_shared_validation(built, tiny_bundle):
-    from msvit_edge import validation
+    from msvit_edge.bundle import validation
     from msvit_edge.engines.tensorrt import TensorRTPipeline
 
     engine, _ = built

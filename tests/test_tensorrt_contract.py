@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from msvit_edge.buckets import Bucket, BucketPlan
+from msvit_edge.bundle.buckets import Bucket, BucketPlan
 from msvit_edge.engines import trt_build
 from msvit_edge.engines.trt_build import EngineShapes, trtexec_commands
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from msvit_edge.timing import interleaved
+from msvit_edge.measure.timing import interleaved
 
 
 def test_candidates_alternate_and_warmup_is_not_timed():

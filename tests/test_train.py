@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from msvit_edge import train as train_module
-from msvit_edge.checkpoint import load_checkpoint, save_checkpoint
-from msvit_edge.config import GateTraining, MSViTConfig, preset
 from msvit_edge.data import FashionMNISTScenes, SceneConfig, random_subset, split
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.loss import GBaSConfig
-from msvit_edge.msvit import MSViT, pack
-from msvit_edge.train import TrainConfig, TrainStep, train
+from msvit_edge.model.checkpoint import load_checkpoint, save_checkpoint
+from msvit_edge.model.config import GateTraining, MSViTConfig, preset
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.training import train as train_module
+from msvit_edge.training.loss import GBaSConfig
+from msvit_edge.training.train import TrainConfig, TrainStep, train
 
 # 64 training items, global batch 16: 4 steps per epoch. Noise off and the straight-through gate gradient: the
 # Gumbel noise and the flip gradient's region draws are random streams per process, so with either, 1 and 2

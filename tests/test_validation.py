@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from msvit_edge.bundle.validation import TOLERANCES, Tolerance, check, compare, describe
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.validation import TOLERANCES, Tolerance, check, compare, describe
 
 
 def report(max_abs=0.0, agreement=1.0, counts_differ=0, engine=0.8, reference=0.8) -> dict:
@@ -79,10 +79,10 @@ def test_random_weights_are_held_to_cosine_similarity_not_top1():
 
 def test_the_batched_mode_runs_at_a_batch_the_plans_profiles_hold():
     """A bundle exported with --max-batch 8 has profiles up to batch 8: validation must not feed it 32 images."""
-    from msvit_edge.buckets import Bucket, BucketPlan
     from msvit_edge.bundle import Reference
+    from msvit_edge.bundle.buckets import Bucket, BucketPlan
+    from msvit_edge.bundle.validation import validate
     from msvit_edge.engines.pipeline import PipelineOutput
-    from msvit_edge.validation import validate
 
     class Pipeline:
         plan = BucketPlan((Bucket(17, 65, 65, 1.0),), {40: 1}, 0.0, (1, 1, 8))

@@ -1,8 +1,8 @@
 """Data sets: Fashion-MNIST IDX files, the "Fashion-MNIST scenes" demo task, ImageFolder trees and .npz archives.
 
 Every data set yields ``(image, label)`` with ``image`` a float32 tensor [3, S, S] normalised by
-``msvit_edge.preprocess.normalise`` and exposes ``.classes`` (class names, index = label). Problems with the user's
-files raise :class:`~msvit_edge.errors.MsvitEdgeError` naming the offending file. One concern per module:
+``msvit_edge.bundle.preprocess.normalise`` and exposes ``.classes`` (class names, index = label). Problems with the
+user's files raise :class:`~msvit_edge.errors.MsvitEdgeError` naming the offending file. One concern per module:
 
 - ``idx``: Fashion-MNIST's IDX files (numpy only);
 - ``scenes``: the scene generator and its data set;

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from msvit_edge.bundle.preprocess import IMAGE_EXTENSIONS, check_stats, folder_samples, load_image, open_rgb, preprocess
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import IMAGE_EXTENSIONS, check_stats, folder_samples, load_image, open_rgb, preprocess
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset"]
 
@@ -18,7 +18,7 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset"]
 class ImageFolderDataset(Dataset):
     """Images in ``root/<class name>/**/*.{jpg,jpeg,png,bmp,webp}``; classes are the sorted subfolder names.
 
-    Any size and mode is accepted: images are loaded by ``msvit_edge.preprocess.load_image`` (shorter side to
+    Any size and mode is accepted: images are loaded by ``msvit_edge.bundle.preprocess.load_image`` (shorter side to
     ``image_size``, bicubic, centre crop), the torch-free loader deployed machines use too. Hidden files and folders
     (``.DS_Store``) are ignored; any other non-image file is an error (skipped, with a warning, by ``skip_corrupt``).
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from msvit_edge.bundle.preprocess import check_stats, normalise
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import check_stats, normalise
 
 
 class NpzDataset(Dataset):

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from msvit_edge.bundle.preprocess import check_stats, normalise
 from msvit_edge.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.preprocess import check_stats, normalise
 
 # Item pixels dimmer than this (out of 255) are treated as empty: Fashion-MNIST has faint specks around the object,
 # and zeroing them both in the render and in box() makes the box exactly the region the item changed.

@@ -2,7 +2,8 @@
 
 Runs single-process or under ``torchrun`` (DistributedDataParallel: NCCL on GPUs, gloo on CPU). The batch size is
 GLOBAL: each of the W processes takes ``batch_size / W`` images, and the gBaS batch CDF is taken over the global batch
-(``msvit_edge.loss.gather_batch``), so W processes train the same model as one process would. Rank 0 logs and writes:
+(``msvit_edge.training.loss.gather_batch``), so W processes train the same model as one process would. Rank 0 logs and
+writes:
 
     OUT/config.json        resolved configuration (written first)
     OUT/train.jsonl        one JSON object per logged step and per epoch (validation)
@@ -32,19 +33,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from msvit_edge.checkpoint import (
+from msvit_edge.data import SceneConfig, open_dataset, random_subset, split, unwrap
+from msvit_edge.errors import MsvitEdgeError, require
+from msvit_edge.io import atomic_path, check_run_folder, raise_if_stopped, write_json
+from msvit_edge.model.checkpoint import (
     load_checkpoint,
     load_vit_weights,
     read_checkpoint_header,
     read_torch_file,
     save_checkpoint,
 )
-from msvit_edge.config import GateConfig, GateTraining, MSViTConfig, preset
-from msvit_edge.data import SceneConfig, open_dataset, random_subset, split, unwrap
-from msvit_edge.errors import MsvitEdgeError, require
-from msvit_edge.io import atomic_path, check_run_folder, raise_if_stopped, write_json
-from msvit_edge.loss import GBaSConfig, GBaSLoss, GeneralizedBatchShaping
-from msvit_edge.msvit import MSViT, pack
+from msvit_edge.model.config import GateConfig, GateTraining, MSViTConfig, preset
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.training.loss import GBaSConfig, GBaSLoss, GeneralizedBatchShaping
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``msvit-edge doctor``: what is installed, which backends and precisions that allows, and how to get the rest.
 
-``diagnose()`` reads the environment (``msvit_edge.environment``: package metadata, ``nvidia-smi``, the Jetson
+``diagnose()`` reads the environment (``msvit_edge.machine.environment``: package metadata, ``nvidia-smi``, the Jetson
 files; nothing heavy is imported) and derives a ``Report``: each package with its version or the exact command
 that installs it on this kind of machine, and a backend x precision matrix with the reason for every gap.
 ``format_report()`` renders it as plain text for the CLI; ``missing_backend_error()`` is the one-line error that
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from msvit_edge.environment import device_description, environment
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.machine.environment import device_description, environment, has_nvidia_gpu
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt", "torch-tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -111,11 +111,6 @@ def _missing(env: dict, dist: str) -> str:
     return f"{dist} is not installed: {install_command(dist, env)}"
 
 
-def has_gpu(env: dict, root: Path = Path("/")) -> bool:
-    """Whether an NVIDIA GPU is visible: nvidia-smi lists one, this is a Jetson, or /dev/nvidia0 exists."""
-    return bool(env["gpus"]) or env["jetson"] is not None or (root / "dev/nvidia0").exists()
-
-
 def _graph_makers(env: dict, precision: str) -> list[str]:
     """What making ``precision`` graphs needs that ``env`` lacks ([] for fp32 or when all is there): what ``build``
     needs (``msvit_edge.build._can_make_graphs``), ModelOpt and PyTorch, for every backend."""
@@ -184,7 +179,7 @@ def diagnose(env: dict | None = None, root: Path = Path("/")) -> Report:
         root: Filesystem root for the GPU device node.
     """
     env = env if env is not None else environment()
-    gpu = has_gpu(env, root)
+    gpu = has_nvidia_gpu(env, root)
     cells = tuple(RULES[b](env, p, gpu) for b in BACKENDS for p in PRECISIONS)
     return Report(env, _packages(env), cells, tuple(_hints(env, gpu)))
 

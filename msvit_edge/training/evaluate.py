@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from msvit_edge.checkpoint import load_model
+from msvit_edge.bundle.preprocess import to_uint8
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
-from msvit_edge.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.io import FolderKind, atomic_dir, check_output, write_json
-from msvit_edge.msvit import MSViT, pack
-from msvit_edge.preprocess import to_uint8
-from msvit_edge.train import resolve_device
+from msvit_edge.model.checkpoint import load_model
+from msvit_edge.model.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.training.train import resolve_device
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FOLDER = FolderKind(

@@ -12,7 +12,7 @@ FLOP counter (``count_macs`` in tests/conftest.py). Not in the formulas: the tok
 
 from __future__ import annotations
 
-from msvit_edge.config import GateConfig, ViTConfig
+from msvit_edge.model.config import GateConfig, ViTConfig
 
 
 def encoder_macs(cfg: ViTConfig, tokens: float) -> float:

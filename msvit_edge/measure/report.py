@@ -39,7 +39,7 @@ def check_out(out: str | Path, force: bool) -> None:
 
 def assemble(cfg, device: str, results: list) -> dict:
     """The report: settings, environment, and per source its measurements and status row."""
-    from msvit_edge.environment import this_machine
+    from msvit_edge.machine.environment import this_machine
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -137,7 +137,7 @@ def markdown(report: dict) -> str:
 
 
 def _device_line(env: dict) -> str:
-    from msvit_edge.environment import device_description
+    from msvit_edge.machine.environment import device_description
 
     return device_description(env)
 

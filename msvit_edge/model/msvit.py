@@ -24,8 +24,8 @@ Choices where the paper is silent (and why):
 - Training: Gumbel-sigmoid (logistic noise, temperature ``GateTraining.temperature``), hard 0/1 forward. The paper's
   straight-through gradient multiplies every candidate token by its hard decision (1.0 when kept) so the task loss
   reaches the gate. The default gradient, ``"flip"``, leaves the forward alone and learns from the task loss's
-  actual change when one sampled region changes scale (``msvit_edge.train.flip_gain``). Inference: deterministic
-  ``logit(p) > logit(threshold)``, so threshold 0 is all-fine and 1 all-coarse without special cases.
+  actual change when one sampled region changes scale (``msvit_edge.training.train.flip_gain``). Inference:
+  deterministic ``logit(p) > logit(threshold)``, so threshold 0 is all-fine and 1 all-coarse without special cases.
 - Candidate order: CLS, fine tokens (row-major fine grid), coarse tokens (row-major coarse grid). The selected
   tokens keep that order, so an all-fine selection is exactly the plain ViT's token sequence.
 """
@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msvit_edge.config import GateTraining, MSViTConfig
+from msvit_edge.bundle.selection import select
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.selection import select
-from msvit_edge.vit import VisionTransformer
+from msvit_edge.model.config import GateTraining, MSViTConfig
+from msvit_edge.model.vit import VisionTransformer
 
 
 class TokenizerOutput(NamedTuple):
@@ -198,7 +198,7 @@ class MSViT(VisionTransformer):
 def pack(tokens: Tensor, counts: Tensor) -> tuple[Tensor, Tensor | None]:
     """Cut the tokenizer's candidates [B, M, D] to the batch's largest count; a key mask only when counts differ.
 
-    The decision is ``msvit_edge.selection``'s, the one every backend uses.
+    The decision is ``msvit_edge.bundle.selection``'s, the one every backend uses.
     """
     (call,) = select(counts.cpu().numpy())
     mask = call.mask()

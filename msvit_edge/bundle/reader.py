@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from msvit_edge.buckets import BucketPlan
+from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.preprocess import check_images, load_images, preprocess, resize_rule
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, read_json, sha256
-from msvit_edge.preprocess import check_images, load_images, preprocess, resize_rule
 
 SCHEMA_VERSION = 1
 GRAPHS = ("tokenizer", "encoder", "encoder_masked")
@@ -85,7 +85,7 @@ class Bundle:
 
     @property
     def resize(self) -> dict:
-        """How inputs reach the model's size (see ``msvit_edge.preprocess.resize_rule``)."""
+        """How inputs reach the model's size (see ``msvit_edge.bundle.preprocess.resize_rule``)."""
         pre = self.manifest["preprocessing"]
         # manifests before the rule was data said it in prose; every msvit-edge version resized by this rule
         return pre["resize"] if isinstance(pre.get("resize"), dict) else resize_rule(pre["size"])

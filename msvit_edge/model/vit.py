@@ -4,7 +4,7 @@ timm needs torchvision at import, which cannot sit next to a CPU-only torch, so 
 the parts MSViT needs: patch embedding, CLS token, learned absolute position embeddings, pre-norm blocks, final norm
 and a linear head on the CLS token. Keys (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.N.norm1``,
 ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``, ``norm``, ``head``) match timm, so timm and DeiT
-checkpoints load directly (see ``msvit_edge.checkpoint``).
+checkpoints load directly (see ``msvit_edge.model.checkpoint``).
 
 The forward is split like the exporter's two graphs: ``embed(images) -> tokens`` and ``encode(tokens, mask) ->
 logits``. ``mask`` is a key-padding mask for batches whose images have different token counts.
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msvit_edge.config import ViTConfig
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.model.config import ViTConfig
 
 
 class PatchEmbed(nn.Module):

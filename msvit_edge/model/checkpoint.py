@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msvit_edge.config import MSViTConfig
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import atomic_path
-from msvit_edge.msvit import MSViT
+from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.msvit import MSViT
 
 FORMAT = "msvit-edge/1"
 _WRAPPERS = ("model", "state_dict", "model_state_dict")  # where DeiT / Lightning / others nest the weights

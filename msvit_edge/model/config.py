@@ -98,7 +98,7 @@ def preset(name: str, **overrides) -> ViTConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """The gate's architecture: a per-region MLP (see ``msvit_edge.msvit.Gate``)."""
+    """The gate's architecture: a per-region MLP (see ``msvit_edge.model.msvit.Gate``)."""
 
     hidden: int = 64  # a few % of the backbone's MACs even for DeiT-Ti
     layers: int = 4  # the paper's 4-layer MLP

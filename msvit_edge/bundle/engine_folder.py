@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from msvit_edge.buckets import BucketPlan
 from msvit_edge.bundle import Bundle, Reference
+from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, read_json, sha256
 

@@ -12,7 +12,7 @@ fails is reported as failed and the others still run. Per source:
 - the encoder alone at each bucket's maximum and at all-fine (the latency-vs-tokens curve);
 - per gate threshold: accuracy and batch-1 latency (the deploy-time knob);
 - memory, and on a Jetson the power of every rail during the timed run.
-The report (``msvit_edge.report``) is JSON with a versioned schema, CSV, Markdown and plots.
+The report (``msvit_edge.measure.report``) is JSON with a versioned schema, CSV, Markdown and plots.
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from msvit_edge import validation
-from msvit_edge.bundle import Bundle, Reference
-from msvit_edge.config import MSViTConfig
-from msvit_edge.engine import EngineDir, open_source
-from msvit_edge.environment import this_machine
+from msvit_edge.bundle import Bundle, Reference, validation
+from msvit_edge.bundle.engine_folder import EngineDir, open_source
+from msvit_edge.bundle.selection import BATCHING, Selection
 from msvit_edge.errors import MsvitEdgeError, require
-from msvit_edge.flops import encoder_macs, msvit_macs, vit_macs
-from msvit_edge.selection import BATCHING, Selection
-from msvit_edge.timing import interleaved
+from msvit_edge.machine.environment import has_nvidia_gpu
+from msvit_edge.measure.timing import interleaved
+from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.flops import encoder_macs, msvit_macs, vit_macs
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class BenchConfig:
     limit: int = 500  # images from ``data`` (drawn at random, seeded, as ``eval --limit`` does)
     batch: tuple[int, ...] = (1, 32)
     thresholds: tuple[float, ...] = ()  # gate thresholds to sweep (accuracy and batch-1 latency at each)
-    batching: str = "split"  # how a batch with mixed token counts reaches the encoder: see msvit_edge.selection
+    batching: str = "split"  # how a batch with mixed token counts reaches the encoder: see msvit_edge.bundle.selection
     warmup: float = 1.0  # seconds of untimed calls before timing
     min_seconds: float = 3.0  # timed seconds per batch size (each of MSViT and the plain ViT)
     iters: int | None = None  # timed calls per batch size instead of ``min_seconds``
@@ -108,7 +107,7 @@ class Result:
 
 def bench(cfg: BenchConfig) -> dict:
     """Measure every source in ``cfg``; write the reports; return the report dict."""
-    from msvit_edge import report as reports
+    from msvit_edge.measure import report as reports
 
     device = resolve_device(cfg.device)
     opened = {source: _open(source, cfg.ckpt) for source in cfg.sources}  # inputs first: their errors are the real ones
@@ -129,14 +128,14 @@ def bench(cfg: BenchConfig) -> dict:
 
 def resolve_device(device: str) -> str:
     """``auto``: jetson on a Jetson, cuda with an NVIDIA GPU, else cpu; a named device must be present."""
-    from msvit_edge import jetson
+    from msvit_edge.machine import jetson
 
     if device == "jetson" or (device == "auto" and jetson.detect() is not None):
         jetson.require_jetson()
         return "jetson"
-    has_gpu = bool(this_machine()["gpus"])
+    has_gpu = has_nvidia_gpu()
     if device == "cuda" and not has_gpu:
-        raise MsvitEdgeError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none)")
+        raise MsvitEdgeError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none, no /dev/nvidia0)")
     return "cuda" if device == "cuda" or (device == "auto" and has_gpu) else "cpu"
 
 
@@ -163,7 +162,7 @@ TORCH_BACKENDS = ("torch", "torch-cudagraphs")  # written BACKEND:BUNDLE: the bu
 
 @dataclass
 class TorchSource:
-    """A bundle run by its PyTorch model (``msvit_edge.reference.bundle_model``), loaded on first use.
+    """A bundle run by its PyTorch model (``msvit_edge.engines.pytorch.bundle_model``), loaded on first use.
 
     It answers what ``measure`` and ``load_images`` ask of a source (``bundle``, ``plan``, ``threshold``).
     """
@@ -182,7 +181,7 @@ class TorchSource:
 
     @cached_property
     def model(self):
-        from msvit_edge.reference import bundle_model
+        from msvit_edge.engines.pytorch import bundle_model
 
         return bundle_model(self.bundle, self.ckpt)
 
@@ -268,7 +267,7 @@ def load_images(source: Bundle | EngineDir, cfg: BenchConfig) -> Images:
 @cache
 def _data_images(bundle_path: str, data: str, limit: int, ckpt: str | None) -> Images:
     """Read once per bundle: every engine of a run is measured on the same images and reference."""
-    from msvit_edge.reference import reference_on
+    from msvit_edge.measure.reference import reference_on
 
     bundle = Bundle(bundle_path)
     x, labels = _read_data(bundle, data, limit)
@@ -295,7 +294,7 @@ def _read_data(bundle: Bundle, data: str, limit: int) -> tuple[np.ndarray, np.nd
 
 def _read_folder(bundle: Bundle, root: Path, limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Without PyTorch (a Jetson): an ImageFolder tree, loaded and resized as training did (``Bundle.load_images``)."""
-    from msvit_edge.preprocess import folder_samples
+    from msvit_edge.bundle.preprocess import folder_samples
 
     if not root.is_dir():
         raise MsvitEdgeError("without PyTorch, --data takes an ImageFolder tree (root/<class>/<images>)", root)
@@ -504,7 +503,7 @@ def memory() -> dict:
 
 def power(pipe, x: np.ndarray, threshold: float, cfg: BenchConfig, idle_s: float = 2.0) -> dict:
     """Jetson rail power: idle for ``idle_s``, then batch-1 inference for ``cfg.min_seconds``."""
-    from msvit_edge import jetson
+    from msvit_edge.machine import jetson
 
     info = jetson.detect()
     batches = _batches(x, 1)

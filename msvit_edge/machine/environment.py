@@ -2,7 +2,7 @@
 
 Cheap by design, so that every command can afford it: versions come from package metadata, or from a module's own
 source when there is none (JetPack's apt-installed TensorRT), never by importing torch or TensorRT; GPUs come from
-``nvidia-smi``; the Jetson part from ``msvit_edge.jetson.detect``. Keys are stable and every value is
+``nvidia-smi``; the Jetson part from ``msvit_edge.machine.jetson.detect``. Keys are stable and every value is
 JSON-serialisable, so two reports diff cleanly.
 
 ``device_slug()`` names the device for directories of engines built on it; engines also depend on the TensorRT
@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from msvit_edge import __version__
-from msvit_edge.jetson import JetsonInfo, Run, detect, run_command
+from msvit_edge.machine.jetson import JetsonInfo, Run, detect, run_command
 
 # Distribution names as pip knows them; a value is None when the distribution is not installed.
 PACKAGES = (
@@ -219,6 +219,12 @@ def this_device() -> str:
     return device_slug(this_machine())
 
 
+def has_nvidia_gpu(env: dict | None = None, root: Path = Path("/")) -> bool:
+    """Whether an NVIDIA GPU is visible: nvidia-smi lists one, this is a Jetson, or /dev/nvidia0 exists."""
+    env = env if env is not None else this_machine()
+    return bool(env["gpus"]) or env["jetson"] is not None or (root / "dev/nvidia0").exists()
+
+
 def device_description(env: dict | None = None) -> str:
     """One human line: the Jetson and its setup, or the GPU and driver, or the CPU."""
     env = env if env is not None else environment()
@@ -232,3 +238,8 @@ def device_description(env: dict | None = None) -> str:
         return f"{g['name']} ({cc}driver {g['driver_version']}){more}{trt}"
     c = env["cpu"]
     return f"CPU only: {c['model']} ({c['cores']} logical cores, {c['arch']}){trt}"
+
+
+def backend_version(backend: str) -> str | None:
+    """The installed version (TensorRT's from its module: JetPack's system TensorRT has no pip metadata)."""
+    return tensorrt_version() if backend == "tensorrt" else package_version(backend)

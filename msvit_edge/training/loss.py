@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from msvit_edge.betainc import beta_cdf
 from msvit_edge.errors import require
+from msvit_edge.training.betainc import beta_cdf
 
 __all__ = [
     "GBaSConfig",

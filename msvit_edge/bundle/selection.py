@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from msvit_edge.buckets import BucketPlan
+from msvit_edge.bundle.buckets import BucketPlan
 
 BATCHING = ("pad", "split")
 

@@ -24,19 +24,18 @@ import json
 import logging
 import os
 import shutil
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from msvit_edge import __version__
 from msvit_edge.bundle import GRAPHS, Bundle
 from msvit_edge.calibration import fp16, int8, qdq
 from msvit_edge.calibration.isolated import Job
 from msvit_edge.calibration.tokens import check_images, encoder_feeds
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, atomic_dir, read_json, sha256, write_json
+from msvit_edge.machine.environment import package_version
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +117,7 @@ def cache_key(bundle: Bundle, images: np.ndarray | None, settings: dict) -> str:
 
 
 def tool_versions() -> dict[str, str | None]:
-    def get(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {"msvit-edge": __version__, "nvidia-modelopt": get("nvidia-modelopt"), "onnxruntime": get("onnxruntime")}
+    return {name: package_version(name) for name in ("msvit-edge", "nvidia-modelopt", "onnxruntime")}
 
 
 def precision_graphs(

@@ -31,3 +31,9 @@ def require(checks: dict[str, bool], prefix: str = "") -> None:
     for message, ok in checks.items():
         if not ok:
             raise UsageError(prefix + message)
+
+
+def first_line(e: BaseException) -> str:
+    """``Type: first line of the message``: how a report or a one-line error names an exception it caught."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__

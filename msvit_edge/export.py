@@ -17,7 +17,6 @@ import logging
 import platform
 import textwrap
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from msvit_edge import __version__
 from msvit_edge.bundle import FOLDER, SCHEMA_VERSION, Bundle, Reference, io_description, validation
 from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
 from msvit_edge.bundle.preprocess import preprocess, to_uint8
@@ -33,6 +31,7 @@ from msvit_edge.bundle.preprocess import record as preprocessing_record
 from msvit_edge.data import data_name, open_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, sha256, write_json
+from msvit_edge.machine.environment import package_version
 from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.model.config import MSViTConfig, preset
 from msvit_edge.model.flops import encoder_macs
@@ -372,7 +371,7 @@ def build_manifest(
         "preprocessing": preprocessing_record(vit.img_size, vit.mean, vit.std),
         "export": export_record(cfg, calib_sha256),
         "versions": {
-            name: _version(name)
+            name: package_version(name)
             for name in ("msvit-edge", "torch", "onnx", "onnxruntime", cfg.simplifier)
             if name != "none"
         }
@@ -386,12 +385,3 @@ def validate_bundle(bundle: Bundle, reference: Reference) -> dict:
 
     with OnnxRuntimePipeline(bundle) as pipe:
         return validation.validate(pipe, reference, bundle.preprocess(reference.images), bundle.threshold)
-
-
-def _version(name: str) -> str | None:
-    if name == "msvit-edge":
-        return __version__
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None

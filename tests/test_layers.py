@@ -1,5 +1,5 @@
-"""The package's layers: a module imports only from its own layer or lower ones, at module level or inside a
-function (docs/architecture.md draws them). Imports inside functions are kept for what is heavy or optional."""
+"""The house rules: a module imports only from its own layer or lower ones, at module level or inside a
+function (docs/architecture.md draws them), and every module and function can be read on one screen."""
 
 from __future__ import annotations
 
@@ -74,3 +74,14 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     probe.write_text("def f():\n    from msvit_edge.measure.bench import bench\n")
     assert imports(probe) == [(2, "msvit_edge.measure.bench.bench")]
     assert layer("msvit_edge.measure.bench.bench") > layer("msvit_edge.bundle.reader")
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_modules_and_functions_fit_on_a_screen(module):
+    """No module over 300 lines, no function over 60: each one can be read whole."""
+    path = modules()[module]
+    source = path.read_text()
+    assert len(source.splitlines()) <= 300, f"{path.relative_to(ROOT)}: {len(source.splitlines())} lines"
+    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.end_lineno - n.lineno + 1 > 60]  # fmt: skip
+    assert not long, f"{path.relative_to(ROOT)}: {', '.join(long)}"

@@ -43,7 +43,10 @@ GPU_QUERY = ("name", "driver_version", "compute_cap", "memory.total")
 
 
 def package_version(dist: str) -> str | None:
-    """Installed version of a distribution, from its metadata; None when it is not installed."""
+    """Installed version of a distribution, from its metadata (msvit-edge's own: this checkout's); None when it is not
+    installed."""
+    if dist == "msvit-edge":
+        return __version__
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

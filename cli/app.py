@@ -180,7 +180,7 @@ def eval_(
     skip_corrupt: bool = _SKIP_CORRUPT,
 ) -> None:
     """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
-    from msvit_edge.training.evaluate import EvalConfig, evaluate, markdown
+    from msvit_edge.measure.evaluate import EvalConfig, evaluate, markdown
 
     cfg = EvalConfig(
         ckpt=ckpt,

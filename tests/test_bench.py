@@ -92,7 +92,7 @@ def test_reports_are_written_with_a_versioned_schema(report):
 
 
 def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdir, tmp_path):
-    from msvit_edge.training.evaluate import EvalConfig, evaluate
+    from msvit_edge.measure.evaluate import EvalConfig, evaluate
 
     data = str(workdir / "fmnist.npz")
     ckpt = str(workdir / "tiny.safetensors")

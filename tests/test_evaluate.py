@@ -11,11 +11,11 @@ import torch
 from msvit_edge.data import FashionMNISTScenes, open_dataset
 from msvit_edge.data.subsets import random_subset
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.measure.evaluate import EvalConfig, evaluate, object_regions
 from msvit_edge.model.checkpoint import save_checkpoint
 from msvit_edge.model.config import MSViTConfig, preset
 from msvit_edge.model.flops import msvit_macs
 from msvit_edge.model.msvit import MSViT
-from msvit_edge.training.evaluate import EvalConfig, evaluate, object_regions
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,8 @@ def test_split_val_is_the_validation_set_training_held_out(tmp_path):
     from dataclasses import asdict
 
     from msvit_edge.data import SceneConfig
+    from msvit_edge.measure.evaluate import _dataset
     from msvit_edge.training import train as train_module
-    from msvit_edge.training.evaluate import _dataset
     from msvit_edge.training.train import TrainConfig
 
     model = MSViT(MSViTConfig(preset("vit_demo_patch8_80", embed_dim=32, depth=1, num_heads=2)))

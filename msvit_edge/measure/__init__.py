@@ -1,2 +1,2 @@
-"""Measuring engines: latency timing (``timing``), the bench run (``bench``), the PyTorch reference it compares with
-(``reference``), reports and plots (``report``) and gate overlays (``overlay``)."""
+"""Measuring: a checkpoint on test scenes (``evaluate``), engines against the PyTorch reference (``bench``, with
+``timing`` and ``reference``), reports and plots (``report``) and gate overlays (``overlay``)."""

@@ -1,2 +1,2 @@
-"""Training the gate: the generalized batch-shaping loss (``loss``) and its Beta CDF numerics (``betainc``), the
-multi-process training loop (``train``) and evaluation of a checkpoint (``evaluate``)."""
+"""Training the gate: the generalized batch-shaping loss (``loss``) and its Beta CDF numerics (``betainc``) and the
+multi-process training loop (``train``). Evaluating a checkpoint is measuring: ``msvit_edge.measure.evaluate``."""

@@ -57,10 +57,10 @@ def test_a_machine_without_tensorrt_or_gpu_reports_tensorrt_missing_with_its_ins
     report = diagnose(machine(CORE), root=tmp_path)  # no /dev/nvidia0 under the fake root
     assert [report.capability("tensorrt", p).status for p in PRECISIONS] == ["no"] * 3
     reason = report.capability("tensorrt", "fp32").reason
-    assert 'pip install "msvit-edge[tensorrt]"' in reason and "no NVIDIA GPU" in reason
+    assert 'pip install ".[tensorrt]" (in the msvit-edge clone)' in reason and "no NVIDIA GPU" in reason
     assert report.capability("onnxruntime", "fp32").status == "yes"
     rows = [line.split() for line in format_report(report).splitlines()]
-    assert ["tensorrt", "missing", "pip", "install", '"msvit-edge[tensorrt]"'] in rows
+    assert ["tensorrt", "missing", "pip", "install", '".[tensorrt]"', "(in", "the", "msvit-edge", "clone)"] in rows
     assert ["tensorrt", "no", "no", "no"] in rows
 
 
@@ -84,7 +84,7 @@ def test_jetson_with_apt_tensorrt_and_no_pytorch_runs_carried_graphs():
     assert report.capability("tensorrt", "fp32").status == "yes"  # found from the module, not pip metadata
     fp16, int8 = report.capability("tensorrt", "fp16"), report.capability("tensorrt", "int8")
     assert (fp16.status, int8.status) == ("graphs", "graphs") and fp16.available
-    assert 'nvidia-modelopt is not installed: pip install "msvit-edge[quantize]"' in int8.reason
+    assert 'nvidia-modelopt is not installed: pip install ".[quantize]"' in int8.reason
     assert (
         "torch is not installed: pip install torch --index-url https://pypi.jetson-ai-lab.io/jp6/cu126" in int8.reason
     )
@@ -123,7 +123,7 @@ def test_missing_backend_error_is_one_line_with_the_fix():
     report = diagnose(machine(CORE))
     err = str(missing_backend_error("tensorrt", report=report))
     assert "\n" not in err and err.startswith("backend tensorrt is not available here: tensorrt is not installed")
-    assert 'pip install "msvit-edge[tensorrt]"' in err and "msvit-edge doctor" in err
+    assert 'pip install ".[tensorrt]"' in err and "msvit-edge doctor" in err
     assert "PyTorch FP16" not in str(missing_backend_error("torch", "int8", report=report))
     assert "unknown backend 'tvm'" in str(missing_backend_error("tvm"))
 

@@ -105,6 +105,16 @@ def test_wheel_maps_top_level_folders_into_the_package(wheel, tmp_path):
     assert "msvit_edge/assets/demo.safetensors" in names
 
 
+def test_wheel_holds_every_source_module(wheel):
+    """Every module of the checkout lands in the wheel: a subpackage missing from pyproject's list would not."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    folders = {"msvit_edge": "msvit_edge", "cli": "msvit_edge/cli", "calibration": "msvit_edge/calibration",
+               "engines": "msvit_edge/engines"}  # fmt: skip
+    expected = {f"{into}/{p.relative_to(ROOT / folder).as_posix()}" for folder, into in folders.items()
+                for p in (ROOT / folder).rglob("*.py")}  # fmt: skip
+    assert expected - names == set()
+
+
 def test_sources_compile_under_python_3_10(python310):
     """No syntax from later versions anywhere, including the modules that need PyTorch (absent under 3.10 here)."""
     probe = (
@@ -147,7 +157,7 @@ def test_a_bundle_runs_on_python_3_10_as_pytorch_ran_it(light_runtime, bundle):
 
 
 @pytest.mark.slow
-def test_build_and_doctor_run_on_python_3_10(light_runtime, bundle, tmp_path):
+def test_build_bench_help_and_doctor_run_on_python_3_10_from_the_wheel(light_runtime, bundle, tmp_path):
     copy = shutil.copytree(bundle.path, tmp_path / "bundle")  # build may write into its bundle
     cli = light_runtime / "msvit-edge"
     options = ["--backend", "onnxruntime", "--precision", "fp32", "--out", tmp_path / "e"]
@@ -158,6 +168,13 @@ def test_build_and_doctor_run_on_python_3_10(light_runtime, bundle, tmp_path):
     assert (manifest["backend"], manifest["precision"]) == ("onnxruntime", "fp32")
     batch1 = manifest["validation"]["batch1"]
     assert batch1["counts_equal"] and batch1["logits"]["max_abs"] <= 1e-4
+    bench = ["bench", tmp_path / "e", "--batch", "1", "--warmup", "0", "--iters", "3", "--out", tmp_path / "r"]
+    benched = run(cli, *bench, cwd=tmp_path)  # the torch-free bench path: accuracy against the stored answers
+    assert benched.returncode == 0, benched.stderr[-2000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [(e["status"], e["accuracy"]["agreement"]) for e in report["engines"]] == [("passed", 1.0)]
+    helped = run(cli, "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and all(c in helped.stdout for c in ("export", "build", "bench", "doctor"))
     doctor = run(cli, "doctor", cwd=tmp_path)
     assert doctor.returncode == 0, doctor.stderr[-2000:]
     table = doctor.stdout.split("Packages\n", 1)[1].split("\n\n", 1)[0]  # name, version or "missing", purpose

@@ -98,7 +98,8 @@ def install_command(dist: str, env: dict) -> str:
         "tensorrt": "tensorrt",
         "torch-tensorrt": "torch-tensorrt",
     }
-    return f'pip install "msvit-edge[{extras[dist]}]"' if dist in extras else f"pip install {dist}"
+    # msvit-edge is not on a public index: its extras install from the clone (or the wheel built from it)
+    return f'pip install ".[{extras[dist]}]" (in the msvit-edge clone)' if dist in extras else f"pip install {dist}"
 
 
 def _packages(env: dict) -> tuple[Package, ...]:

@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--ckpt CKPT] [--batch-size 128] [--repeats 20] [--device cpu]
 
-Both steps are ``msvit_edge.training.train.train_step`` (forward, losses, backward, AdamW) on the same model and
+Both steps are ``msvit_edge.training.step.train_step`` (forward, losses, backward, AdamW) on the same model and
 the same real scene images: "all-fine" is stage 1's step (every fine token, gate unused), "msvit" is stage 2's (gate
 with Gumbel noise, mixed tokens padded to the batch maximum, gBaS), with each gate gradient (flip on the whole batch and
 on a quarter of it). Reported: median step times, their ratios to all-fine, and the ideal ratio from the MAC model
@@ -22,8 +22,9 @@ from msvit_edge.data import FashionMNISTScenes
 from msvit_edge.measure.timing import interleaved
 from msvit_edge.model.checkpoint import load_model
 from msvit_edge.model.flops import encoder_macs
+from msvit_edge.training.config import TrainConfig
 from msvit_edge.training.loss import GBaSConfig
-from msvit_edge.training.train import TrainConfig, TrainStep, train_step
+from msvit_edge.training.step import TrainStep, train_step
 
 
 def main() -> None:

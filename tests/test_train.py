@@ -19,7 +19,10 @@ from msvit_edge.model.checkpoint import load_checkpoint, save_checkpoint
 from msvit_edge.model.config import GateTraining, MSViTConfig, preset
 from msvit_edge.model.msvit import MSViT, pack
 from msvit_edge.training import train as train_module
+from msvit_edge.training.loaders import set_epoch, split_datasets
 from msvit_edge.training.loss import GBaSConfig
+from msvit_edge.training.state import build_model
+from msvit_edge.training.step import flip_gain, lr_lambda
 from msvit_edge.training.train import TrainConfig, TrainStep, train
 
 # 64 training items, global batch 16: 4 steps per epoch. Noise off and the straight-through gate gradient: the
@@ -145,8 +148,8 @@ def test_new_gate_keeps_the_backbone_and_starts_a_fresh_gate(tmp_path):
     with torch.no_grad():
         old.gate.mlp[-1].bias += 3.0  # a trained gate's state, unlike any fresh initialisation
     save_checkpoint(old, tmp_path / "old.safetensors")
-    kept, _ = train_module._build_model(TrainConfig(init=str(tmp_path / "old.safetensors")))
-    fresh, meta = train_module._build_model(TrainConfig(init=str(tmp_path / "old.safetensors"), new_gate=True))
+    kept, _ = build_model(TrainConfig(init=str(tmp_path / "old.safetensors")))
+    fresh, meta = build_model(TrainConfig(init=str(tmp_path / "old.safetensors"), new_gate=True))
     assert meta["new_gate"] and fresh.vit_config == old.vit_config
     backbone = [name for name in old.state_dict() if not name.startswith("gate.")]
     assert backbone and all(torch.equal(old.state_dict()[n], fresh.state_dict()[n]) for n in backbone)
@@ -181,16 +184,16 @@ def test_a_training_subset_still_re_renders_scenes_each_epoch():
     train_set = random_subset(rest, 10)  # what --train-size makes of the split
     assert train_set.dataset is scenes and set(train_set.indices).isdisjoint(held_out.indices)
     first = train_set[0][0]
-    train_module._set_epoch(train_set, 1)
+    set_epoch(train_set, 1)
     assert not torch.equal(train_set[0][0], first)
-    train_module._set_epoch(train_set, 0)
+    set_epoch(train_set, 0)
 
 
 def test_validation_scenes_stay_as_built_while_training_re_renders(tmp_path):
     cfg = quick_config(tmp_path, 1)
-    train_set, val_set = train_module._datasets(cfg, _small_msvit())
+    train_set, val_set = split_datasets(cfg, _small_msvit())
     first_train, first_val = train_set[0][0], val_set[0][0]
-    train_module._set_epoch(train_set, 1)
+    set_epoch(train_set, 1)
     assert not torch.equal(train_set[0][0], first_train)
     assert torch.equal(val_set[0][0], first_val)
 
@@ -220,7 +223,7 @@ def test_flip_gain_is_the_loss_change_from_tokenizing_the_region_fine():
         as_fine, as_coarse = fine.clone(), fine.clone()
         as_fine[rows, regions], as_coarse[rows, regions] = 1.0, 0.0
         expected = loss(as_fine) - loss(as_coarse)
-        gain = train_module.flip_gain(model, images, labels, fine, regions, loss(fine), 0.0)
+        gain = flip_gain(model, images, labels, fine, regions, loss(fine), 0.0)
     assert fine[rows, regions].min() == 0 < fine[rows, regions].max()  # both flip directions are exercised
     assert expected.abs().min() > 1e-6  # every flip changes the loss: a sign error could not hide
     torch.testing.assert_close(gain, expected, rtol=1e-5, atol=1e-6)
@@ -262,7 +265,7 @@ def test_flip_fraction_estimates_from_the_first_images_as_a_smaller_batch_would(
 @pytest.mark.parametrize("lr", [1e-6, 1e-3, 0.5])
 def test_the_schedule_never_exceeds_the_peak_and_ends_at_its_fraction(lr):
     cfg = TrainConfig(lr=lr, epochs=10, warmup_epochs=0.5)
-    factor = train_module._lr_lambda(cfg, 100)
+    factor = lr_lambda(cfg, 100)
     factors = [factor(step) for step in range(1001)]
     assert max(factors) == 1.0 and factors[-1] == pytest.approx(cfg.min_lr_fraction)
     assert factors[50:] == sorted(factors[50:], reverse=True)  # warm-up, then only down

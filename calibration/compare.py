@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from msvit_edge.bundle import GRAPHS, Bundle
+from msvit_edge.bundle.validation import agreement
 from msvit_edge.engines.ort import OnnxRuntimePipeline, session
 
 
@@ -42,25 +43,22 @@ def run_graphs(
     bundle: Bundle, graphs: dict, images: np.ndarray, batch: int = 32, threads: int | None = None
 ) -> Outputs:
     """Logits and token counts of uint8 ``images`` [N, H, W, C] through the bundle with ``graphs`` swapped in."""
-    logits, counts = [], []
     with GraphsPipeline(bundle, graphs, threads) as pipe:
-        for i in range(0, len(images), batch):
-            out = pipe(bundle.preprocess(images[i : i + batch]), bundle.threshold)
-            logits.append(out.logits)
-            counts.append(out.counts)
-    return Outputs(np.concatenate(logits), np.concatenate(counts).astype(np.int64))
+        out = pipe.run_batched(images, bundle.threshold, batch, prepare=bundle.preprocess)
+    return Outputs(out.logits, out.counts.astype(np.int64))
 
 
 def compare_outputs(actual: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> dict:
     """Top-1 agreement, counts identical, logit error and (with labels) both accuracies, as plain floats."""
+    agree = agreement(actual, reference, labels)
     report = {
-        "images": len(actual.counts),
-        "top1_agreement": float((actual.logits.argmax(1) == reference.logits.argmax(1)).mean()),
-        "counts_identical": bool(np.array_equal(actual.counts, reference.counts)),
-        "counts_differ": int((actual.counts != reference.counts).sum()),
-        "logits_max_abs": float(np.abs(actual.logits - reference.logits).max()),
+        "images": agree.images,
+        "top1_agreement": agree.top1_agreement,
+        "counts_identical": agree.counts_equal,
+        "counts_differ": agree.counts_differ,
+        "logits_max_abs": agree.max_abs,
     }
     if labels is not None:
-        report["accuracy"] = float((actual.logits.argmax(1) == labels).mean())
-        report["reference_accuracy"] = float((reference.logits.argmax(1) == labels).mean())
+        report["accuracy"] = agree.top1
+        report["reference_accuracy"] = agree.reference_top1
     return report

@@ -22,6 +22,7 @@ import numpy as np
 from msvit_edge.bundle import Bundle
 from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.bundle.preprocess import check_images as check_pixels
+from msvit_edge.engines.ort import session
 from msvit_edge.errors import MsvitEdgeError
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,6 @@ def describe_coverage(plan: BucketPlan, coverage: list[int]) -> str:
 
 def _tokenize(bundle: Bundle, images: np.ndarray, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Every candidate token [N, M, D] (selected first) and counts [N] from the FP32 tokenizer."""
-    from msvit_edge.engines.ort import session
-
     sess = session(bundle.graph("tokenizer"), threads)
     threshold = np.asarray(bundle.threshold, dtype=np.float32)
     tokens, counts = [], []

@@ -11,6 +11,8 @@ counts and gate probabilities (after the tokenizer) and logits (at the end) come
 The glue lives here once: ``msvit_edge.bundle.selection.select`` decides the encoder calls (rows, bucket, mask) from the
 counts. Pipelines are context managers, like Polygraphy's runners: ``activate`` acquires sessions or devices.
 Setting ``timer`` to a ``StageTimes`` records each stage's time, device-synchronised, for ``bench``.
+``run_batched`` is the one loop that runs a whole image set in batches (validation, bench, PyTorch's answers,
+the precision comparisons).
 """
 
 from __future__ import annotations
@@ -105,6 +107,31 @@ class Pipeline(ABC):
         ``bench`` times MSViT against it. Raises ``MsvitEdgeError`` where the source has no such graph.
         """
         raise MsvitEdgeError(f"{type(self).__name__} has no plain-ViT graph")
+
+    def run_batched(
+        self,
+        images: np.ndarray,
+        threshold: float,
+        batch: int = 32,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> PipelineOutput:
+        """``images`` in batches of ``batch``, their logits, counts and probs concatenated in image order.
+
+        Args:
+            images: The tokenizer's input, or what ``prepare`` turns into it batch by batch (uint8 images and
+                ``bundle.preprocess``: a large set is then never held preprocessed all at once).
+            threshold: The gate threshold.
+            batch: Images per call.
+            prepare: Applied to each batch before it runs.
+
+        ``calls`` lists every batch's encoder calls in order; their ``index`` is within their own batch.
+        """
+        outs = []
+        for i in range(0, len(images), batch):
+            part = images[i : i + batch]
+            outs.append(self(part if prepare is None else prepare(part), threshold))
+        logits, counts, probs = (np.concatenate([getattr(o, k) for o in outs]) for k in ("logits", "counts", "probs"))
+        return PipelineOutput(logits, counts, probs, [c for o in outs for c in o.calls])
 
     def __call__(self, images: np.ndarray, threshold: float) -> PipelineOutput:
         with self._stage("tokenizer"):

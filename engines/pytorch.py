@@ -221,9 +221,8 @@ def _checkpoint(source: dict, candidates: list[Path]) -> Path:
 
 def answers(model, bundle: Bundle, x: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PyTorch's logits, counts and gate probabilities on preprocessed images ``x`` at the bundle's threshold."""
-    pipe = TorchPipeline(model)
-    outs = [pipe(x[i : i + batch], bundle.threshold) for i in range(0, len(x), batch)]
-    return tuple(np.concatenate([getattr(o, k) for o in outs]) for k in ("logits", "counts", "probs"))
+    out = TorchPipeline(model).run_batched(x, bundle.threshold, batch)
+    return out.logits, out.counts, out.probs
 
 
 def _check_reproduces(model, bundle: Bundle) -> None:

@@ -82,10 +82,12 @@ def test_the_batched_mode_runs_at_a_batch_the_plans_profiles_hold():
     from msvit_edge.bundle import Reference
     from msvit_edge.bundle.buckets import Bucket, BucketPlan
     from msvit_edge.bundle.validation import validate
+    from msvit_edge.engines.pipeline import Pipeline as RealPipeline
     from msvit_edge.engines.pipeline import PipelineOutput
 
     class Pipeline:
         plan = BucketPlan((Bucket(17, 65, 65, 1.0),), {40: 1}, 0.0, (1, 1, 8))
+        run_batched = RealPipeline.run_batched  # the one batch loop, over this stand-in's calls
 
         def __init__(self):
             self.batches: list[int] = []
@@ -106,3 +108,19 @@ def test_the_batched_mode_runs_at_a_batch_the_plans_profiles_hold():
     pipe = Pipeline()
     report = validate(pipe, ref, images, 0.5)
     assert report["batch"] == 8 and max(pipe.batches) == 8 and pipe.batches.count(1) == 20
+
+
+def test_agreement_counts_top1_counts_and_the_largest_logit_difference():
+    from types import SimpleNamespace
+
+    from msvit_edge.bundle.validation import agreement
+
+    expected = SimpleNamespace(logits=np.array([[3.0, 1.0], [0.0, 2.0], [1.0, 0.0]]), counts=np.array([17, 20, 33]))
+    actual = SimpleNamespace(logits=np.array([[3.0, 1.5], [2.5, 2.0], [1.0, 0.0]]), counts=np.array([17, 21, 33]))
+    agree = agreement(actual, expected, labels=np.array([0, 1, 1]))
+    assert (agree.images, agree.top1_agreement, agree.counts_differ) == (3, pytest.approx(2 / 3), 1)
+    assert agree.counts_agreement == pytest.approx(2 / 3) and not agree.counts_equal
+    assert agree.max_abs == 2.5 and agree.top1 == pytest.approx(1 / 3) and agree.reference_top1 == pytest.approx(2 / 3)
+    first = agreement(actual, expected, where=np.array([True, False, True]))
+    assert (first.images, first.top1_agreement, first.max_abs, first.top1) == (2, 1.0, 0.5, None)
+    assert first.counts_equal

@@ -1,7 +1,9 @@
 """Validation of any pipeline against the bundle's PyTorch reference, with a tolerance per precision. Torch-free.
 
 ``export`` (FP32 ONNX Runtime), ``build`` (every backend and precision) and ``bench`` share it, and ``verdict`` is
-the one pass/fail rule all three apply. The pipeline runs the bundle's validation images at batch 1 and batched
+the one pass/fail rule all three apply. ``agreement`` is the one place that counts how often two runs' answers on
+the same images agree (top-1, token counts, largest logit difference): validation, bench and the precision
+comparisons all read their numbers from it. The pipeline runs the bundle's validation images at batch 1 and batched
 (mixed counts, so the key mask is exercised); the report holds, per mode: token counts identical or not, the logits'
 error statistics (Polygraphy's comparison, plus cosine similarity and top-1 agreement) and the minimum tolerance
 that would have passed.
@@ -14,7 +16,6 @@ stays FP32 at every precision, and its gate decides the shapes the encoder engin
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -73,11 +74,54 @@ def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
     return out
 
 
-def validate(pipeline: Callable, reference: Reference, images: np.ndarray, threshold: float, batch: int = 32) -> dict:
+@dataclass(frozen=True)
+class Agreement:
+    """How often one run's answers match another's on the same images (see ``agreement``)."""
+
+    images: int
+    top1_agreement: float  # share of images whose top-1 class is the same
+    counts_differ: int  # images whose token count differs
+    counts_agreement: float  # share of images whose token count is the same
+    max_abs: float  # largest absolute logit difference
+    top1: float | None = None  # top-1 accuracy against the labels (with labels)
+    reference_top1: float | None = None  # the expected run's top-1 accuracy against the labels (with labels)
+
+    @property
+    def counts_equal(self) -> bool:
+        return self.counts_differ == 0
+
+
+def agreement(actual, expected, labels: np.ndarray | None = None, where: np.ndarray | None = None) -> Agreement:
+    """Top-1 agreement, token-count agreement and the largest logit difference of ``actual`` against ``expected``.
+
+    Args:
+        actual: Anything with ``logits`` [N, K] and ``counts`` [N] (a pipeline's output, a ``Reference``).
+        expected: The same, for the run it is held to.
+        labels: Int [N]: both runs' top-1 accuracy too.
+        where: Bool [N]: only these images (at least one).
+    """
+    keep = slice(None) if where is None else where
+    a_logits, e_logits = np.asarray(actual.logits)[keep], np.asarray(expected.logits)[keep]
+    a_counts, e_counts = np.asarray(actual.counts)[keep], np.asarray(expected.counts)[keep]
+    a_top1, e_top1 = a_logits.argmax(1), e_logits.argmax(1)
+    out = Agreement(
+        images=len(a_logits),
+        top1_agreement=float((a_top1 == e_top1).mean()),
+        counts_differ=int((a_counts != e_counts).sum()),
+        counts_agreement=float((a_counts == e_counts).mean()),
+        max_abs=float(np.abs(a_logits - e_logits).max()),
+    )
+    if labels is None:
+        return out
+    y = np.asarray(labels)[keep]
+    return replace(out, top1=float((a_top1 == y).mean()), reference_top1=float((e_top1 == y).mean()))
+
+
+def validate(pipeline, reference: Reference, images: np.ndarray, threshold: float, batch: int = 32) -> dict:
     """Run ``pipeline`` (active) on the reference images at batch 1 and at ``batch``; compare with PyTorch.
 
     Args:
-        pipeline: An activated ``Pipeline``.
+        pipeline: An activated ``msvit_edge.engines.pipeline.Pipeline`` (anything with its ``run_batched``).
         reference: The bundle's PyTorch answers.
         images: The reference images preprocessed for the tokenizer (``bundle.preprocess(reference.images)``).
         threshold: The gate threshold the reference was made with.
@@ -87,14 +131,14 @@ def validate(pipeline: Callable, reference: Reference, images: np.ndarray, thres
     batch = min(batch, plan.batch[2]) if plan is not None else batch
     report: dict = {"images": len(images), "batch": batch}
     for mode, size in zip(MODES, (1, batch), strict=True):
-        outs = [pipeline(images[i : i + size], threshold) for i in range(0, len(images), size)]
-        logits, counts = np.concatenate([o.logits for o in outs]), np.concatenate([o.counts for o in outs])
+        out = pipeline.run_batched(images, threshold, size)
+        agree = agreement(out, reference, reference.labels)
         report[mode] = {
-            "counts_equal": bool(np.array_equal(counts, reference.counts)),
-            "counts_differ": int((counts != reference.counts).sum()),
-            "logits": compare(logits, reference.logits),
-            "probs": compare(np.concatenate([o.probs for o in outs]), reference.probs),
-            "top1": float((logits.argmax(1) == reference.labels).mean()),
+            "counts_equal": agree.counts_equal,
+            "counts_differ": agree.counts_differ,
+            "logits": compare(out.logits, reference.logits),
+            "probs": compare(out.probs, reference.probs),
+            "top1": agree.top1,
         }
     report["accuracy"] = {
         "reference": float((reference.logits.argmax(1) == reference.labels).mean()),

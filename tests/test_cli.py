@@ -37,6 +37,9 @@ def test_help_works_without_torch_onnxruntime_modelopt_or_tensorrt():
     assert "train" in result.stdout and "Usage" in result.stdout
     sub = run("-c", BLOCK_HEAVY, "train", "--help")
     assert sub.returncode == 0 and "--fine-target" in sub.stdout
+    for command in ("eval", "export", "build", "bench", "doctor", "demo"):  # each command module imports lightly
+        sub = run("-c", BLOCK_HEAVY, command, "--help")
+        assert sub.returncode == 0 and "Usage" in sub.stdout, f"{command}: {sub.stderr}"
 
 
 def test_module_entry_point_and_console_script_agree(tmp_path):

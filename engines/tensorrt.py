@@ -7,11 +7,21 @@ precision lives in the ONNX graphs (AutoCast FP16, ModelOpt Q/DQ INT8), built as
 path that TensorRT 10.x (JetPack 6: 10.3) and 11.x share. The 10.x builder flags survive only as an explicit
 fallback (``strongly_typed=False``) where a feature probe finds them.
 
-- ``trt_build``: ``build_engines`` (Python build, precision read back, manifest facts), ``trtexec_commands``
-  (the same build as command lines for JetPack's own trtexec), ``timing_cache_file`` (where the timings live) and
-  ``tensorrt_errors`` (what TensorRT or Polygraphy raise, as one line naming both versions).
+The modules, lowest first (each imports only those above it):
+
+- ``trt_boundary``: ``import_tensorrt`` (the one lazy import of TensorRT), ``capabilities`` and ``family`` (feature
+  probes), ``tensorrt_errors`` (what TensorRT or Polygraphy raise, as one line naming both versions).
+- ``trt_shapes``: ``EngineShapes``, every stage's profiles from the bucket plan (the one home of profile shapes).
+- ``trt_trtexec``: ``trtexec_commands``, the same build as command lines for JetPack's own trtexec.
+- ``trt_inspect``: the precision of a graph or a built engine, read back and checked (``check_precision``).
+- ``trt_build``: ``build_engines`` (Python build, precision read back, manifest facts) and ``timing_cache_file``
+  (where the timings live).
+- ``trt_memory``: device tensors and the device-side cut (``copy_plan``).
+- ``trt_contexts``: a loaded engine's execution contexts, the profile that holds a call, the engine's input dtypes.
 - ``trt_runtime``: ``TensorRTPipeline`` on the runtime seam; one execution context per profile, all sharing one
   scratch buffer.
+
+This module gathers the public names.
 
 Every TensorRT name this package uses is checked against the names the 10.3 and 11.x bindings export
 (``tests/test_tensorrt_contract.py``), because no machine here can import TensorRT. The rule the checker reads the
@@ -22,17 +32,12 @@ in ``_trt10`` runs only where a probe found a 10.x-only feature; ``hasattr(<trt 
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from msvit_edge.engines.trt_build import (
-    EngineShapes,
-    build_engines,
-    check_precision,
-    timing_cache_file,
-    trtexec_commands,
-)
+from msvit_edge.engines.trt_boundary import capabilities, family, import_tensorrt
+from msvit_edge.engines.trt_build import build_engines, timing_cache_file
+from msvit_edge.engines.trt_inspect import check_precision
 from msvit_edge.engines.trt_runtime import TensorRTPipeline
-from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.engines.trt_shapes import EngineShapes
+from msvit_edge.engines.trt_trtexec import trtexec_commands
 
 __all__ = [
     "EngineShapes",
@@ -45,37 +50,3 @@ __all__ = [
     "timing_cache_file",
     "trtexec_commands",
 ]
-
-INSTALL_HINT = (
-    "pip install 'msvit-edge[tensorrt]' on x86 with CUDA, or use JetPack's system TensorRT (python3-libnvinfer) "
-    "on a Jetson; run msvit-edge doctor"
-)
-
-
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or a one-line error that says how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as e:  # also a bindings wheel whose libnvinfer is missing
-        raise MsvitEdgeError(f"this needs TensorRT >= 10.1 ({e}): {INSTALL_HINT}") from None
-    return trt
-
-
-def capabilities(trt: ModuleType) -> dict:
-    """What this TensorRT can do, by feature probe (never by version string).
-
-    ``strongly_typed``: networks take their precision from the graph (10.x opt-in, 11.x always).
-    ``precision_flags``: ``BuilderFlag.FP16``/``INT8`` exist (10.x; removed in 11.x).
-    ``device_memory_v2``: ``ICudaEngine.device_memory_size_v2`` (the only spelling in 11.x).
-    """
-    return {
-        "version": trt.__version__,
-        "strongly_typed": hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
-        "precision_flags": hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "INT8"),
-        "device_memory_v2": hasattr(trt.ICudaEngine, "device_memory_size_v2"),
-    }
-
-
-def family(caps: dict) -> str:
-    """``"10"`` where the 10.x precision flags exist, else ``"11"``: which trtexec flags apply."""
-    return "10" if caps["precision_flags"] else "11"

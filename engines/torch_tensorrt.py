@@ -15,6 +15,7 @@ release after 2.8.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from types import ModuleType
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pytorch import TorchPipeline
-from msvit_edge.engines.trt_build import EngineShapes, ProfileShapes
+from msvit_edge.engines.trt_shapes import EngineShapes, ProfileShapes
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.model.msvit import MSViT
 
@@ -33,7 +34,7 @@ from msvit_edge.model.msvit import MSViT
 def import_torch_tensorrt() -> ModuleType:
     """The ``torch_tensorrt`` module, or a one-line error that says how to install it."""
     try:
-        import torch_tensorrt
+        import torch_tensorrt  # lazy: an optional extra, x86 with CUDA only
     except ImportError as e:
         raise MsvitEdgeError(
             f"this needs torch-tensorrt ({e}): pip install 'msvit-edge[torch-tensorrt]' on x86 with CUDA (it pins "
@@ -48,16 +49,18 @@ def bucket_inputs(plan: BucketPlan, embed_dim: int) -> list[ProfileShapes]:
     The TensorRT profiles' shapes, but for the batch's opt: torch.export specialises a dim traced at 1, and
     torch-tensorrt traces at opt, so opt batch is at least 2.
     """
-    return [_traceable(p) for p in EngineShapes.standard(plan, embed_dim, (3, 1, 1)).profiles("encoder_masked")]
+    return EngineShapes.standard(_traceable(plan), embed_dim, (3, 1, 1)).profiles("encoder_masked")
 
 
 def vit_inputs(plan: BucketPlan, image_shape: tuple[int, int, int]) -> ProfileShapes:
     """(min, opt, max) shapes of the plain ViT's ``images``: the TensorRT ``vit.plan`` profile, opt batch >= 2."""
-    return _traceable(EngineShapes.standard(plan, 1, image_shape).profiles("vit")[0])
+    return EngineShapes.standard(_traceable(plan), 1, image_shape).profiles("vit")[0]
 
 
-def _traceable(profile: ProfileShapes) -> ProfileShapes:
-    return {name: (lo, (min(max(2, opt[0]), hi[0]), *opt[1:]), hi) for name, (lo, opt, hi) in profile.items()}
+def _traceable(plan: BucketPlan) -> BucketPlan:
+    """The plan with its opt batch raised to 2 where its batch range allows (a batch range of 1 stays 1)."""
+    lo, opt, hi = plan.batch
+    return dataclasses.replace(plan, batch=(lo, min(max(2, opt), hi), hi))
 
 
 class _MaskedEncoder(nn.Module):

@@ -18,9 +18,8 @@ from __future__ import annotations
 import ctypes
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -28,102 +27,18 @@ from msvit_edge.bundle import GRAPHS
 from msvit_edge.bundle.engine_folder import EngineDir, open_source
 from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
-from msvit_edge.engines.trt_build import COMPARISON, tensorrt_errors
+from msvit_edge.engines.trt_boundary import import_tensorrt, tensorrt_errors
+from msvit_edge.engines.trt_contexts import LoadedEngine, check_dtypes, choose_profile, open_engine
+from msvit_edge.engines.trt_memory import DeviceTensor, copy_plan
+from msvit_edge.engines.trt_shapes import COMPARISON
 from msvit_edge.errors import MsvitEdgeError
 
-Ranges = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input -> (min, opt, max)
 
+def _cuda() -> ModuleType:
+    """``polygraphy.cuda`` (streams, device arrays, libcudart), imported where engines run, not with this module."""
+    from polygraphy import cuda  # lazy: only a machine that runs engines needs CUDA
 
-class Copy2D(NamedTuple):
-    """One ``cudaMemcpy2DAsync``: ``height`` rows of ``width`` bytes, offsets in bytes from each buffer's start."""
-
-    dst: int
-    dpitch: int
-    src: int
-    spitch: int
-    width: int
-    height: int
-
-
-def copy_plan(index: np.ndarray, rows: int, candidates: int, row_bytes: int) -> list[Copy2D]:
-    """The copies that cut tokens [B, M, D] down to [b, rows, D] for the images ``index`` (ascending).
-
-    Each run of consecutive images is one 2D copy: a pitch of M token rows in the source, ``rows`` in the output.
-
-    Args:
-        index: The images to keep, ascending (``Selection.index``).
-        rows: Token rows to keep per image (``Selection.rows``).
-        candidates: M, token rows per image in the source.
-        row_bytes: Bytes per token row (D times the item size).
-    """
-    copies, start = [], 0
-    for end in range(1, len(index) + 1):
-        if end == len(index) or index[end] != index[end - 1] + 1:
-            src = int(index[start]) * candidates * row_bytes
-            dst = start * rows * row_bytes
-            copies.append(Copy2D(dst, rows * row_bytes, src, candidates * row_bytes, rows * row_bytes, end - start))
-            start = end
-    return copies
-
-
-def choose_profile(shapes: dict[str, tuple[int, ...]], profiles: list[Ranges], preferred: int | None) -> int:
-    """The profile whose ranges hold ``shapes``: ``preferred`` (the bucket) when it does, else the first that does.
-
-    Raises ``MsvitEdgeError`` naming the shape and every profile's ranges when none does.
-    """
-    order = ([preferred] if preferred is not None and preferred < len(profiles) else []) + list(range(len(profiles)))
-    for index in order:
-        if all(_within(shape, profiles[index][name]) for name, shape in shapes.items() if name in profiles[index]):
-            return index
-    described = "; ".join(
-        f"profile {i}: " + ", ".join(f"{n} {list(r[0])}..{list(r[2])}" for n, r in p.items())
-        for i, p in enumerate(profiles)
-    )
-    got = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
-    raise MsvitEdgeError(f"input shape {got} is outside every optimisation profile of the engine ({described})")
-
-
-def _within(shape: tuple[int, ...], ranges: tuple) -> bool:
-    lo, _, hi = ranges
-    return len(shape) == len(lo) and all(a <= s <= b for s, a, b in zip(shape, lo, hi, strict=True))
-
-
-class DeviceTensor(NamedTuple):
-    """A tensor in a ``polygraphy.cuda.DeviceArray``, with its numpy dtype (the pipeline's device array type)."""
-
-    array: Any
-    dtype: np.dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
-
-    @property
-    def ptr(self) -> int:
-        return self.array.ptr
-
-
-def check_dtypes(stage: str, given: dict[str, np.dtype], expected: dict[str, np.dtype]) -> None:
-    """Refuse inputs whose dtype is not the engine's: TensorRT reads raw bytes, so a mismatch is a wrong answer."""
-    for name, dtype in given.items():
-        if np.dtype(dtype) != expected[name]:
-            raise MsvitEdgeError(
-                f"the {stage} engine takes {name} as {expected[name]}, not {np.dtype(dtype)}: the engine and its "
-                "graphs disagree (rebuild with msvit-edge build --backend tensorrt --force)"
-            )
-
-
-@dataclass
-class _Engine:
-    """A deserialized engine, its execution contexts (one per profile), the profiles' input ranges, its I/O dtypes
-    and the scratch memory its largest profile needs (bytes)."""
-
-    engine: Any
-    contexts: list[Any]
-    profiles: list[Ranges]
-    inputs: dict[str, np.dtype]
-    outputs: dict[str, np.dtype]
-    scratch: int
+    return cuda
 
 
 class TensorRTPipeline(Pipeline):
@@ -140,31 +55,28 @@ class TensorRTPipeline(Pipeline):
         if not isinstance(self.source, EngineDir) or self.source.backend != "tensorrt":
             raise MsvitEdgeError("the TensorRT pipeline runs an engine directory built with --backend tensorrt")
         super().__init__(self.source.plan, pad_to_bucket, batching)
-        self.engines: dict[str, _Engine] = {}
+        self.engines: dict[str, LoadedEngine] = {}
         self.buffers: dict[Any, Any] = {}  # purpose -> polygraphy.cuda.DeviceArray, reused across calls
         self.scratch: Any = None  # the one polygraphy.cuda.DeviceArray every execution context works in
         self.stream: Any = None
 
     def activate(self) -> None:
-        from polygraphy import cuda
-
+        cuda = _cuda()
         with tensorrt_errors("could not create a CUDA stream"):
             self.stream = cuda.Stream()
         for stage in GRAPHS:
             self._load(stage)
 
-    def _load(self, stage: str) -> _Engine:
-        from msvit_edge.engines.tensorrt import import_tensorrt
-
+    def _load(self, stage: str) -> LoadedEngine:
         if stage not in self.engines:
             trt, engine = import_tensorrt(), self._deserialize(stage)
             with tensorrt_errors(f"TensorRT could not create execution contexts for {stage}.plan", self.source.path):
-                self.engines[stage] = _open_engine(trt, engine, self.stream)
+                self.engines[stage] = open_engine(trt, engine, self.stream)
                 self._share_scratch()
         return self.engines[stage]
 
     def _deserialize(self, stage: str) -> Any:
-        from polygraphy.backend.trt import EngineFromPath
+        from polygraphy.backend.trt import EngineFromPath  # lazy: its TensorRT loaders serve only where TensorRT runs
 
         path = self.source.graph(stage)
         built = self.source.manifest.get("backend_version")
@@ -177,8 +89,7 @@ class TensorRTPipeline(Pipeline):
 
     def _share_scratch(self) -> None:
         """Point every execution context at one scratch buffer, grown to the largest profile need of any engine."""
-        from polygraphy import cuda
-
+        cuda = _cuda()
         size = max(loaded.scratch for loaded in self.engines.values())  # 0: a null pointer, which TensorRT accepts
         if self.scratch is None:
             self.scratch = cuda.DeviceArray.raw((size,))
@@ -221,8 +132,7 @@ class TensorRTPipeline(Pipeline):
 
     def cut(self, tokens: DeviceTensor, selection: Selection) -> DeviceTensor:
         """The selection's images and rows of the candidates, copied on the device into a contiguous buffer."""
-        from polygraphy import cuda
-
+        cuda = _cuda()
         _, candidates, dim = tokens.shape
         row_bytes = dim * tokens.dtype.itemsize
         out = self._buffer(("cut", selection.bucket), (len(selection.index), selection.rows, dim), tokens.dtype)
@@ -291,8 +201,7 @@ class TensorRTPipeline(Pipeline):
 
     def _buffer(self, key: Any, shape: tuple[int, ...], dtype: np.dtype) -> DeviceTensor:
         """A device array for ``key`` of this shape and dtype (reallocated only when it must grow)."""
-        from polygraphy import cuda
-
+        cuda = _cuda()
         if key not in self.buffers:
             self.buffers[key] = cuda.DeviceArray(shape=shape, dtype=dtype)
         self.buffers[key].dtype = dtype
@@ -309,31 +218,3 @@ class TensorRTPipeline(Pipeline):
         buf.array.copy_to(host, self.stream)
         self.stream.synchronize()
         return host
-
-
-def _open_engine(trt: ModuleType, engine: Any, stream: Any) -> _Engine:
-    """One execution context per profile, each bound to its profile once, without scratch memory of its own
-    (``TensorRTPipeline._share_scratch`` gives them one buffer)."""
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-    inputs = {n: dtypes[n] for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
-    count = engine.num_optimization_profiles
-    contexts = []
-    for index in range(count):
-        context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-        if context is None:
-            raise MsvitEdgeError(f"TensorRT could not create an execution context for profile {index}")
-        context.set_optimization_profile_async(index, stream.ptr)
-        contexts.append(context)
-    stream.synchronize()
-    profiles = [
-        {
-            n: tuple(tuple(map(int, s)) for s in engine.get_tensor_profile_shape(n, index))
-            for n in inputs
-            if -1 in tuple(engine.get_tensor_shape(n))
-        }
-        for index in range(count)
-    ]
-    scratch = max(int(engine.get_device_memory_size_for_profile_v2(i)) for i in range(count))
-    outputs = {n: d for n, d in dtypes.items() if n not in inputs}
-    return _Engine(engine, contexts, profiles, inputs, outputs, scratch)

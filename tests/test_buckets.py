@@ -94,3 +94,9 @@ def test_index_outside_range_is_an_error():
     plan = plan_buckets([26, 50], 2, cost, LO, HI)
     with pytest.raises(MsvitEdgeError, match="outside the plan's range"):
         plan.index(102)
+
+
+def test_each_bucket_is_one_profile_over_the_batch_range_and_a_graph_without_tokens_gets_one():
+    plan = plan_buckets([26] * 50 + [29] * 50, 2, cost, LO, HI, batch=(1, 4, 16))
+    assert plan.ranges() == [{0: (1, 4, 16), 1: (26, 29, 29)}, {0: (1, 4, 16), 1: (30, 101, 101)}]
+    assert plan.ranges(tokens=False) == [{0: (1, 4, 16)}]

@@ -21,20 +21,18 @@ import pytest
 
 from msvit_edge.bundle.buckets import Bucket, BucketPlan
 from msvit_edge.bundle.selection import select
-from msvit_edge.engines.trt_build import (
-    EngineShapes,
-    _skipped_comparison,
-    build_engines,
+from msvit_edge.engines.trt_boundary import tensorrt_errors, versions
+from msvit_edge.engines.trt_build import _skipped_comparison, build_engines, timing_cache_file
+from msvit_edge.engines.trt_contexts import check_dtypes, choose_profile
+from msvit_edge.engines.trt_inspect import (
     check_precision,
     comparison_gap,
     graph_precisions,
     layer_precisions,
     tensor_precision,
-    tensorrt_errors,
-    timing_cache_file,
-    versions,
 )
-from msvit_edge.engines.trt_runtime import Copy2D, check_dtypes, choose_profile, copy_plan
+from msvit_edge.engines.trt_memory import Copy2D, copy_plan
+from msvit_edge.engines.trt_shapes import EngineShapes
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
 from msvit_edge.machine.environment import package_version, this_device
@@ -50,7 +48,8 @@ GRAPH_STAGES = ("tokenizer", "encoder", "encoder_masked")
 
 def test_encoder_profiles_are_the_bucket_plans_profiles_and_the_mask_follows_the_tokens():
     assert [p["tokens"] for p in SHAPES.profiles("encoder")] == [
-        (p["min"], p["opt"], p["max"]) for p in PLAN.profiles(32)
+        ((1, 17, 32), (1, 29, 32), (32, 29, 32)),
+        ((1, 30, 32), (1, 65, 32), (32, 65, 32)),
     ]
     masked = SHAPES.profiles("encoder_masked")
     assert [p["mask"] for p in masked] == [tuple(s[:2] for s in p["tokens"]) for p in masked]
@@ -387,7 +386,7 @@ def test_an_input_of_another_dtype_than_the_engines_is_a_one_line_error():
 
 
 class FakeContext:
-    """What ``_open_engine`` and ``_share_scratch`` call on an execution context, recorded."""
+    """What ``open_engine`` and ``_share_scratch`` call on an execution context, recorded."""
 
     def __init__(self, strategy: str):
         self.strategy, self.profile, self.memory = strategy, None, None
@@ -457,7 +456,7 @@ def test_every_execution_context_shares_one_scratch_buffer_sized_for_the_largest
     from polygraphy import cuda
 
     from msvit_edge.engines.tensorrt import TensorRTPipeline
-    from msvit_edge.engines.trt_runtime import _open_engine
+    from msvit_edge.engines.trt_contexts import open_engine
 
     trt = SimpleNamespace(
         TensorIOMode=SimpleNamespace(INPUT="INPUT"),
@@ -471,13 +470,13 @@ def test_every_execution_context_shares_one_scratch_buffer_sized_for_the_largest
     pipe = TensorRTPipeline(engine_dir(bundle, out, {"tensorrt_version": "10.3.0", "engines": {}}))
     pipe.stream = stream
     for stage, scratch in (("encoder", [300, 700, 500]), ("encoder_masked", [400, 600, 200])):
-        pipe.engines[stage] = _open_engine(trt, FakeEngine(scratch), stream)
+        pipe.engines[stage] = open_engine(trt, FakeEngine(scratch), stream)
         pipe._share_scratch()
     contexts = [c for loaded in pipe.engines.values() for c in loaded.contexts]
     assert [c.profile for c in contexts] == [0, 1, 2, 0, 1, 2] and {c.strategy for c in contexts} == {"USER_MANAGED"}
     assert {c.memory for c in contexts} == {(pipe.scratch.ptr, 700)}
     assert pipe.device_memory() == {"device_scratch_mb": 700 / 1e6, "device_buffers_mb": 0.0}
-    pipe.engines["vit"] = _open_engine(trt, FakeEngine([900]), stream)  # plain_vit() loads a larger one later
+    pipe.engines["vit"] = open_engine(trt, FakeEngine([900]), stream)  # plain_vit() loads a larger one later
     pipe._share_scratch()
     assert {c.memory for loaded in pipe.engines.values() for c in loaded.contexts} == {(pipe.scratch.ptr, 900)}
 
@@ -499,13 +498,13 @@ def test_what_tensorrt_or_polygraphy_raise_becomes_one_line_naming_both_versions
 
 
 def test_a_polygraphy_below_the_floor_is_named_with_the_upgrade(monkeypatch):
-    import msvit_edge.engines.trt_build as trt_build
+    import msvit_edge.engines.trt_boundary as trt_boundary
 
-    monkeypatch.setattr(trt_build, "package_version", lambda dist: "0.50.1")
+    monkeypatch.setattr(trt_boundary, "package_version", lambda dist: "0.50.1")
     assert versions().endswith(
         "Polygraphy 0.50.1; msvit-edge needs Polygraphy >= 0.53.4: pip install -U 'polygraphy>=0.53.4'"
     )
-    monkeypatch.setattr(trt_build, "package_version", lambda dist: "0.53.4")
+    monkeypatch.setattr(trt_boundary, "package_version", lambda dist: "0.53.4")
     assert versions() == "TensorRT not found, Polygraphy 0.53.4"
 
 
@@ -524,13 +523,13 @@ def fake_tensorrt(without: str = "") -> object:
 
 @pytest.mark.skipif(not TRT_ABSENT, reason="TensorRT is installed here")
 def test_the_build_turns_tensorrt_and_polygraphy_failures_into_one_line(bundle, tmp_path, monkeypatch):
-    import msvit_edge.engines.tensorrt as backend
+    import msvit_edge.engines.trt_build as trt_build
 
     graphs = {stage: bundle.graph(stage) for stage in ("tokenizer", "encoder", "encoder_masked")}
-    monkeypatch.setattr(backend, "import_tensorrt", lambda: fake_tensorrt("NetworkDefinitionCreationFlag"))
+    monkeypatch.setattr(trt_build, "import_tensorrt", lambda: fake_tensorrt("NetworkDefinitionCreationFlag"))
     with pytest.raises(MsvitEdgeError, match=r"^TensorRT's capabilities could not be read: AttributeError: .*\(Te"):
         build_engines(graphs, bundle, tmp_path, "fp32")
-    monkeypatch.setattr(backend, "import_tensorrt", fake_tensorrt)  # Polygraphy then imports the real one, and fails
+    monkeypatch.setattr(trt_build, "import_tensorrt", fake_tensorrt)  # Polygraphy then imports the real one, and fails
     with pytest.raises(MsvitEdgeError) as err:
         build_engines(graphs, bundle, tmp_path, "fp32")
     assert str(err.value).startswith("TensorRT could not build the tokenizer engine from tokenizer.onnx: Polygraphy")
@@ -790,8 +789,9 @@ def test_the_encoder_engines_have_one_profile_per_bucket_and_report_memory(built
     plan = tiny_bundle.plan
     for stage in ("encoder", "encoder_masked"):
         got = facts["engines"][stage]
+        (b_min, b_opt, b_max) = plan.batch
         assert [p["tokens"] for p in got["profiles"]] == [
-            [list(s) for s in (p["min"], p["opt"], p["max"])] for p in plan.profiles(32)
+            [[b_min, b.min, 32], [b_opt, b.opt, 32], [b_max, b.max, 32]] for b in plan.buckets
         ]
         assert len(got["device_memory"]["per_profile"]) == len(plan.buckets) and got["device_memory"]["max"] > 0
         assert got["layers"]["profiles"][0]["layers"] > 0 and got["precision"]["requested"] == "fp32"

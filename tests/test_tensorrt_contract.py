@@ -32,8 +32,10 @@ from pathlib import Path
 import pytest
 
 from msvit_edge.bundle.buckets import Bucket, BucketPlan
-from msvit_edge.engines import trt_build
-from msvit_edge.engines.trt_build import EngineShapes, trtexec_commands
+from msvit_edge.engines import trt_boundary
+from msvit_edge.engines.trt_shapes import EngineShapes
+from msvit_edge.engines.trt_trtexec import trtexec_commands
+from msvit_edge.errors import MsvitEdgeError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "tensorrt"
@@ -148,10 +150,14 @@ def violations(source: str, lists: dict[str, set[str]] | None = None) -> list[st
 
 
 def backend_sources() -> dict[str, str]:
-    """The engines/ modules that use TensorRT."""
+    """The engines/ modules that use TensorRT: the TensorRT backend's own (``tensorrt.py``, ``trt_*.py``, some of
+    which only receive TensorRT objects), and any other that imports it."""
     files = sorted((ROOT / "engines").glob("*.py"))
+    texts = {f.name: f.read_text() for f in files}
     return {
-        f.name: f.read_text() for f in files if "import_tensorrt" in f.read_text() or "import tensorrt" in f.read_text()
+        name: text
+        for name, text in texts.items()
+        if name == "tensorrt.py" or name.startswith("trt_") or "import_tensorrt" in text or "import tensorrt" in text
     }
 
 
@@ -160,7 +166,8 @@ def backend_sources() -> dict[str, str]:
 
 def test_every_tensorrt_name_the_backend_uses_exists_in_the_versions_it_runs_on():
     sources = backend_sources()
-    assert {"tensorrt.py", "trt_build.py", "trt_runtime.py"} <= set(sources)
+    using = {name for name, text in sources.items() if tensorrt_uses(text)[0]}  # the scan sees TensorRT in each
+    assert {"trt_boundary.py", "trt_build.py", "trt_inspect.py", "trt_contexts.py", "trt_runtime.py"} <= using
     found = {name: violations(text) for name, text in sources.items()}
     assert not any(found.values()), found
 
@@ -334,7 +341,7 @@ def test_the_polygraphy_objects_the_runtime_holds_have_what_it_calls():
 def test_the_polygraphy_floor_is_the_first_release_that_works_with_tensorrt_11():
     """0.49.x reads ``layer.precision_is_set`` and 0.50.x subclasses ``trt.IStreamReader``; TensorRT 11 has neither."""
     floor = re.search(r'"polygraphy>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    assert floor == trt_build.POLYGRAPHY_MIN == "0.53.4"  # the error message's upgrade hint says the same
+    assert floor == trt_boundary.POLYGRAPHY_MIN == "0.53.4"  # the error message's upgrade hint says the same
     v10, v11 = names(VERSIONS["10"]), names(VERSIONS["11"])
     assert {"precision_is_set", "IStreamReader"} <= v10 and not {"precision_is_set", "IStreamReader"} & v11
 
@@ -442,7 +449,7 @@ def test_weakly_typed_lines_exist_for_trtexec_10_only():
     encoder = parse_trtexec(lines["encoder"], TRTEXEC["10"])
     assert {"--int8", "--fp16"} <= set(encoder["flags"]) and "--stronglyTyped" not in encoder["flags"]
     assert "--int8" not in parse_trtexec(lines["tokenizer"], TRTEXEC["10"])["flags"]  # the gate stays FP32
-    with pytest.raises(trt_build.MsvitEdgeError, match="TensorRT 11 builds every network strongly typed"):
+    with pytest.raises(MsvitEdgeError, match="TensorRT 11 builds every network strongly typed"):
         trtexec_commands(GRAPHS, SHAPES, "int8", "11", strongly_typed=False)
 
 

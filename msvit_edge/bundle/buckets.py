@@ -47,10 +47,14 @@ class BucketPlan:
             )
         return bisect.bisect_left([b.max for b in self.buckets], tokens)
 
-    def profiles(self, embed_dim: int) -> list[dict[str, tuple[int, int, int]]]:
-        """One optimisation profile per bucket: min/opt/max shapes [batch, tokens, D] of the encoder's tokens."""
-        (b_min, b_opt, b_max), D = self.batch, embed_dim
-        return [{"min": (b_min, b.min, D), "opt": (b_opt, b.opt, D), "max": (b_max, b.max, D)} for b in self.buckets]
+    def ranges(self, tokens: bool = True) -> list[dict[int, tuple[int, int, int]]]:
+        """The optimisation profiles' (min, opt, max) per dynamic axis: {0: batch, 1: tokens}, one profile per bucket;
+        for a graph without a token axis (``tokens=False``), one profile over the batch. The one place buckets become
+        profile ranges: the TensorRT build, its trtexec lines and torch-tensorrt take them through
+        ``EngineShapes.profiles``."""
+        if not tokens:
+            return [{0: self.batch}]
+        return [{0: self.batch, 1: (b.min, b.opt, b.max)} for b in self.buckets]
 
     def to_dict(self) -> dict:
         return {

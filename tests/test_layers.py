@@ -25,6 +25,7 @@ LAYERS = [
     ["msvit_edge.export"],
     ["msvit_edge.build"],
     ["msvit_edge.measure"],
+    ["msvit_edge.serve"],
     ["msvit_edge.demo", "msvit_edge.cli", "msvit_edge.__main__"],
 ]
 RANK = {prefix: rank for rank, prefixes in enumerate(LAYERS) for prefix in prefixes}

@@ -8,14 +8,15 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from msvit_edge.build import BuildConfig, build
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
+from msvit_edge.measure.accuracy import verdict as bench_verdict
 from msvit_edge.measure.bench import BenchConfig, bench
-from msvit_edge.measure.bench import verdict as bench_verdict
 
 QUICK = {"warmup": 0.0, "iters": 3, "batch": (1, 4)}
 
@@ -41,11 +42,11 @@ def report(bundle, int8, tmp_path_factory):
 
 def test_every_source_is_measured_and_passes(report):
     data, _ = report
-    assert [e["row"]["status"] for e in data["engines"]] == ["passed", "passed"]
-    assert [e["row"]["precision"] for e in data["engines"]] == ["fp32", "int8"]
-    for engine in data["engines"]:
-        assert set(engine["latency"]) == {"1", "4"}
-        lat = engine["latency"]["4"]
+    assert [e.row["status"] for e in data.engines] == ["passed", "passed"]
+    assert [e.row["precision"] for e in data.engines] == ["fp32", "int8"]
+    for engine in data.engines:
+        assert set(engine.latency) == {"1", "4"}
+        lat = engine.latency["4"]
         assert lat["iters"] == 3 and set(lat["stages_ms"]) == {"tokenizer", "selection", "encoder"}
         assert lat["speedup"] == pytest.approx(lat["vit"]["p50_ms"] / lat["p50_ms"])
         assert lat["efficiency"] == pytest.approx(lat["speedup"] / lat["ideal_speedup"])
@@ -53,7 +54,7 @@ def test_every_source_is_measured_and_passes(report):
 
 def test_fp32_accuracy_matches_the_bundle_reference_exactly(report, bundle):
     data, _ = report
-    acc = data["engines"][0]["accuracy"]
+    acc = data.engines[0].accuracy
     ref = bundle.reference()
     assert acc["reference_top1"] == float((ref.logits.argmax(1) == ref.labels).mean())
     assert acc["agreement"] == 1.0 and acc["counts_agreement"] == 1.0 and acc["logits"]["max_abs"] <= 1e-4
@@ -62,14 +63,14 @@ def test_fp32_accuracy_matches_the_bundle_reference_exactly(report, bundle):
 
 def test_token_curve_covers_every_bucket_maximum(report, bundle):
     data, _ = report
-    curve = data["engines"][0]["curve"]
+    curve = data.engines[0].curve
     assert [p["tokens"] for p in curve] == [b.max for b in bundle.plan.buckets]
     assert curve[-1]["tokens"] == 65 and curve[-1]["ideal_ms"] == pytest.approx(curve[-1]["encoder_ms"])
 
 
 def test_threshold_sweep_trades_tokens_for_the_extremes(report):
     data, _ = report
-    sweep = {p["threshold"]: p for p in data["engines"][0]["thresholds"]}
+    sweep = {p["threshold"]: p for p in data.engines[0].thresholds}
     assert sweep[0.0]["mean_tokens"] == 65 and sweep[1.0]["mean_tokens"] == 17
     assert sweep[1.0]["mean_tokens"] < sweep[0.5]["mean_tokens"] < sweep[0.0]["mean_tokens"]
 
@@ -77,7 +78,7 @@ def test_threshold_sweep_trades_tokens_for_the_extremes(report):
 def test_reports_are_written_with_a_versioned_schema(report):
     _, out = report
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["schema_version"] == 1 and on_disk["environment"]["python"]["version"]
+    assert on_disk["schema_version"] == 2 and on_disk["environment"]["python"]["version"]
     assert sorted(p.name for p in out.iterdir()) == [
         "latency_vs_tokens.png",
         "report.csv",
@@ -97,7 +98,7 @@ def test_pytorch_reference_on_data_equals_eval_on_the_same_images(bundle, workdi
     data = str(workdir / "fmnist.npz")
     ckpt = str(workdir / "tiny.safetensors")
     cfg = BenchConfig(sources=(str(bundle.path),), data=data, limit=100, ckpt=ckpt, out=str(tmp_path / "b"), **QUICK)
-    acc = bench(cfg)["engines"][0]["accuracy"]
+    acc = bench(cfg).engines[0].accuracy
     ev = evaluate(EvalConfig(ckpt=str(workdir / "tiny.safetensors"), data=data, limit=100, out=str(tmp_path / "e")))
     assert acc["n"] == ev["images"] == 100
     assert round(100 * acc["reference_top1"]) == round(100 * ev["settings"]["msvit"]["top1"])  # images right, of 100
@@ -180,8 +181,8 @@ sys.modules["torch"] = None  # any import of torch now fails, as on a Jetson wit
 from msvit_edge.measure.bench import BenchConfig, bench
 report = bench(BenchConfig(sources=(sys.argv[1],), data=sys.argv[2], limit=6, out=sys.argv[3], warmup=0.0,
                            iters=2, batch=(1,)))
-acc = report["engines"][0]["accuracy"]
-print(report["engines"][0]["status"], acc["n"], acc["reference"], acc["images"])
+acc = report.engines[0].accuracy
+print(report.engines[0].status, acc["n"], acc["reference"], acc["images"])
 """
 
 
@@ -197,3 +198,51 @@ def test_data_without_pytorch_reads_an_image_folder_and_says_there_is_no_referen
     assert result.returncode == 0, result.stderr[-2000:]
     status, n, reference, *origin = result.stdout.split()
     assert (status, n, reference) == ("passed", "6", "None") and "PyTorch is not installed" in " ".join(origin)
+
+
+V1 = Path(__file__).parent / "data" / "reports" / "bench-v1"  # written by bench before the typed record (schema 1)
+
+
+def test_a_schema_1_report_still_opens_and_renders_as_it_was_written():
+    from msvit_edge.measure import report as reports
+    from msvit_edge.measure.record import BenchReport
+
+    old = BenchReport.read(V1)
+    assert old.schema_version == 1 and [e.status for e in old.engines] == ["passed", "failed"]
+    assert old.settings.sources == ("bundle", "other-device") and old.settings.batch == (1, 4)
+    on_disk = json.loads((V1 / "report.json").read_text())
+    assert json.loads(json.dumps(old.to_dict())) == on_disk  # every key and number, the derived rows included
+    assert reports.markdown(old) == (V1 / "report.md").read_text()
+    assert reports.csv_text(old).encode() == (V1 / "report.csv").read_bytes()
+
+
+def test_the_report_reads_back_what_it_wrote(report):
+    from msvit_edge.measure.record import SCHEMA_VERSION, BenchReport
+
+    data, out = report
+    again = BenchReport.read(out / "report.json")
+    assert again.schema_version == SCHEMA_VERSION == 2
+    assert json.loads(json.dumps(again.to_dict())) == json.loads((out / "report.json").read_text())
+    assert again.settings == data.settings and [e.row for e in again.engines] == [e.row for e in data.engines]
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda r: "not json", r"not a JSON file"),
+        (lambda r: r | {"schema_version": 99}, r"schema_version is 99, this msvit-edge reads \(1, 2\)"),
+        (lambda r: r | {"engines": [{k: v for k, v in r["engines"][0].items() if k != "latency"}]}, r"no 'latency'"),
+        (lambda r: r | {"engines": [r["engines"][0] | {"status": "great"}]}, r"engines\[0\]\.status is 'great'"),
+        (lambda r: r | {"settings": r["settings"] | {"batch": [0]}}, r"--batch sizes must be >= 1"),
+    ],
+)
+def test_a_damaged_report_is_refused_naming_the_file_and_the_problem(tmp_path, edit, problem):
+    from msvit_edge.measure.record import BenchReport
+
+    damaged = edit(json.loads((V1 / "report.json").read_text()))
+    path = tmp_path / "report.json"
+    path.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    with pytest.raises(MsvitEdgeError, match=rf"^{path}: .*{problem}"):
+        BenchReport.read(path)
+    with pytest.raises(MsvitEdgeError, match=rf"^{tmp_path / 'nowhere' / 'report.json'}: cannot read"):
+        BenchReport.read(tmp_path / "nowhere" / "report.json")

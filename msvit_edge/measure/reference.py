@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from msvit_edge.bundle import Bundle, Reference
-from msvit_edge.engines.pytorch import answers, bundle_model
 from msvit_edge.errors import MsvitEdgeError
 
 
@@ -23,9 +22,11 @@ def reference_on(
     """PyTorch's answers on ``x`` (and why there are none: no PyTorch, no checkpoint); ``ckpt``: see
     ``bundle_model``."""
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401 - lazy: torch is optional (torch-free bench on a Jetson)
     except ImportError:
         return None, "none (PyTorch is not installed here: accuracy against the labels only)"
+    from msvit_edge.engines.pytorch import answers, bundle_model  # lazy: imports torch
+
     try:
         model = bundle_model(bundle, ckpt)
     except MsvitEdgeError as e:

@@ -1,4 +1,5 @@
-"""``bench`` reports: the status table, JSON (versioned schema, docs/bench-report.md), CSV, Markdown and plots.
+"""``bench`` reports: the status table, report.json (``record.BenchReport``, docs/bench-report.md), CSV, Markdown
+and plots, and the CI gates read from them.
 
 Written into one folder atomically: a run that fails half way leaves the previous report as it was.
 """
@@ -7,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import FolderKind, atomic_dir, check_output, write_json
+from msvit_edge.io import FolderKind, atomic_dir, check_output
+from msvit_edge.machine.environment import device_description
+from msvit_edge.measure.record import BenchReport, SourceResult
 
-SCHEMA_VERSION = 1
 FOLDER = FolderKind(
     "a bench report", "report.json", lambda r: "engines" in r, ("report.json", "report.csv", "report.md", "*.png")
 )
@@ -37,41 +37,6 @@ def check_out(out: str | Path, force: bool) -> None:
     check_output(out, FOLDER, force)
 
 
-def assemble(cfg, device: str, results: list) -> dict:
-    """The report: settings, environment, and per source its measurements and status row."""
-    from msvit_edge.machine.environment import this_machine
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "device": device,
-        "settings": asdict(cfg),
-        "environment": this_machine(),
-        "engines": [asdict(r) | {"row": row(r)} for r in results],
-    }
-
-
-def row(result) -> dict:
-    """The status-table row of one source (None where not measured)."""
-    lat, acc, info = result.latency, result.accuracy, result.info
-    smallest, largest = (lat[min(lat, key=int)], lat[max(lat, key=int)]) if lat else ({}, {})
-    meaningless = info.get("latency_only")
-    return {
-        "source": result.source,
-        "status": result.status,
-        "backend": info.get("backend"),
-        "precision": info.get("precision"),
-        "size_mb": info.get("size_mb"),
-        "top1": None if meaningless else acc.get("top1"),
-        "agreement": acc.get("agreement"),
-        "p50_ms": smallest.get("p50_ms"),
-        "images_per_s": largest.get("images_per_s"),
-        "speedup": smallest.get("speedup"),
-        "efficiency": smallest.get("efficiency"),
-        "error": result.error,
-    }
-
-
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
@@ -84,62 +49,58 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-def table(report: dict) -> str:
+def table(report: BenchReport) -> str:
     """The status table as Markdown (the console shows the same)."""
     head = ["engine", *(title for _, title in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for engine in report["engines"]:
-        r = engine["row"]
+    rows = [engine.row for engine in report.engines]
+    for r in rows:
         cells = [Path(r["source"]).name or r["source"], *(_cell(k, r[k]) for k, _ in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {e['row']['source']}: {e['row']['error']}" for e in report["engines"] if e["row"]["error"]]
-    if any(e["info"].get("latency_only") for e in report["engines"]):
+    notes = [f"- {r['source']}: {r['error']}" for r in rows if r["error"]]
+    if any(e.info.get("latency_only") for e in report.engines):
         notes.append("- random weights (latency-only bundle): top-1 means nothing and is not shown")
     return "\n".join(lines + notes)
 
 
-def result_line(result) -> str:
-    r = row(result)
+def result_line(result: SourceResult) -> str:
+    r = result.row
     return f"  {r['status']}" + (f": {r['error']}" if r["error"] else "")
 
 
-def write(report: dict, results: list, out: str | Path, force: bool) -> None:
+def write(report: BenchReport, out: str | Path, force: bool) -> None:
     """report.json, report.csv, report.md and the plots, into ``out`` atomically."""
     with atomic_dir(out, FOLDER, force) as tmp:
-        write_json(tmp / "report.json", report)
-        (tmp / "report.csv").write_text(_csv(report))
+        report.write(tmp / "report.json")
+        (tmp / "report.csv").write_text(csv_text(report))
         (tmp / "report.md").write_text(markdown(report))
-        plots(results, tmp)
+        plots(report.engines, tmp)
 
 
-def _csv(report: dict) -> str:
+def csv_text(report: BenchReport) -> str:
+    """report.csv: the status-table rows."""
+    rows = [engine.row for engine in report.engines]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(report["engines"][0]["row"]) if report["engines"] else ["source"])
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["source"])
     writer.writeheader()
-    for engine in report["engines"]:
-        writer.writerow(engine["row"])
+    for r in rows:
+        writer.writerow(r)
     return buffer.getvalue()
 
 
-def markdown(report: dict) -> str:
-    env = report["environment"]
+def markdown(report: BenchReport) -> str:
+    """report.md: when and where, the status table, then each source's latency table and power."""
     lines = [
         "# msvit-edge bench",
         "",
-        f"{report['created']} on {report['device']}: {_device_line(env)}",
+        f"{report.created} on {report.device}: {device_description(report.environment)}",
         "",
         table(report),
         "",
     ]
-    for engine in report["engines"]:
+    for engine in report.engines:
         lines += _engine_section(engine)
     return "\n".join(lines) + "\n"
-
-
-def _device_line(env: dict) -> str:
-    from msvit_edge.machine.environment import device_description
-
-    return device_description(env)
 
 
 LATENCY_HEAD = (
@@ -158,16 +119,16 @@ LATENCY_HEAD = (
 )
 
 
-def _engine_section(engine: dict) -> list[str]:
-    error = f" ({engine['error']})" if engine["error"] else ""
-    lines = [f"## {engine['source']}", "", f"status: {engine['status']}{error}"]
-    if engine["accuracy"].get("images"):
-        lines.append(f"images: {engine['accuracy']['images']}")
-    if engine["latency"]:
+def _engine_section(engine: SourceResult) -> list[str]:
+    error = f" ({engine.error})" if engine.error else ""
+    lines = [f"## {engine.source}", "", f"status: {engine.status}{error}"]
+    if engine.accuracy.get("images"):
+        lines.append(f"images: {engine.accuracy['images']}")
+    if engine.latency:
         lines += ["", "| " + " | ".join(LATENCY_HEAD) + " |", "|" + "---|" * len(LATENCY_HEAD)]
-        lines += [_latency_row(batch, lat) for batch, lat in engine["latency"].items()]
-    if engine["power"]:
-        p = engine["power"]
+        lines += [_latency_row(batch, lat) for batch, lat in engine.latency.items()]
+    if engine.power:
+        p = engine.power
         lines += [
             "",
             f"power ({p['source']}, {p['total_rail']}): {p['avg_mw']:.0f} mW average, "
@@ -184,9 +145,9 @@ def _latency_row(batch: str, lat: dict) -> str:
     return "| " + " | ".join(_cell("", c) for c in [*cells, lat.get("efficiency")]) + " |"
 
 
-def plots(results: list, folder: Path) -> None:
+def plots(results: list[SourceResult], folder: Path) -> None:
     """latency_vs_tokens.png, tokens_histogram.png and, with a threshold sweep, thresholds.png."""
-    import matplotlib
+    import matplotlib  # lazy: slow to import, and only the plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -209,7 +170,7 @@ def plots(results: list, folder: Path) -> None:
     _thresholds(results, folder, plt)
 
 
-def _histogram(results: list, folder: Path, plt) -> None:
+def _histogram(results: list[SourceResult], folder: Path, plt) -> None:
     counted = [r for r in results if r.counts]
     if not counted:
         return
@@ -223,7 +184,7 @@ def _histogram(results: list, folder: Path, plt) -> None:
     plt.close(fig)
 
 
-def _thresholds(results: list, folder: Path, plt) -> None:
+def _thresholds(results: list[SourceResult], folder: Path, plt) -> None:
     swept = [r for r in results if r.thresholds]
     if not swept:
         return
@@ -240,15 +201,15 @@ def _thresholds(results: list, folder: Path, plt) -> None:
     plt.close(fig)
 
 
-def _label(result) -> str:
+def _label(result: SourceResult) -> str:
     return f"{result.info.get('backend', '?')} {result.info.get('precision', '?')}"
 
 
-def check_gates(report: dict, min_accuracy: float | None, min_agreement: float | None) -> None:
+def check_gates(report: BenchReport, min_accuracy: float | None, min_agreement: float | None) -> None:
     """Raise (the CLI exits 1) naming each engine that failed or missed a gate, and by how much."""
     problems = []
-    for engine in report["engines"]:
-        r, mine = engine["row"], []
+    for engine in report.engines:
+        r, mine = engine.row, []
         if r["status"] == "failed":
             mine.append(f"{r['source']} failed ({r['error']})")
         if min_accuracy is not None and r["top1"] is not None and r["top1"] < min_accuracy:

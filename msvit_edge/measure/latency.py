@@ -1,0 +1,142 @@
+"""How fast a source is: MSViT end to end per batch size (stages split out), timed interleaved with the plain ViT
+of the same weights on the same backend and precision so that machine noise hits both alike, with the measured
+speedup beside the ideal one from MACs; the encoder alone per token count; batch-1 latency per gate threshold."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from msvit_edge.bundle.selection import Selection
+from msvit_edge.engines.pipeline import StageTimes
+from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.measure.config import Timing
+from msvit_edge.measure.images import Images
+from msvit_edge.measure.sources import Source
+from msvit_edge.measure.timing import interleaved
+from msvit_edge.model.flops import encoder_macs, msvit_macs, vit_macs
+
+HIGH_CV = 0.05  # trtexec warns when timings vary more than a few percent: the numbers are then not repeatable
+SWEEP_BATCH = 32  # images per call when a threshold sweep point measures accuracy
+
+
+def plain_vit(pipe) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The baseline: the pipeline's plain ViT (``Pipeline.plain_vit``), or None where the source has none."""
+    try:
+        return pipe.plain_vit()
+    except MsvitEdgeError:
+        return None
+
+
+def time_batch(pipe, vit, source: Source, x: np.ndarray, counts: np.ndarray, batch: int, timing: Timing) -> dict:
+    """MSViT end to end at ``batch``, interleaved with the plain ViT; stage split; speedup and efficiency."""
+    threshold, calls = source.threshold, batches(x, batch)
+    candidates = {"msvit": lambda i: pipe(calls[i % len(calls)], threshold)}
+    if vit is not None:
+        candidates["vit"] = lambda i: vit(calls[i % len(calls)])
+    repeats = _repeats(candidates, timing, pipe.synchronize)
+    pipe.timer = StageTimes()
+    times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
+    stages = {k: 1e3 * statistics.median(v) for k, v in pipe.timer.seconds.items()}
+    pipe.timer = None
+    out = _stats(times["msvit"], batch) | {"stages_ms": stages}
+    mean_tokens = float(np.mean([counts[i % len(counts)] for i in range(len(calls) * batch)]))
+    model = source.config
+    ideal = vit_macs(model.vit) / msvit_macs(model.vit, model.gate, mean_tokens)
+    out |= {"mean_tokens": mean_tokens, "ideal_speedup": ideal}
+    if vit is not None:
+        out["vit"] = _stats(times["vit"], batch)
+        out["speedup"] = out["vit"]["p50_ms"] / out["p50_ms"]
+        out["efficiency"] = out["speedup"] / ideal
+    return out
+
+
+def batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Batches of ``batch`` real images, cycling through them (at least one batch)."""
+    n = max(1, len(x) // batch)
+    index = np.arange(n * batch) % len(x)
+    return [np.ascontiguousarray(x[index[i * batch : (i + 1) * batch]]) for i in range(n)]
+
+
+def _repeats(candidates: dict, timing: Timing, sync) -> int:
+    """Warm up for ``timing.warmup`` seconds; then as many rounds as fill ``timing.min_seconds`` (or ``iters``)."""
+    start, rounds = time.perf_counter(), 0
+    while rounds < 2 or time.perf_counter() - start < timing.warmup:
+        for fn in candidates.values():
+            fn(rounds)
+        sync()
+        rounds += 1
+    if timing.iters is not None:
+        return timing.iters
+    per_round = (time.perf_counter() - start) / rounds
+    return max(10, math.ceil(timing.min_seconds * len(candidates) / max(per_round, 1e-9)))
+
+
+def _stats(seconds: list[float], batch: int) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    mean = float(ms.mean())
+    return {
+        "iters": len(ms),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": mean,
+        "std_ms": float(ms.std()),
+        "cv": float(ms.std() / mean),
+        "images_per_s": batch * 1e3 / mean,
+    }
+
+
+def token_curve(pipe, vit, source: Source, x: np.ndarray, timing: Timing) -> list[dict]:
+    """The encoder alone at batch 1 at each bucket's maximum and all-fine, on real all-fine tokens of one image."""
+    plan = source.plan
+    counts = sorted({b.max for b in plan.buckets})
+    tokens = pipe.tokenize(x[:1], 0.0).tokens  # every region fine: the first n rows are real tokens for any n
+    calls = {n: Selection(np.array([0]), np.array([n]), n, plan.index(n)) for n in counts}
+    inputs = {n: pipe.cut(tokens, call) for n, call in calls.items()}
+    candidates: dict = {n: (lambda i, n=n: pipe.encode(inputs[n], calls[n])) for n in counts}
+    if vit is not None:  # in the same interleaved run, so that the plot's lines are comparable
+        candidates["vit"] = lambda i: vit(x[:1])
+    repeats = _repeats(candidates, timing.short(), pipe.synchronize)
+    times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    vit_cfg = source.config.vit
+    return [
+        {
+            "tokens": n,
+            "encoder_ms": ms[n],
+            "ideal_ms": ms[counts[-1]] * encoder_macs(vit_cfg, n) / encoder_macs(vit_cfg, counts[-1]),
+            "vit_ms": ms.get("vit"),
+        }
+        for n in counts
+    ]
+
+
+def sweep_point(pipe, images: Images, threshold: float, timing: Timing) -> dict:
+    """Accuracy, mean tokens and batch-1 latency at one gate threshold."""
+    out = pipe.run_batched(images.x, threshold, SWEEP_BATCH)
+    calls = batches(images.x, 1)
+    candidates = {"msvit": lambda i: pipe(calls[i % len(calls)], threshold)}
+    repeats = _repeats(candidates, timing.short(), pipe.synchronize)
+    times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
+    return {
+        "threshold": threshold,
+        "top1": float((out.logits.argmax(1) == images.labels).mean()),
+        "mean_tokens": float(out.counts.mean()),
+        "p50_ms": 1e3 * statistics.median(times["msvit"]),
+    }
+
+
+def latency_line(batch: int, lat: dict) -> str:
+    """The console line of one batch size: p50, throughput, the plain ViT and speedup, a warning when noisy."""
+    line = f"  batch {batch}: p50 {lat['p50_ms']:.3f} ms, {lat['images_per_s']:.1f} img/s"
+    if "speedup" in lat:
+        line += f"; plain ViT {lat['vit']['p50_ms']:.3f} ms: speedup {lat['speedup']:.2f}x of ideal "
+        line += f"{lat['ideal_speedup']:.2f}x (efficiency {lat['efficiency']:.2f})"
+    if lat["cv"] > HIGH_CV:
+        line += f"; WARNING: timings vary (CV {100 * lat['cv']:.0f}%), the machine is busy or throttling"
+    return line

@@ -21,7 +21,7 @@ from msvit_edge.calibration.isolated import Job, child_args, run_isolated
 from msvit_edge.errors import MsvitEdgeError
 
 KEEP_FP32 = ("LayerNormalization",)
-INSTALL = "pip install 'msvit-edge[quantize]'"
+INSTALL = "pip install '.[quantize]' (in the msvit-edge clone)"
 
 
 def require_modelopt(purpose: str) -> None:

@@ -37,8 +37,9 @@ def import_torch_tensorrt() -> ModuleType:
         import torch_tensorrt  # lazy: an optional extra, x86 with CUDA only
     except ImportError as e:
         raise MsvitEdgeError(
-            f"this needs torch-tensorrt ({e}): pip install 'msvit-edge[torch-tensorrt]' on x86 with CUDA (it pins "
-            "one torch and one TensorRT version; no Jetson Orin release after 2.8); run msvit-edge doctor"
+            f"this needs torch-tensorrt ({e}): pip install '.[torch-tensorrt]' in the msvit-edge clone on x86 with"
+            " CUDA (it pins one torch and one TensorRT version; no Jetson Orin release after 2.8)"
+            "; run msvit-edge doctor"
         ) from None
     return torch_tensorrt
 

@@ -18,8 +18,8 @@ from msvit_edge.errors import MsvitEdgeError, first_line
 from msvit_edge.machine.environment import package_version, tensorrt_version
 
 INSTALL_HINT = (
-    "pip install 'msvit-edge[tensorrt]' on x86 with CUDA, or use JetPack's system TensorRT (python3-libnvinfer) "
-    "on a Jetson; run msvit-edge doctor"
+    "pip install '.[tensorrt]' in the msvit-edge clone on x86 with CUDA, or use JetPack's system TensorRT "
+    "(python3-libnvinfer) on a Jetson; run msvit-edge doctor"
 )
 POLYGRAPHY_MIN = "0.53.4"  # pyproject.toml's floor: the first Polygraphy that works with TensorRT 11
 

@@ -350,7 +350,7 @@ def test_without_tensorrt_the_build_says_how_to_install_it_in_one_line(tmp_path)
     with pytest.raises(MsvitEdgeError) as err:
         build_engines({}, SHAPES, tmp_path, "fp16")
     message = str(err.value)
-    assert "\n" not in message and "pip install 'msvit-edge[tensorrt]'" in message
+    assert "\n" not in message and "pip install '.[tensorrt]' in the msvit-edge clone" in message
     assert "JetPack's system TensorRT (python3-libnvinfer)" in message and "msvit-edge doctor" in message
 
 
@@ -659,7 +659,7 @@ def test_torch_tensorrt_compiles_one_input_range_per_bucket_traced_above_batch_1
 def test_without_torch_tensorrt_its_backend_says_how_to_install_it():
     from msvit_edge.engines.torch_tensorrt import import_torch_tensorrt
 
-    with pytest.raises(MsvitEdgeError, match=r"pip install 'msvit-edge\[torch-tensorrt\]' on x86 with CUDA"):
+    with pytest.raises(MsvitEdgeError, match=r"pip install '\.\[torch-tensorrt\]' in the msvit-edge clone on x86 with CUDA"):
         import_torch_tensorrt()
 
 

@@ -210,7 +210,7 @@ def _first_line(e: BaseException) -> str:
 
 def demo_checkpoint() -> Path:
     """The embedded default: the demo MSViT trained on Fashion-MNIST scenes, shipped inside the package."""
-    path = Path(__file__).parent / "assets" / "demo.safetensors"
+    path = Path(__file__).parents[1] / "assets" / "demo.safetensors"
     if not path.is_file():
         raise MsvitEdgeError("the embedded demo checkpoint is missing from this installation", path)
     return path

@@ -17,10 +17,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, check_output, write_json
 from msvit_edge.reporting import quiet
+
+if TYPE_CHECKING:
+    from msvit_edge.measure.record import BenchReport
+
+# The CLI imports this module at startup (cli/measure.py): what the stages import (numpy, Pillow, torch) is
+# imported where a stage runs, so that ``msvit-edge --help`` stays quick.
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +43,12 @@ class DemoConfig:
     min_seconds: float = 2.0  # timed seconds per batch size in bench
 
 
-def demo(cfg: DemoConfig) -> dict:
+def demo(cfg: DemoConfig) -> BenchReport:
     """Run the chain into ``cfg.out``; returns the bench report."""
-    from msvit_edge.export import export
-    from msvit_edge.measure.bench import BenchConfig, bench
+    from msvit_edge.export import export  # lazy: imports torch
+    from msvit_edge.measure.bench import BenchConfig, bench  # lazy: numpy and Pillow (CLI startup)
+    from msvit_edge.measure.overlay import gate_overlays  # lazy: numpy and Pillow (CLI startup)
+    from msvit_edge.measure.report import table  # lazy: numpy and Pillow (CLI startup)
 
     out = check_output(cfg.out, FOLDER, cfg.force)
     if out.exists():
@@ -53,8 +62,6 @@ def demo(cfg: DemoConfig) -> dict:
     settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
     report = _stage("bench", lambda: bench(settings), lambda r: _folder(out / "report", "report.md"))
     _stage("overlays", lambda: gate_overlays(bundle, out / "report" / "overlays"), lambda p: _folder(p[0], ""))
-    from msvit_edge.measure.report import table
-
     log.info(table(report))
     log.info(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
     return report
@@ -62,7 +69,7 @@ def demo(cfg: DemoConfig) -> dict:
 
 def demo_data() -> tuple[str, str]:
     """The demo's images: Fashion-MNIST scenes from the Debian package, else the sample shipped in the package."""
-    from msvit_edge.data import FASHION_MNIST_DIR, SCENES_SPEC
+    from msvit_edge.data import FASHION_MNIST_DIR, SCENES_SPEC  # lazy: imports torch
 
     if (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         return SCENES_SPEC, f"Fashion-MNIST scenes ({FASHION_MNIST_DIR})"
@@ -74,7 +81,7 @@ def demo_data() -> tuple[str, str]:
 
 def engine_plan() -> list[tuple[str, str]]:
     """(backend, precision) of each engine: ONNX Runtime fp32 and int8, and TensorRT fp16 and int8 with a GPU."""
-    from msvit_edge.build import choose_backend
+    from msvit_edge.build import choose_backend  # lazy: numpy and Pillow (CLI startup)
 
     plan = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     if importlib.util.find_spec("tensorrt") and choose_backend("auto")[0] == "tensorrt":
@@ -83,7 +90,7 @@ def engine_plan() -> list[tuple[str, str]]:
 
 
 def _build(bundle, backend: str, precision: str, data: str):
-    from msvit_edge.build import BuildConfig, build
+    from msvit_edge.build import BuildConfig, build  # lazy: numpy and Pillow (CLI startup)
 
     return build(BuildConfig(str(bundle.path), precision, backend, calib=data, calib_images=256))
 
@@ -106,22 +113,9 @@ def _folder(path: Path, words: str) -> tuple[Path, int, str]:
 
 
 def _export_cfg(out: Path, data: str, cfg: DemoConfig):
-    from msvit_edge.export import ExportConfig
+    from msvit_edge.export import ExportConfig  # lazy: imports torch
 
     return ExportConfig(out=str(out / "bundle"), calib=data, calib_images=cfg.calib_images)
-
-
-def gate_overlays(bundle, folder: Path) -> list[Path]:
-    """Overlays of the first 8 validation images: the gate's decisions as the ONNX Runtime pipeline makes them."""
-    from msvit_edge.engines.ort import OnnxRuntimePipeline
-    from msvit_edge.measure.overlay import write_overlays
-    from msvit_edge.model.config import MSViTConfig
-
-    ref = bundle.reference()
-    with OnnxRuntimePipeline(bundle) as pipe:
-        probs = pipe(bundle.preprocess(ref.images[:8]), bundle.threshold).probs
-    vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
-    return write_overlays(ref.images[:8], probs > bundle.threshold, 2 * vit.patch_size, folder)
 
 
 def _stage(name: str, run: Callable, outcome: Callable):

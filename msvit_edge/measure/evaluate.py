@@ -15,11 +15,13 @@ Outputs (written atomically into ``out``): ``report.json``, ``report.md``, ``tra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import track
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,10 +29,13 @@ from msvit_edge.bundle.preprocess import to_uint8
 from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import FolderKind, atomic_dir, check_output, write_json
+from msvit_edge.measure.eval_report import Tally, markdown, object_scores, plot_tradeoff, summary
+from msvit_edge.measure.overlay import write_overlays
 from msvit_edge.model.checkpoint import load_model
-from msvit_edge.model.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.model.msvit import MSViT, pack
 from msvit_edge.training.train import resolve_device
+
+__all__ = ["FOLDER", "SWEEP", "EvalConfig", "evaluate", "markdown", "object_regions"]  # cli imports markdown here
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FOLDER = FolderKind(
@@ -59,20 +64,6 @@ class EvalConfig:
         )
 
 
-@dataclass
-class _Tally:
-    """Per-image results of one setting, concatenated over batches."""
-
-    correct: list[Tensor] = field(default_factory=list)
-    counts: list[Tensor] = field(default_factory=list)
-    fine: list[Tensor] = field(default_factory=list)  # [B, R] fine decisions
-
-    def add(self, logits: Tensor, labels: Tensor, counts: Tensor, fine: Tensor) -> None:
-        self.correct.append((logits.argmax(1).cpu() == labels).float())
-        self.counts.append(counts.cpu().float())
-        self.fine.append(fine.cpu())
-
-
 def evaluate(cfg: EvalConfig) -> dict:
     """Evaluate as ``cfg`` says, write the report files, and return the report."""
     check_output(cfg.out, FOLDER, cfg.force)
@@ -90,15 +81,15 @@ def evaluate(cfg: EvalConfig) -> dict:
         "split": cfg.split,
         "images": len(dataset),
         "config": asdict(cfg),
-        "settings": {name: _summary(model, name, t) for name, t in tallies.items()},
+        "settings": {name: summary(model, name, t) for name, t in tallies.items()},
     }
     if on_object is not None:
-        report |= _object_scores(tallies, on_object)
+        report |= object_scores(tallies, on_object)
     with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(markdown(report))
         plot_tradeoff(report, tmp / "tradeoff.png")
-        write_overlays(model, dataset, tallies["msvit"], tmp / "overlays", cfg.overlays)
+        _overlays(model, dataset, tallies["msvit"], tmp / "overlays", cfg.overlays)
     return report
 
 
@@ -133,13 +124,10 @@ def _settings(model: MSViT, thresholds: tuple[float, ...], oracle: bool) -> dict
 @torch.no_grad()
 def _run(
     model: MSViT, dataset: Dataset, settings: dict[str, float | str], cfg: EvalConfig, on_object: Tensor | None
-) -> dict[str, _Tally]:
-    from rich.console import Console
-    from rich.progress import track
-
+) -> dict[str, Tally]:
     console = Console(stderr=True)  # a bar on a terminal only: elsewhere it would leave an empty line before an error
     model.eval()
-    tallies = {name: _Tally() for name in settings}
+    tallies = {name: Tally() for name in settings}
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size)
     for b, (images, labels) in enumerate(
@@ -178,30 +166,6 @@ def _random_like(fine: Tensor, generator: torch.Generator) -> Tensor:
     return ranks < k
 
 
-def _summary(model: MSViT, name: str, tally: _Tally) -> dict:
-    counts = torch.cat(tally.counts).numpy()
-    return {
-        "top1": float(torch.cat(tally.correct).mean()),
-        "tokens_mean": float(counts.mean()),
-        "tokens_std": float(counts.std()),
-        "tokens_min": int(counts.min()),
-        "tokens_max": int(counts.max()),
-        "tokens_p10_p50_p90": [float(np.percentile(counts, q)) for q in (10, 50, 90)],
-        "token_ratio": float(counts.mean() / model.vit_config.token_range.max),
-        "gmacs": float(np.mean([_macs(model, name, n) for n in counts])) / 1e9,
-    }
-
-
-def _macs(model: MSViT, name: str, tokens: float) -> float:
-    """MACs per image as each setting would be deployed: all-fine/all-coarse need no gate or second embedding."""
-    vit = model.vit_config
-    if name == "all-fine":
-        return vit_macs(vit)
-    if name == "all-coarse":
-        return patch_embed_macs(vit, model.num_regions) + encoder_macs(vit, tokens)
-    return msvit_macs(vit, model.config.gate, tokens)
-
-
 def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
     """Which regions touch the object's box [N, R] (bool), where the data set knows the box (scenes); else None."""
     base, indices = unwrap(dataset)
@@ -213,91 +177,9 @@ def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
     )
 
 
-def _object_scores(tallies: dict[str, _Tally], on_object: Tensor) -> dict:
-    """Each setting's fine regions against the object's box, and the gate's precision against a random gate's."""
-    scores = {}
-    for name in tallies:
-        fine = torch.cat(tallies[name].fine)
-        hits = (fine & on_object).sum().item()
-        scores[name] = {"recall": hits / on_object.sum().item(), "precision": hits / max(1, fine.sum().item())}
-    lift = scores["msvit"]["precision"] / max(1e-9, scores["random"]["precision"])
-    return {"object": scores | {"precision_vs_random": lift, "object_region_share": float(on_object.float().mean())}}
-
-
-def markdown(report: dict) -> str:
-    """The report as a Markdown page."""
-    lines = [
-        f"# MSViT evaluation: {report['checkpoint']} on {report['data']} ({report['split']}, "
-        f"{report['images']} images)",
-        "",
-        "| setting | top-1 | mean tokens | tokens p10/p50/p90 | token ratio | GMACs/image |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in report["settings"].items():
-        p = "/".join(f"{v:.0f}" for v in s["tokens_p10_p50_p90"])
-        lines.append(
-            f"| {name} | {100 * s['top1']:.2f}% | {s['tokens_mean']:.1f} (sd {s['tokens_std']:.1f}) | {p} "
-            f"| {s['token_ratio']:.3f} | {s['gmacs']:.4f} |"
-        )
-    if "object" in report:
-        o = report["object"]
-        lines += ["", "| gate | object recall | object precision |", "|---|---|---|"]
-        lines += [f"| {n} | {o[n]['recall']:.3f} | {o[n]['precision']:.3f} |" for n in report["settings"] if n in o]
-        lines += [
-            "",
-            f"Fine regions touch the object {o['precision_vs_random']:.2f}x as often as a random gate's "
-            f"(object regions are {100 * o['object_region_share']:.1f}% of all regions).",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def plot_tradeoff(report: dict, path: Path) -> None:
-    """Accuracy vs GMACs: the threshold sweep with the default threshold and the baselines marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = report["settings"]
-    sweep = sorted((v["gmacs"], 100 * v["top1"]) for k, v in s.items() if k.startswith("t="))
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(*zip(*sweep, strict=True), "o-", color="tab:blue", label="MSViT threshold sweep")
-    for name, style in (
-        ("msvit", "*"),
-        ("all-fine", "s"),
-        ("all-coarse", "v"),
-        ("random", "x"),
-        ("object-oracle", "D"),
-    ):
-        if name in s:
-            ax.plot(s[name]["gmacs"], 100 * s[name]["top1"], style, markersize=10, label=name)
-    ax.set(xlabel="GMACs per image", ylabel="top-1 (%)", title="Accuracy vs compute")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def write_overlays(model: MSViT, dataset: Dataset, tally: _Tally, folder: Path, n: int) -> None:
-    """PNGs of the first ``n`` images, 4x enlarged: fine regions show their 2x2 split, coarse regions are dimmed."""
-    from PIL import Image, ImageDraw
-
-    folder.mkdir()
-    fine = torch.cat(tally.fine)
-    vit, scale = model.vit_config, 4
-    G, region = vit.grid // 2, 2 * vit.patch_size * scale
-    for i in range(min(n, len(dataset))):
-        pixels = to_uint8(dataset[i][0][None].numpy(), vit.mean, vit.std)[0]
-        image = Image.fromarray(pixels).resize((vit.img_size * scale,) * 2, Image.NEAREST)
-        draw = ImageDraw.Draw(image, "RGBA")
-        for r in range(G * G):
-            x, y = (r % G) * region, (r // G) * region
-            if fine[i, r]:
-                half = region // 2
-                draw.rectangle([x, y, x + region - 1, y + region - 1], outline=(255, 60, 60, 255), width=2)
-                draw.line([x + half, y, x + half, y + region], fill=(255, 60, 60, 200))
-                draw.line([x, y + half, x + region, y + half], fill=(255, 60, 60, 200))
-            else:
-                draw.rectangle([x, y, x + region - 1, y + region - 1], fill=(0, 0, 0, 90), outline=(90, 90, 90, 255))
-        image.save(folder / f"{i:03d}.png")
+def _overlays(model: MSViT, dataset: Dataset, tally: Tally, folder: Path, n: int) -> None:
+    """The gate's decisions on the first ``n`` images, one PNG each (``overlay.write_overlays``, no sheet)."""
+    vit, count = model.vit_config, min(n, len(dataset))
+    pixels = [to_uint8(dataset[i][0][None].numpy(), vit.mean, vit.std)[0] for i in range(count)]
+    fine = torch.cat(tally.fine)[:count].numpy()
+    write_overlays(pixels, fine, 2 * vit.patch_size, folder, sheet=False)

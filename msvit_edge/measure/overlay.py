@@ -1,5 +1,7 @@
 """Gate overlays: an image with its coarse regions dimmed and its fine regions split 2x2. Torch-free (Pillow).
 
+``write_overlays`` is the one writer (the demo's sheet through ``gate_overlays``, ``eval``'s per-image PNGs).
+
 The picture that explains MSViT: plain background stays coarse, the object gets fine tokens.
 """
 
@@ -9,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from msvit_edge.bundle import Bundle
+from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.model.config import MSViTConfig
 
 FINE = (255, 60, 60)
 SCALE = 4  # the demo's 80 px scenes are small on screen
@@ -34,15 +40,19 @@ def overlay(pixels: np.ndarray, fine: np.ndarray, region: int, scale: int = SCAL
     return image
 
 
-def write_overlays(images: np.ndarray, fine: np.ndarray, region: int, folder: Path, columns: int = 4) -> list[Path]:
-    """One PNG per image in ``folder`` plus ``overlays.png``, a sheet of them all; returns the sheet's path first.
+def write_overlays(
+    images, fine: np.ndarray, region: int, folder: Path, columns: int = 4, sheet: bool = True
+) -> list[Path]:
+    """One PNG per image in ``folder`` (``000.png``, ...) and, with ``sheet``, ``overlays.png``, a sheet of them
+    all; returns the sheet's path first (when written), then the images'. The one overlay writer (demo, eval).
 
     Args:
-        images: uint8 [N, H, W, C].
+        images: uint8 [N, H, W, C] (an array or a list of images).
         fine: bool [N, R], each region's decision.
         region: Coarse region side, px.
         folder: Created if missing.
         columns: Images per row of the sheet.
+        sheet: Write the sheet too (only with at least one image).
     """
     folder.mkdir(parents=True, exist_ok=True)
     tiles = [overlay(img, f, region) for img, f in zip(images, fine, strict=True)]
@@ -50,10 +60,22 @@ def write_overlays(images: np.ndarray, fine: np.ndarray, region: int, folder: Pa
     for i, tile in enumerate(tiles):
         paths.append(folder / f"{i:03d}.png")
         tile.save(paths[-1])
+    if not (sheet and tiles):
+        return paths
     w, h = tiles[0].size
     rows = -(-len(tiles) // columns)
-    sheet = Image.new("RGB", (columns * w, rows * h), "white")
+    page = Image.new("RGB", (columns * w, rows * h), "white")
     for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % columns) * w, (i // columns) * h))
-    sheet.save(folder / "overlays.png")
+        page.paste(tile, ((i % columns) * w, (i // columns) * h))
+    page.save(folder / "overlays.png")
     return [folder / "overlays.png", *paths]
+
+
+def gate_overlays(bundle: Bundle, folder: Path, n: int = 8) -> list[Path]:
+    """Overlays of the bundle's first ``n`` validation images, with their sheet: the gate's decisions as the ONNX
+    Runtime pipeline makes them (a region is fine where its gate probability exceeds the bundle's threshold)."""
+    ref = bundle.reference()
+    with OnnxRuntimePipeline(bundle) as pipe:
+        probs = pipe(bundle.preprocess(ref.images[:n]), bundle.threshold).probs
+    vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
+    return write_overlays(ref.images[:n], probs > bundle.threshold, 2 * vit.patch_size, folder)

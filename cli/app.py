@@ -9,6 +9,7 @@ without any of them installed.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import warnings
@@ -52,9 +53,12 @@ _debug = {"on": False}  # --debug: tracebacks instead of one-line errors
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines: only warnings and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lines too."),
 ) -> None:
     """Train, export and deploy MSViT, a ViT with dynamic mixed-scale tokens."""
     _debug["on"] = debug
+    show(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -59,9 +60,13 @@ def export(
 
 def build(
     bundle: Path = typer.Option(Path("bundle"), help="Export bundle to build from (what `export` writes by default)."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 or int8 (int8 is calibrated on --calib images)."),
-    backend: str = typer.Option(
-        "auto", help="auto (TensorRT where it and a GPU exist, else ONNX Runtime), onnxruntime or tensorrt."
+    precision: Literal["fp32", "fp16", "int8"] = typer.Option(
+        "fp32", case_sensitive=False, help="int8 is calibrated on --calib images."
+    ),
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = typer.Option(
+        "auto",
+        case_sensitive=False,
+        help="auto: TensorRT where it and a GPU exist, else ONNX Runtime.",
     ),
     calib: str | None = typer.Option(
         None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -15,13 +17,15 @@ from msvit_edge.machine.doctor import diagnose, format_report
 def eval_(
     ckpt: str | None = typer.Option(None, help="msvit-edge checkpoint (default: the embedded demo checkpoint)."),
     data: str = DATA,
-    split: str = typer.Option(
-        "test", help="train, test, or val: the images the checkpoint's training held out (its recorded seed and size)."
+    split: Literal["train", "test", "val"] = typer.Option(
+        "test",
+        case_sensitive=False,
+        help="val: the images the checkpoint's training held out (its recorded seed and size).",
     ),
     out: Path = typer.Option(Path("runs/eval"), help="Report folder (report.json, report.md, plots, overlays)."),
     limit: int | None = typer.Option(None, min=1, help="Evaluate N images drawn at random (the same N on every run)."),
     overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     skip_corrupt: bool = SKIP_CORRUPT,
 ) -> None:
@@ -49,7 +53,9 @@ def bench(
         "bundle's PyTorch model eager on --device, torch-cudagraphs:BUNDLE with per-bucket CUDA graphs (CUDA "
         "only). Default: bundle.",
     ),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or jetson (adds power from jtop/tegrastats/sysfs)."),
+    device: Literal["auto", "cpu", "cuda", "jetson"] = typer.Option(
+        "auto", case_sensitive=False, help="jetson adds power (jtop, tegrastats, sysfs)."
+    ),
     data: str | None = typer.Option(
         None, help="Labelled test images (any form eval takes; default: the bundle's validation images)."
     ),
@@ -59,7 +65,9 @@ def bench(
     ),
     batch: str = typer.Option("1,32", help="Batch sizes to time, comma-separated."),
     thresholds: str | None = typer.Option(None, help="Gate thresholds to sweep, e.g. 0.3,0.5,0.7."),
-    batching: str = typer.Option("split", help="Mixed token counts in a batch: split (by bucket) or pad."),
+    batching: Literal["split", "pad"] = typer.Option(
+        "split", case_sensitive=False, help="Mixed token counts in a batch: split by bucket, or pad."
+    ),
     warmup: float = typer.Option(1.0, min=0.0, help="Seconds of untimed calls first."),
     min_seconds: float = typer.Option(3.0, min=0.0, help="Timed seconds per batch size."),
     iters: int | None = typer.Option(None, min=1, help="Timed calls per batch size (instead of --min-seconds)."),
@@ -97,9 +105,10 @@ def bench(
     )
 
 
-def doctor() -> None:
+def doctor(as_json: bool = typer.Option(False, "--json", help="The report as JSON, for scripts.")) -> None:
     """What is installed, which backends and precisions work here, and how to install what is missing."""
-    typer.echo(format_report(diagnose()))
+    report = diagnose()
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
 
 def demo(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -11,9 +12,15 @@ from msvit_edge.model.config import GateTraining
 
 
 def train(
-    out: Path = typer.Option(Path("runs/demo"), help="Output folder (checkpoints, logs, resolved config)."),
+    out: Path = typer.Option(
+        Path("runs/train"), help="Output folder (checkpoints, logs, resolved config): new or empty, or --resume."
+    ),
     data: str = DATA,
-    stage: str = typer.Option("msvit", help="'backbone': all-fine ViT (stage 1); 'msvit': gate + backbone with gBaS."),
+    stage: Literal["backbone", "msvit"] = typer.Option(
+        "msvit",
+        case_sensitive=False,
+        help="backbone: the all-fine ViT (stage 1); msvit: gate + backbone with gBaS.",
+    ),
     preset: str = typer.Option(
         "vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."
     ),
@@ -27,11 +34,13 @@ def train(
     num_classes: int | None = typer.Option(
         None, help="Classes of the classifier; an --init classifier with another number is replaced (fine-tuning)."
     ),
-    epochs: int = typer.Option(5, min=1),
+    epochs: int = typer.Option(5, min=1, help="Passes over the training split."),
     batch_size: int = typer.Option(128, min=2, help="Global batch size, split across torchrun processes."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine); never exceeded."),
     min_lr_fraction: float = typer.Option(0.01, help="The cosine decays to this fraction of the peak --lr."),
-    warmup_epochs: float = typer.Option(0.5, min=0.0),
+    warmup_epochs: float = typer.Option(
+        0.5, min=0.0, help="Epochs of linear learning-rate warm-up before the cosine decay."
+    ),
     fine_target: float = typer.Option(0.35, help="Compute budget: expected fraction of regions tokenized fine."),
     gbas_weight: float = typer.Option(1.0, help="Weight of the generalized batch-shaping loss."),
     gate_lr_mult: float = typer.Option(1.0, help="Learning-rate multiplier for the gate."),
@@ -43,19 +52,20 @@ def train(
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
     gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
-    gate_gradient: str = typer.Option(
+    gate_gradient: Literal["flip", "straight-through"] = typer.Option(
         "flip",
+        case_sensitive=False,
         help="How the task loss trains the gate: flip (the loss change when a sampled region changes scale; one "
         "extra forward per step) or straight-through (the paper's).",
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the weights, the data order, the scenes and the gate noise."),
     workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     calibrate: bool = typer.Option(
         True, "--calibrate-threshold/--no-calibrate-threshold", help="Stage 2: the threshold that meets --fine-target."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors and OUT/state.pt."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on a terminal."),
 ) -> None:
     """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
     cfg = _train_config(**locals())  # first: locals() is exactly the options here

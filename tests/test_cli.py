@@ -135,3 +135,46 @@ def test_help_shows_flags_as_flags():
         if command == ["export"]:  # boolean options: the flag, then at once its help, no value between
             assert re.search(r"^\s+--force\s{2,}Replace OUT", result.stdout, re.M), result.stdout
             assert re.search(r"^\s+--random-weights\s{2,}A latency-only", result.stdout, re.M), result.stdout
+
+
+def test_every_option_has_help_and_choices_are_listed_and_taken_in_any_case(tmp_path):
+    from typer.main import get_command
+
+    from msvit_edge.cli.app import app
+
+    root = get_command(app)
+    bare = [f"{name} {p.opts[0]}" for name, command in root.commands.items() for p in command.params
+            if p.param_type_name == "option" and not p.help and "--help" not in p.opts]  # fmt: skip
+    assert bare == []
+    assert "<fp32|fp16|int8>" in run("-m", "msvit_edge", "build", "--help").stdout
+    # INT8 is taken (the error is the missing bundle's, not the option's); a wrong name is refused as a usage error
+    taken = run("-m", "msvit_edge", "build", "--bundle", tmp_path / "none", "--precision", "INT8", cwd=tmp_path)
+    assert taken.returncode == 1 and "--precision" not in taken.stderr and "none" in taken.stderr
+    wrong = run("-m", "msvit_edge", "build", "--precision", "int4", cwd=tmp_path)
+    assert wrong.returncode == 2 and "int4" in wrong.stderr
+
+
+def test_train_refuses_a_non_empty_folder_it_did_not_write(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = run("-m", "msvit_edge", "train", "--out", tmp_path / "mine", "--train-size", "64", cwd=tmp_path)
+    assert result.returncode == 1 and "is not empty" in result.stderr and result.stderr.count("\n") == 1
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_doctor_json_is_the_report_as_data():
+    result = run("-m", "msvit_edge", "doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    from msvit_edge.machine.doctor import diagnose
+
+    assert report["capabilities"] == diagnose().to_dict()["capabilities"] and len(report["capabilities"]) >= 12
+
+
+def test_quiet_keeps_only_warnings_and_errors(bundle, tmp_path):
+    args = ["build", "--bundle", bundle.path, "--backend", "onnxruntime", "--out"]
+    loud = run("-m", "msvit_edge", *args, tmp_path / "a", cwd=tmp_path)
+    quiet = run("-m", "msvit_edge", "--quiet", *args, tmp_path / "b", cwd=tmp_path)
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr
+    assert f"engine: {tmp_path / 'a'}" in loud.stdout and quiet.stdout == ""
+    assert (tmp_path / "b" / "manifest.json").is_file()

@@ -61,6 +61,8 @@ def train(cfg: TrainConfig) -> Path:
     out = check_run_folder(cfg.out)
     if not cfg.resume and (out / "train.jsonl").exists():
         raise MsvitEdgeError("holds a training run already (pass --resume to continue it, or another --out)", out)
+    if not cfg.resume and out.is_dir() and any(out.iterdir()):  # never write into what someone else keeps
+        raise MsvitEdgeError("is not empty and holds no training run: pass an empty or new --out", out)
     rank, world = init_distributed()
     if cfg.batch_size % world:
         raise MsvitEdgeError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")

@@ -10,17 +10,27 @@ import typer
 from msvit_edge.cli.options import DATA, SKIP_CORRUPT
 from msvit_edge.model.config import GateTraining
 
+STAGE = typer.Option(
+    "msvit",
+    case_sensitive=False,
+    help="backbone: the all-fine ViT (stage 1); msvit: gate + backbone with gBaS.",
+)
+GATE_GRADIENT = typer.Option(
+    "flip",
+    case_sensitive=False,
+    help="How the task loss trains the gate: flip (the loss change when a sampled region changes scale; one "
+    "extra forward per step) or straight-through (the paper's).",
+)
+WARMUP_EPOCHS = typer.Option(0.5, min=0.0, help="Epochs of linear learning-rate warm-up before the cosine decay.")
+OUT = typer.Option(
+    Path("runs/train"), help="Output folder (checkpoints, logs, resolved config): new or empty, or --resume."
+)
+
 
 def train(
-    out: Path = typer.Option(
-        Path("runs/train"), help="Output folder (checkpoints, logs, resolved config): new or empty, or --resume."
-    ),
+    out: Path = OUT,
     data: str = DATA,
-    stage: Literal["backbone", "msvit"] = typer.Option(
-        "msvit",
-        case_sensitive=False,
-        help="backbone: the all-fine ViT (stage 1); msvit: gate + backbone with gBaS.",
-    ),
+    stage: Literal["backbone", "msvit"] = STAGE,
     preset: str = typer.Option(
         "vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."
     ),
@@ -38,9 +48,7 @@ def train(
     batch_size: int = typer.Option(128, min=2, help="Global batch size, split across torchrun processes."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine); never exceeded."),
     min_lr_fraction: float = typer.Option(0.01, help="The cosine decays to this fraction of the peak --lr."),
-    warmup_epochs: float = typer.Option(
-        0.5, min=0.0, help="Epochs of linear learning-rate warm-up before the cosine decay."
-    ),
+    warmup_epochs: float = WARMUP_EPOCHS,
     fine_target: float = typer.Option(0.35, help="Compute budget: expected fraction of regions tokenized fine."),
     gbas_weight: float = typer.Option(1.0, help="Weight of the generalized batch-shaping loss."),
     gate_lr_mult: float = typer.Option(1.0, help="Learning-rate multiplier for the gate."),
@@ -52,12 +60,7 @@ def train(
     val_size: int = typer.Option(5000, help="Items held out of the training split for validation."),
     clutter: int = typer.Option(0, help="Scenes: fragments of other items as background clutter."),
     gate_noise: bool = typer.Option(True, "--gate-noise/--no-gate-noise", help="Gumbel noise on the gate in training."),
-    gate_gradient: Literal["flip", "straight-through"] = typer.Option(
-        "flip",
-        case_sensitive=False,
-        help="How the task loss trains the gate: flip (the loss change when a sampled region changes scale; one "
-        "extra forward per step) or straight-through (the paper's).",
-    ),
+    gate_gradient: Literal["flip", "straight-through"] = GATE_GRADIENT,
     seed: int = typer.Option(0, help="Seed of the weights, the data order, the scenes and the gate noise."),
     workers: int = typer.Option(0, help="Data-loading worker processes (0: in the main process, best on few cores)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),

@@ -212,11 +212,27 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def read_json(file: Path, missing: str) -> object:
-    """The JSON document in ``file``; ``missing`` is the one-line error when there is no such file."""
+@dataclass(frozen=True)
+class JsonFile:
+    """A JSON document as read from one file: what it holds, and the sha256 of the very bytes it was parsed from (a
+    manifest's identity without reading it a second time)."""
+
+    path: Path
+    content: object
+    sha256: str
+
+
+def load_json(file: Path, missing: str) -> JsonFile:
+    """The JSON document in ``file``, read once; ``missing`` is the one-line error when there is no such file."""
     if not file.is_file():
         raise MsvitEdgeError(missing, file.parent)
+    data = file.read_bytes()
     try:
-        return json.loads(file.read_text())
+        return JsonFile(file, json.loads(data), hashlib.sha256(data).hexdigest())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MsvitEdgeError(f"manifest is not valid JSON ({e})", file) from None
+
+
+def read_json(file: Path, missing: str) -> object:
+    """The JSON document in ``file``; ``missing`` is the one-line error when there is no such file."""
+    return load_json(file, missing).content

@@ -3,7 +3,7 @@
 DIR/manifest.json   kind, schema version, backend and its version, precision, device, the source bundle (relative
                     path and sha256 of its manifest), graph or engine file per stage and the sha256 of every file
                     the engine runs, bucket plan with the batch range, build options, calibration facts, the cache
-                    key, and the post-build validation
+                    key, and the post-build validation (``msvit_edge.bundle.engine_manifest.EngineManifest``)
 DIR/*.plan          serialized engines (TensorRT); ONNX Runtime runs ONNX graphs directly, so its engine directory
                     holds only the manifest
 
@@ -21,22 +21,21 @@ takes either.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from msvit_edge.bundle import Bundle, Reference
 from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.engine_manifest import KIND, MISSING, READABLE, SCHEMA_VERSION, EngineManifest
+from msvit_edge.bundle.manifest import MISSING as BUNDLE_MISSING
+from msvit_edge.bundle.reader import Bundle, Reference
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import FolderKind, read_json, sha256
+from msvit_edge.io import FolderKind, JsonFile, load_json, sha256
 
-KIND = "msvit-edge-engine"
-SCHEMA_VERSION = 2  # 2: the sha256 of every file the engine runs ("files")
-READABLE = (1, 2)  # schema 1 folders open with a warning: they recorded no digests to check
-REQUIRED = {"backend": str, "precision": str, "device": dict, "bundle": dict, "graphs": dict, "buckets": dict}
+__all__ = ["FOLDER", "KIND", "READABLE", "SCHEMA_VERSION", "EngineDir", "EngineManifest", "open_source"]
 FOLDER = FolderKind(
     "an engine folder",
     "manifest.json",
@@ -46,31 +45,43 @@ FOLDER = FolderKind(
 
 
 class EngineDir:
-    """A read-only view of an engine directory; its bundle is opened (and its identity checked) with it."""
+    """A read-only view of an engine directory: its manifest is read once (into ``record``), and the bundle it was
+    built from is opened with it (``bundle``) and its identity checked, as is every file the engine runs.
 
-    def __init__(self, path: str | Path):
+    Args:
+        path: The engine folder.
+        document: Its manifest.json, when the caller read it already (``open_source``).
+    """
+
+    def __init__(self, path: str | Path, document: JsonFile | None = None):
         self.path = Path(path)
-        self.manifest = read_engine_manifest(self.path)
-        self.bundle = Bundle(self.path / self.manifest["bundle"]["path"])
-        if bundle_id(self.bundle) != self.manifest["bundle"]["sha256"]:
+        document = document or load_json(self.path / "manifest.json", MISSING)
+        self.record = EngineManifest.from_dict(document.content, document.path)
+        self.bundle = Bundle(self.path / self.record.bundle.path)
+        if self.bundle.id != self.record.bundle.sha256:
             raise MsvitEdgeError(
                 f"built for another bundle than {self.bundle.path} (its manifest changed since the build); "
                 "rebuild with msvit-edge build --force",
                 self.path,
             )
-        check_files(self.path, self.manifest)
+        check_files(self.path, self.record)
+
+    @cached_property
+    def manifest(self) -> dict:
+        """The manifest as a dict (``record.to_dict()``), for code that does not read the typed ``record`` yet."""
+        return self.record.to_dict()
 
     @property
     def backend(self) -> str:
-        return self.manifest["backend"]
+        return self.record.backend
 
     @property
     def precision(self) -> str:
-        return self.manifest["precision"]
+        return self.record.precision
 
     def graph(self, name: str) -> Path:
         """The file this engine runs for stage ``name`` (tokenizer, encoder, encoder_masked)."""
-        entry = self.manifest["graphs"].get(name)
+        entry = self.record.graphs.get(name)
         if entry is None:
             raise MsvitEdgeError(f"engine manifest has no {name!r} graph", self.path)
         path = self.path / entry
@@ -80,7 +91,7 @@ class EngineDir:
 
     @property
     def plan(self) -> BucketPlan:
-        return BucketPlan.from_dict(self.manifest["buckets"])
+        return self.record.buckets
 
     @property
     def threshold(self) -> float:
@@ -94,32 +105,29 @@ class EngineDir:
 
     def check_runs_here(self, backend_version: str | None, device: str) -> None:
         """Refuse an engine built for another device or backend version, with the reason."""
-        built = self.manifest
-        if built["device"].get("slug") != device:
+        built = self.record
+        if built.device.slug != device:
+            raise MsvitEdgeError(f"built for device {built.device.slug}, this is {device}; rebuild it here", self.path)
+        if backend_version is not None and built.backend_version != backend_version:
             raise MsvitEdgeError(
-                f"built for device {built['device'].get('slug')}, this is {device}; rebuild it here", self.path
-            )
-        if backend_version is not None and built.get("backend_version") != backend_version:
-            raise MsvitEdgeError(
-                f"built with {built['backend']} {built.get('backend_version')}, this is {backend_version}; rebuild "
-                "it here",
+                f"built with {built.backend} {built.backend_version}, this is {backend_version}; rebuild it here",
                 self.path,
             )
 
 
-def check_files(path: Path, manifest: dict) -> None:
+def check_files(path: Path, record: EngineManifest) -> None:
     """Every file the engine runs must be the one its manifest recorded (by sha256), or the folder is refused."""
-    if manifest["schema_version"] == 1:
+    if record.files is None:
         warnings.warn(
             f"{path}: built by an msvit-edge that recorded no file digests, so its files cannot be checked; "
             "rebuild it with msvit-edge build --force",
             stacklevel=3,
         )
         return
-    unrecorded = sorted(set(manifest["graphs"].values()) - manifest["files"].keys())
+    unrecorded = sorted(set(record.graphs.values()) - record.files.keys())
     if unrecorded:
         raise MsvitEdgeError(f"the engine manifest records no sha256 for {', '.join(unrecorded)}", path)
-    for file, digest in manifest["files"].items():
+    for file, digest in record.files.items():
         if not (path / file).is_file():
             raise MsvitEdgeError(f"engine file {file} is missing", path)
         if sha256(path / file) != digest:
@@ -135,39 +143,19 @@ def file_digests(path: Path, graphs: dict[str, str]) -> dict[str, str]:
     return {file: sha256(path / file) for file in sorted(set(graphs.values()))}
 
 
-def read_engine_manifest(path: Path) -> dict:
-    """The engine manifest at ``path``, checked for kind, schema and the keys every reader needs."""
-    file = path / "manifest.json"
-    manifest = read_json(file, "not an engine directory (no manifest.json)")
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-        raise MsvitEdgeError("not an engine manifest (kind is not msvit-edge-engine)", file)
-    if manifest.get("schema_version") not in READABLE:
-        raise MsvitEdgeError(f"engine schema {manifest.get('schema_version')} is not one of {READABLE}", file)
-    required = REQUIRED | ({"files": dict} if manifest["schema_version"] >= 2 else {})
-    for key, kind in required.items():
-        if not isinstance(manifest.get(key), kind):
-            raise MsvitEdgeError(f"engine manifest needs {key!r} ({kind.__name__})", file)
-    return manifest
-
-
-def is_engine_dir(path: str | Path) -> bool:
-    """Whether ``path`` holds an engine manifest (a bundle's manifest has no ``kind``)."""
-    try:
-        return json.loads((Path(path) / "manifest.json").read_text()).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def open_source(source: Bundle | EngineDir | str | Path) -> Bundle | EngineDir:
-    """A bundle or an engine directory, from either or from its path."""
+    """A bundle or an engine directory, from either or from its path; the manifest is read once, and handed to the
+    one that it is."""
     if isinstance(source, Bundle | EngineDir):
         return source
-    return EngineDir(source) if is_engine_dir(source) else Bundle(source)
+    document = load_json(Path(source) / "manifest.json", BUNDLE_MISSING)
+    is_engine = isinstance(document.content, dict) and document.content.get("kind") == KIND
+    return EngineDir(source, document) if is_engine else Bundle(source, document)
 
 
 def bundle_id(bundle: Bundle) -> str:
     """The bundle's identity: the sha256 of its manifest, which records every graph's I/O (and sha256)."""
-    return sha256(bundle.path / "manifest.json")
+    return bundle.id
 
 
 def default_engine_dir(bundle: Bundle, backend: str, precision: str, device: str) -> Path:

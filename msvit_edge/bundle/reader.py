@@ -2,7 +2,8 @@
 
 DIR/manifest.json        schema version, model config, source checkpoint sha256, graphs (I/O, sha256), bucket
                          plan, gate threshold, preprocessing (with a machine-readable resize rule), tool versions,
-                         export-time validation; checked against the graph files whenever a bundle is opened
+                         export-time validation (``msvit_edge.bundle.manifest.BundleManifest``); checked against
+                         the graph files whenever a bundle is opened
 DIR/tokenizer.onnx       images [B, C, H, W] (+ threshold []) -> tokens [B, M, D], counts [B], probs [B, R],
                          order [B, M]; static shapes but B; the selected tokens come first
 DIR/encoder.onnx         tokens [B, N, D] -> logits [B, K]; for batch 1 or equal counts (no mask)
@@ -14,20 +15,18 @@ DIR/reference.npz        validation images (uint8 NHWC), labels, and PyTorch's l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from msvit_edge.bundle.buckets import BucketPlan
-from msvit_edge.bundle.preprocess import check_images, load_images, preprocess, resize_rule
+from msvit_edge.bundle.manifest import GRAPHS, MISSING, SCHEMA_VERSION, BundleManifest, Graph
+from msvit_edge.bundle.preprocess import check_images, load_images, preprocess
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import FolderKind, read_json, sha256
+from msvit_edge.io import FolderKind, JsonFile, load_json, sha256
 
-SCHEMA_VERSION = 1
-GRAPHS = ("tokenizer", "encoder", "encoder_masked")
-# What every reader needs, and its JSON type. Everything else in a manifest is a record for people.
-_REQUIRED = {"model": dict, "graphs": dict, "buckets": dict, "threshold": (int, float), "preprocessing": dict}
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+__all__ = ["FOLDER", "GRAPHS", "SCHEMA_VERSION", "Bundle", "Reference", "check_graph", "io_description"]
 FOLDER = FolderKind(
     "an export bundle",
     "manifest.json",
@@ -56,39 +55,50 @@ class Reference:
 
 
 class Bundle:
-    """A read-only view of an export bundle folder, checked when opened: the manifest's schema, and that its graphs
-    are the files beside it (by sha256 where the manifest records one, else by their inputs and outputs)."""
+    """A read-only view of an export bundle folder, checked when opened: the manifest (read once, into ``record``),
+    and that its graphs are the files beside it (by sha256 where the manifest records one, else by their inputs and
+    outputs).
 
-    def __init__(self, path: str | Path):
+    Args:
+        path: The bundle folder.
+        document: Its manifest.json, when the caller read it already (``engine_folder.open_source``).
+    """
+
+    def __init__(self, path: str | Path, document: JsonFile | None = None):
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        missing = [f for name, entry in self.manifest["graphs"].items() for f in self._files(name, entry)]
+        document = document or load_json(self.path / "manifest.json", MISSING)
+        self.record = BundleManifest.from_dict(document.content, document.path)
+        self.id = document.sha256  # the bundle's identity: the sha256 of its manifest, as read
+        missing = [f for name, entry in self.record.graphs.items() for f in self._files(name, entry)]
         missing = [f.name for f in missing if not f.is_file()]
         if missing:
             raise MsvitEdgeError(f"bundle is missing {', '.join(missing)}", self.path)
-        for name, entry in self.manifest["graphs"].items():
+        for name, entry in self.record.graphs.items():
             check_graph(self.graph(name), entry)
+
+    @cached_property
+    def manifest(self) -> dict:
+        """The manifest as a dict (``record.to_dict()``), for code that does not read the typed ``record`` yet."""
+        return self.record.to_dict()
 
     def graph(self, name: str) -> Path:
         return self.path / f"{name}.onnx"
 
-    def _files(self, name: str, entry: dict) -> list[Path]:
-        return [self.graph(name), *([self.path / entry["data"]] if entry.get("data") else [])]
+    def _files(self, name: str, entry: Graph) -> list[Path]:
+        return [self.graph(name), *([self.path / entry.data] if entry.data else [])]
 
     @property
     def plan(self) -> BucketPlan:
-        return BucketPlan.from_dict(self.manifest["buckets"])
+        return self.record.buckets
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
+        return self.record.threshold
 
     @property
     def resize(self) -> dict:
         """How inputs reach the model's size (see ``msvit_edge.bundle.preprocess.resize_rule``)."""
-        pre = self.manifest["preprocessing"]
-        # manifests before the rule was data said it in prose; every msvit-edge version resized by this rule
-        return pre["resize"] if isinstance(pre.get("resize"), dict) else resize_rule(pre["size"])
+        return self.record.preprocessing.resize
 
     def reference(self) -> Reference:
         path = self.path / "reference.npz"
@@ -103,74 +113,23 @@ class Bundle:
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 images [B, S, S, C] -> the tokenizer's normalised float32 input [B, C, S, S]; other sizes, dtypes
         or channel counts are refused (``load_images`` brings photos to the model's size)."""
-        pre = self.manifest["preprocessing"]
-        check_images(images, pre["size"], len(pre["mean"]))
-        return preprocess(images, pre["mean"], pre["std"])
+        pre = self.record.preprocessing
+        check_images(images, pre.size, len(pre.mean))
+        return preprocess(images, pre.mean, pre.std)
 
 
-def read_manifest(folder: Path) -> dict:
-    """The bundle manifest in ``folder``, refused with the reason if a reader could trip on it."""
-    file = folder / "manifest.json"
-    manifest = read_json(file, "not an export bundle (no manifest.json)")
-    problem = manifest_problem(manifest)
-    if problem:
-        raise MsvitEdgeError(f"not a usable bundle manifest: {problem}", file)
-    return manifest
-
-
-def manifest_problem(m: object) -> str | None:
-    """What is wrong with a parsed manifest (schema version, required keys and their types), or None."""
-    if not isinstance(m, dict):
-        return f"it is {_json_type(m)}, not an object"
-    if m.get("schema_version") != SCHEMA_VERSION:
-        return f"schema_version is {m.get('schema_version')!r}, this msvit-edge reads {SCHEMA_VERSION}"
-    for key, kind in _REQUIRED.items():
-        if key not in m:
-            return f"no {key!r}"
-        if not isinstance(m[key], kind) or isinstance(m[key], bool):
-            return f"{key!r} is {_json_type(m[key])}, not {'a number' if kind == (int, float) else _JSON_TYPES[kind]}"
-    missing = [g for g in GRAPHS if g not in m["graphs"]]
-    if missing:
-        return f"'graphs' lacks {', '.join(missing)}"
-    for name, g in m["graphs"].items():
-        if not isinstance(g, dict) or not all(isinstance(g.get(k), list) for k in ("inputs", "outputs")):
-            return f"graphs.{name} needs 'inputs' and 'outputs' arrays"
-    if not 0 <= m["threshold"] <= 1:
-        return f"threshold {m['threshold']} is not in [0, 1]"
-    return _preprocessing_problem(m["preprocessing"]) or _buckets_problem(m["buckets"])
-
-
-def _preprocessing_problem(p: dict) -> str | None:
-    size, mean, std, resize = p.get("size"), p.get("mean"), p.get("std"), p.get("resize")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        return f"preprocessing.size must be a positive integer, got {size!r}"
-    if not (_numbers(mean) and _numbers(std) and len(mean) == len(std) > 0 and min(std) > 0):
-        return f"preprocessing.mean and .std must be equal-length arrays of numbers, std > 0; got {mean!r}, {std!r}"
-    if isinstance(resize, dict) and resize.get("size") != size:
-        return f"preprocessing.resize.size {resize.get('size')!r} is not preprocessing.size {size}"
-    return None
-
-
-def _buckets_problem(buckets: dict) -> str | None:
-    try:
-        plan = BucketPlan.from_dict(buckets)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        return f"'buckets' is not a bucket plan ({type(e).__name__}: {e})"
-    return None if plan.buckets else "'buckets' has no buckets"
-
-
-def check_graph(path: Path, entry: dict) -> None:
+def check_graph(path: Path, entry: Graph) -> None:
     """``path`` must be the graph ``entry`` (its manifest record) describes: same sha256, or if the manifest
-    records none (bundles before it did), the same inputs and outputs."""
-    if "sha256" in entry:
-        if sha256(path) != entry["sha256"]:
+    records none (schema 1 bundles before it did), the same inputs and outputs."""
+    if entry.sha256 is not None:
+        if sha256(path) != entry.sha256:
             raise MsvitEdgeError(
                 "is not the graph the manifest describes (sha256 differs): replaced, damaged, or the manifest "
                 "comes from another export",
                 path,
             )
         return
-    found, expected = io_description(path), {k: entry[k] for k in ("inputs", "outputs")}
+    found, expected = io_description(path), entry.io()
     if found != expected:
         raise MsvitEdgeError(
             f"does not match the manifest (graph {_signature(found)}; manifest {_signature(expected)}): the "
@@ -181,8 +140,8 @@ def check_graph(path: Path, entry: dict) -> None:
 
 def io_description(path: Path) -> dict:
     """A graph's inputs and outputs (name, numpy dtype, shape with symbolic dims as names), as manifests record."""
-    import onnx
-    from google.protobuf.message import DecodeError
+    import onnx  # lazy: onnx is heavy (a bundle of schema 2 opens without it)
+    from google.protobuf.message import DecodeError  # lazy: comes with onnx
 
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
@@ -210,11 +169,3 @@ def _signature(io: dict) -> str:
         )
 
     return f"{one(io['inputs'])} -> {one(io['outputs'])}"
-
-
-def _numbers(values: object) -> bool:
-    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def _json_type(value: object) -> str:
-    return "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else _JSON_TYPES[type(value)]

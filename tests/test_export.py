@@ -241,7 +241,7 @@ def test_nan_logits_fail_validation_and_leave_nothing(workdir, tmp_path):
 
 
 def test_a_model_over_the_protobuf_limit_keeps_its_weights_beside_each_graph(workdir, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 0)  # the tiny model stands in for one over 2 GB
+    monkeypatch.setattr(export_module.graphs, "PROTOBUF_LIMIT", 0)  # the tiny model stands in for one over 2 GB
     cfg = small_export(workdir, tmp_path / "bundle")
     bundle = export(cfg)  # validated in ONNX Runtime, which reads the side files
     for name in ("tokenizer", "encoder", "encoder_masked"):

@@ -1,0 +1,47 @@
+"""What ``msvit-edge export`` is asked to do: ``ExportConfig``, checked when made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from msvit_edge.errors import require
+
+OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
+SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
+
+
+@dataclass
+class ExportConfig:
+    out: str = "bundle"
+    ckpt: str | None = None  # None: the embedded demo checkpoint (or a random-weights preset)
+    preset: str | None = None  # with random_weights: a model of this preset, for latency only
+    random_weights: bool = False
+    fine_fraction: float | None = None  # set the threshold so this share of calibration regions is fine
+    buckets: int = 5  # one TensorRT profile each; why 5: docs/measurements.md
+    calib: str = "fashion-mnist-scenes"  # images whose token counts plan the buckets (training split)
+    calib_images: int = 2000
+    val_images: int = 128  # validation images (test split) stored with PyTorch's answers
+    threshold: float | None = None  # gate threshold baked into the manifest (default: the checkpoint's)
+    simplifier: str = "onnxslim"
+    max_batch: int = 64
+    force: bool = False
+    skip_corrupt: bool = False  # ImageFolder --calib: report and skip unreadable images and non-image files
+
+    def __post_init__(self) -> None:
+        checks = {
+            f"--simplifier must be one of {', '.join(SIMPLIFIERS)}, got {self.simplifier!r}": self.simplifier
+            in SIMPLIFIERS,
+            f"--buckets must be >= 1, got {self.buckets}": self.buckets >= 1,
+            f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images >= 1,
+            f"--val-images must be >= 1, got {self.val_images}": self.val_images >= 1,
+            f"max_batch must be >= 2 (the batch dim is traced at 2), got {self.max_batch}": self.max_batch >= 2,
+            "--random-weights needs --preset (which model to build)": self.preset is not None
+            or not self.random_weights,
+            "--preset builds a model with random weights: add --random-weights (or pass --ckpt)": self.preset is None
+            or self.random_weights,
+            "--ckpt and --random-weights exclude each other": not (self.ckpt and self.random_weights),
+            "--fine-fraction and --threshold exclude each other": self.fine_fraction is None or self.threshold is None,
+            f"--fine-fraction must be in (0, 1), got {self.fine_fraction}": self.fine_fraction is None
+            or 0 < self.fine_fraction < 1,
+        }
+        require(checks)

@@ -1,0 +1,32 @@
+"""PyTorch's answers on the validation images, stored in the bundle, and the bundle's FP32 graphs in ONNX Runtime
+held to them (``msvit_edge.bundle.validation``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from msvit_edge.bundle import Bundle, Reference, validation
+from msvit_edge.bundle.preprocess import preprocess, to_uint8
+from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.export.planning import dataset
+from msvit_edge.model.msvit import MSViT
+
+
+@torch.no_grad()
+def make_reference(model: MSViT, data: str, n: int, threshold: float, skip_corrupt: bool = False) -> Reference:
+    """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels."""
+    vit = model.vit_config
+    images, labels = next(iter(DataLoader(dataset(model, data, "test", n, skip_corrupt), batch_size=n)))
+    pixels = to_uint8(images.numpy(), vit.mean, vit.std)
+    x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
+    out = model.tokenize(x, threshold=threshold)
+    logits = torch.cat([model.encode(out.tokens[i : i + 1, : out.counts[i]]) for i in range(len(x))])
+    return Reference(pixels, labels.numpy().astype(np.int64), logits.numpy(), out.counts.numpy(), out.probs.numpy())
+
+
+def validate_bundle(bundle: Bundle, reference: Reference) -> dict:
+    """The bundle's FP32 graphs in ONNX Runtime against PyTorch's reference (``msvit_edge.bundle.validation``)."""
+    with OnnxRuntimePipeline(bundle) as pipe:
+        return validation.validate(pipe, reference, bundle.preprocess(reference.images), bundle.threshold)

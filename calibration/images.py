@@ -19,9 +19,14 @@ from msvit_edge.errors import MsvitEdgeError
 def default_data(bundle: Bundle) -> str:
     """The data the bundle's buckets were planned on (its training split is the default calibration set), where a
     name says where it is: the demo scenes, or a path an older bundle recorded and that exists here."""
-    from msvit_edge.data import SCENES_SPEC
+    from msvit_edge.data import SCENES_SPEC  # lazy: msvit_edge.data imports torch
 
-    calib = str(bundle.manifest["export"]["calib"])
+    calib = bundle.record.planned_on
+    if calib is None:
+        raise MsvitEdgeError(
+            "the bundle does not record the data its buckets were planned on: pass the calibration images with --calib",
+            bundle.path,
+        )
     if calib == SCENES_SPEC or (Path(calib).is_absolute() and Path(calib).exists()):
         return calib
     raise MsvitEdgeError(
@@ -46,18 +51,18 @@ def load_images(
         split: "train" (calibration, method comparison) or "test" (final evaluation only).
         seed: The permutation's seed.
     """
-    import torch
-    from torch.utils.data import DataLoader, Subset
+    import torch  # lazy: torch is heavy, and optional (a Jetson has none)
+    from torch.utils.data import DataLoader, Subset  # lazy: torch
 
-    from msvit_edge.data import open_dataset
+    from msvit_edge.data import open_dataset  # lazy: msvit_edge.data imports torch
 
-    pre = bundle.manifest["preprocessing"]
-    dataset = open_dataset(data or default_data(bundle), split, int(pre["size"]), pre["mean"], pre["std"])
+    pre = bundle.record.preprocessing
+    dataset = open_dataset(data or default_data(bundle), split, pre.size, pre.mean, pre.std)
     if offset >= len(dataset):
         raise MsvitEdgeError(f"the {split} split has {len(dataset)} images, none from image {offset} on")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[offset : offset + n]
     images, labels = [], []
     for x, y in DataLoader(Subset(dataset, order.tolist()), batch_size=256):
-        images.append(to_uint8(x.numpy(), pre["mean"], pre["std"]))
+        images.append(to_uint8(x.numpy(), pre.mean, pre.std))
         labels.append(y.numpy())
     return np.concatenate(images), np.concatenate(labels).astype(np.int64)

@@ -19,6 +19,7 @@ graphs, so a second call copies them instead of calibrating again. Any differenc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,15 +32,15 @@ import numpy as np
 
 from msvit_edge.bundle import GRAPHS, Bundle
 from msvit_edge.calibration import fp16, int8, qdq
+from msvit_edge.calibration.facts import PRECISIONS, BucketCoverage, CalibrationImages, PrecisionFacts
 from msvit_edge.calibration.isolated import Job
 from msvit_edge.calibration.tokens import check_images, encoder_feeds
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import FolderKind, atomic_dir, read_json, sha256, write_json
+from msvit_edge.io import FolderKind, atomic_dir, sha256
 from msvit_edge.machine.environment import package_version
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("onnxruntime", "tensorrt")
 ENCODERS = ("encoder", "encoder_masked")
 GRAPH_SET = FolderKind("a precision graph set", "facts.json", lambda f: "precision" in f, ("facts.json", "*.onnx"))
@@ -48,8 +49,15 @@ CACHE_FORMAT = 4  # bumped whenever the graphs a key names change (2: attention 
 
 class PrecisionGraphs(NamedTuple):
     graphs: dict[str, Path]  # tokenizer, encoder, encoder_masked (, vit) -> the ONNX file to build or run
-    facts: dict  # for the engine manifest: quantizer, method, calibration images and coverage, kept-FP32 ops
+    # ``PrecisionFacts.to_dict()`` (quantizer, method, calibration images and coverage, kept-FP32 ops); for fp32, the
+    # settings alone
+    facts: dict
     folder: Path | None = None  # where the graphs were delivered (None for fp32: the bundle's own graphs)
+
+    @property
+    def record(self) -> PrecisionFacts | None:
+        """The facts as a typed record; None for fp32 (the bundle's own graphs: nothing was made)."""
+        return None if self.folder is None else PrecisionFacts.from_dict(self.facts)
 
 
 def default_cache_dir() -> Path:
@@ -106,8 +114,8 @@ def cache_key(bundle: Bundle, images: np.ndarray | None, settings: dict) -> str:
     context = {
         "format": CACHE_FORMAT,
         "threshold": bundle.threshold,
-        "buckets": bundle.manifest["buckets"],
-        "preprocessing": bundle.manifest["preprocessing"],
+        "buckets": bundle.record.buckets.to_dict(),
+        "preprocessing": bundle.record.preprocessing.to_dict(),
         "settings": settings,
         "images": None if images is None else images_sha256(images),
         "versions": tool_versions(),
@@ -154,10 +162,10 @@ def precision_graphs(
         log.info(f"{precision}: calibration cache hit ({entry})")
     else:
         _make(bundle, settings, images, entry, key)
-    facts = json.loads((entry / "facts.json").read_text())
+    facts = PrecisionFacts.from_file(entry / "facts.json")
     folder = Path(out_dir) / graphs_folder(backend, precision, key)
     graphs = _deliver(bundle, entry, folder, facts)
-    return PrecisionGraphs(graphs, facts | {"cache": "hit" if hit else "miss"}, folder)
+    return PrecisionGraphs(graphs, dataclasses.replace(facts, cache="hit" if hit else "miss").to_dict(), folder)
 
 
 def graphs_folder(backend: str, precision: str, key: str) -> str:
@@ -175,7 +183,7 @@ def _check_int8_inputs(bundle: Bundle, images: np.ndarray | None, settings: dict
 def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path, key: str) -> None:
     """Make the precision graphs into cache folder ``entry`` (whole or not at all)."""
     with atomic_dir(entry, GRAPH_SET, force=True) as tmp:
-        facts = dict(settings)
+        calibration = None
         stages = converted(bundle)
         if settings["precision"] == "fp16":
             log.info(f"fp16: {', '.join(stages)} (ModelOpt AutoCast, {', '.join(settings['keep_fp32'])} kept FP32)")
@@ -187,19 +195,19 @@ def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path
                 jobs.append(Job(bundle.graph("vit"), tmp / "vit.onnx", image_feeds(bundle, images)))
             log.info(f"int8: {', '.join(stages)} ({settings['quantizer']}, {settings['method']} calibration)")
             _quantize(jobs, settings)
-            facts["calibration"] = calibration_facts(bundle, images, feeds.coverage)
-        write_json(tmp / "facts.json", facts | {"cache_key": key, "versions": tool_versions()})
+            calibration = calibration_facts(bundle, images, feeds.coverage)
+        PrecisionFacts(settings, key, tool_versions(), calibration).write(tmp / "facts.json")
 
 
-def calibration_facts(bundle: Bundle, images: np.ndarray, coverage: list[int]) -> dict:
+def calibration_facts(bundle: Bundle, images: np.ndarray, coverage: list[int]) -> CalibrationImages:
     """What the engine manifest records about a calibration: the images' count and hash, images per bucket."""
     buckets = bundle.plan.buckets
-    return {
-        "images": len(images),
-        "images_sha256": images_sha256(images),
-        "coverage": [{"min": b.min, "max": b.max, "images": n} for b, n in zip(buckets, coverage, strict=True)],
-        "missed_buckets": [i for i, n in enumerate(coverage) if n == 0],
-    }
+    return CalibrationImages(
+        images=len(images),
+        images_sha256=images_sha256(images),
+        coverage=tuple(BucketCoverage(b.min, b.max, n) for b, n in zip(buckets, coverage, strict=True)),
+        missed_buckets=tuple(i for i, n in enumerate(coverage) if n == 0),
+    )
 
 
 def _quantize(jobs: list[Job], settings: dict) -> None:
@@ -219,27 +227,25 @@ def image_feeds(bundle: Bundle, images: np.ndarray, batch: int = 32) -> list[dic
     return [{"images": bundle.preprocess(images[i : i + batch])} for i in range(0, len(images), batch)]
 
 
-def _deliver(bundle: Bundle, entry: Path, folder: Path, facts: dict) -> dict[str, Path]:
+def _deliver(bundle: Bundle, entry: Path, folder: Path, facts: PrecisionFacts) -> dict[str, Path]:
     """Copy the cached graphs into ``folder`` as ``NAME.PRECISION.onnx`` beside ``facts.json`` (with each graph's
     sha256); the tokenizer stays the bundle's. The folder appears whole or not at all; one that exists already
     holds these very graphs (its name is their key), and is checked instead."""
     if not (folder / "facts.json").is_file():
         names = [n for n in converted(bundle) if (entry / f"{n}.onnx").is_file()]
         with atomic_dir(folder, GRAPH_SET, force=True) as tmp:
-            files = {f"{n}.{facts['precision']}.onnx": entry / f"{n}.onnx" for n in names}
+            files = {f"{n}.{facts.precision}.onnx": entry / f"{n}.onnx" for n in names}
             for file, source in files.items():
                 shutil.copyfile(source, tmp / file)
-            write_json(tmp / "facts.json", facts | {"files": {f: sha256(tmp / f) for f in files}})
+            dataclasses.replace(facts, files={f: sha256(tmp / f) for f in files}).write(tmp / "facts.json")
     return {"tokenizer": bundle.graph("tokenizer")} | open_graphs(folder).graphs
 
 
 def open_graphs(folder: Path) -> PrecisionGraphs:
     """A delivered graph set (also one ``build --graphs-only`` made on another machine): its graphs by stage, checked
     against the sha256 that its facts.json records, and the facts."""
-    facts = read_json(folder / "facts.json", "not a precision graph folder (no facts.json)")
-    if not isinstance(facts, dict) or facts.get("precision") not in PRECISIONS:
-        raise MsvitEdgeError("not the facts of a precision graph set", folder / "facts.json")
-    digests = facts.get("files") or {f.name: None for f in folder.glob("*.onnx")}  # sets before digests: none
+    facts = PrecisionFacts.from_file(folder / "facts.json")
+    digests = facts.files or {f.name: None for f in folder.glob("*.onnx")}  # sets before digests: none
     for file, digest in digests.items():
         if not (folder / file).is_file():
             raise MsvitEdgeError("is missing from its precision graph set", folder / file)
@@ -250,4 +256,4 @@ def open_graphs(folder: Path) -> PrecisionGraphs:
                 folder / file,
             )
     graphs = {file.split(".", 1)[0]: folder / file for file in digests}
-    return PrecisionGraphs(graphs, facts, folder)
+    return PrecisionGraphs(graphs, facts.to_dict(), folder)

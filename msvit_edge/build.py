@@ -15,6 +15,7 @@ identical inputs reuses it and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -24,23 +25,26 @@ from pathlib import Path
 
 from msvit_edge import __version__
 from msvit_edge.bundle import GRAPHS, Bundle, validation
-from msvit_edge.bundle.engine_folder import (
-    FOLDER,
-    KIND,
-    SCHEMA_VERSION,
-    EngineDir,
-    bundle_id,
-    default_engine_dir,
-    file_digests,
-    relative_to,
-)
+from msvit_edge.bundle.engine_folder import FOLDER, EngineDir, default_engine_dir, file_digests, relative_to
+from msvit_edge.bundle.engine_manifest import Device, EngineManifest, SourceBundle
+from msvit_edge.calibration.facts import PrecisionFacts
+from msvit_edge.calibration.images import default_data, load_images
 from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
+from msvit_edge.calibration.precision import precision_graphs as make_precision_graphs
 from msvit_edge.calibration.tokens import DEFAULT_IMAGES as DEFAULT_CALIB_IMAGES
 from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
+from msvit_edge.engines import open_pipeline
+from msvit_edge.engines.tensorrt import build_engines, timing_cache_file
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import atomic_dir, check_output, write_json
 from msvit_edge.machine.doctor import missing_backend_error
-from msvit_edge.machine.environment import backend_version, has_nvidia_gpu, this_device, this_machine
+from msvit_edge.machine.environment import (
+    backend_version,
+    device_description,
+    has_nvidia_gpu,
+    this_device,
+    this_machine,
+)
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -92,17 +96,18 @@ def build(cfg: BuildConfig) -> EngineDir | Path:
     if cfg.graphs_only:
         log.info(f"precision graphs: {made.folder}")
         return made.folder
-    key = cache_key(bundle, backend, cfg, device, made.facts)
+    facts = made.record
+    key = cache_key(bundle, backend, cfg, device, facts.key_entry() if facts else {})
     if (reused := _reuse(out, key, cfg.force)) is not None:
         log.info(f"engine: {out} is up to date (same bundle, backend, precision, device and calibration): reused")
         return reused
     with atomic_dir(out, FOLDER, force=True) as tmp:
-        manifest = _manifest(bundle, backend, cfg, device, made.facts, key, out)
-        manifest["graphs"] = _engine_files(bundle, backend, made.graphs, tmp, out, cfg)
-        manifest["files"] = file_digests(tmp, manifest["graphs"])
-        write_json(tmp / "manifest.json", manifest)
-        manifest["validation"] = _validate(EngineDir(tmp), cfg.precision)
-        write_json(tmp / "manifest.json", manifest)
+        graphs = _engine_files(bundle, backend, made.graphs, tmp, out, cfg)
+        manifest = _manifest(bundle, backend, cfg, device, facts, key, out)
+        manifest = dataclasses.replace(manifest, graphs=graphs, files=file_digests(tmp, graphs))
+        manifest.write(tmp / "manifest.json")
+        manifest = dataclasses.replace(manifest, validation=_validate(EngineDir(tmp), cfg.precision))
+        manifest.write(tmp / "manifest.json")
     log.info(f"engine: {out}")
     return EngineDir(out)
 
@@ -143,14 +148,11 @@ def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str) -> Precisio
         made = open_graphs(Path(cfg.graphs) if cfg.graphs else _made_elsewhere(bundle, cfg, backend))
         log.info(f"precision graphs: {made.folder} (made by --graphs-only)")
         return made._replace(graphs=graphs | made.graphs)
-    from msvit_edge.calibration import precision_graphs as make
-    from msvit_edge.calibration.images import default_data, load_images
-
     images = None
     if cfg.precision == "int8":
         images, _ = load_images(bundle, cfg.calib, cfg.calib_images)
         log.info(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split)")
-    made = make(bundle, cfg.precision, backend, images, bundle.path / "precision")
+    made = make_precision_graphs(bundle, cfg.precision, backend, images, bundle.path / "precision")
     return made._replace(graphs=graphs | made.graphs)
 
 
@@ -180,14 +182,14 @@ def _made_elsewhere(bundle: Bundle, cfg: BuildConfig, backend: str) -> Path:
 
 def cache_key(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict) -> str:
     """sha256 of everything that decides the engine: bundle, backend and version, precision, device, calibration
-    and build options."""
+    (``PrecisionFacts.key_entry``) and build options."""
     inputs = {
-        "bundle": bundle_id(bundle),
+        "bundle": bundle.id,
         "backend": backend,
         "backend_version": backend_version(backend),
         "precision": cfg.precision,
         "device": device,
-        "calibration": {k: v for k, v in calibration.items() if k != "cache"},  # a cache hit is the same graphs
+        "calibration": calibration,
         "options": {"workspace_gb": cfg.workspace_gb, "opt_level": cfg.opt_level},
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
@@ -199,7 +201,7 @@ def _reuse(out: Path, key: str, force: bool) -> EngineDir | None:
     if force or not (out / "manifest.json").is_file():
         return None
     existing = EngineDir(out)  # refuses, naming the file, an engine folder whose files changed since its build
-    if existing.manifest.get("key") != key:
+    if existing.record.key != key:
         raise MsvitEdgeError(
             "holds an engine built from other inputs (bundle, calibration, settings or versions): pass --force to "
             "replace it",
@@ -208,36 +210,34 @@ def _reuse(out: Path, key: str, force: bool) -> EngineDir | None:
     return existing
 
 
-def _manifest(bundle: Bundle, backend: str, cfg: BuildConfig, device: str, calibration: dict, key: str, out: Path):
-    from msvit_edge.machine.environment import device_description
-
-    return {
-        "kind": KIND,
-        "schema_version": SCHEMA_VERSION,
-        "backend": backend,
-        "backend_version": backend_version(backend),
-        "precision": cfg.precision,
-        "device": {
-            "slug": device,
-            "description": device_description(this_machine()),
-            "cpu_int8": this_machine()["cpu"]["int8"],  # the kernels ONNX Runtime's INT8 graphs run on here
-        },
-        "bundle": {"path": relative_to(bundle.path, out), "sha256": bundle_id(bundle)},
-        "buckets": bundle.plan.to_dict(),
-        "build": {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only", "graphs")},
-        "calibration": {k: v for k, v in calibration.items() if k != "files"},
-        "tolerance": validation.tolerance_dict(cfg.precision),
-        "key": key,
-        "msvit_edge": __version__,
-    }
+def _manifest(
+    bundle: Bundle, backend: str, cfg: BuildConfig, device: str, facts: PrecisionFacts | None, key: str, out: Path
+) -> EngineManifest:
+    """The engine folder's manifest, without its files and their digests, or its validation (added once made)."""
+    machine = this_machine()
+    options = {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only", "graphs")}
+    return EngineManifest(
+        backend=backend,
+        backend_version=backend_version(backend),
+        precision=cfg.precision,
+        # cpu_int8: the kernels ONNX Runtime's INT8 graphs run on here
+        device=Device(device, device_description(machine), machine["cpu"]["int8"]),
+        bundle=SourceBundle(relative_to(bundle.path, out), bundle.id),
+        graphs={},
+        buckets=bundle.plan,
+        files={},
+        build=options,
+        calibration=facts.engine_entry() if facts else {},  # fp32: the bundle's own graphs, nothing to say
+        tolerance=validation.tolerance_dict(cfg.precision),
+        key=key,
+        msvit_edge=__version__,
+    )
 
 
 def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Path, cfg: BuildConfig) -> dict:
     """Build the backend's engine files into ``tmp``; returns {stage: path relative to the engine directory}."""
     if backend == "onnxruntime":
         return {name: relative_to(path, out) for name, path in graphs.items()}
-    from msvit_edge.engines.tensorrt import build_engines, timing_cache_file
-
     # in the bundle's engines folder where it can be (--force rebuilds reuse it), else in the engine folder
     cache = timing_cache_file(bundle.path / "engines", out, tmp, f"{backend_version(backend)}-{this_device()}")
     facts = build_engines(graphs, bundle, tmp, cfg.precision, cfg.workspace_gb, cfg.opt_level, cache)
@@ -246,14 +246,12 @@ def _engine_files(bundle: Bundle, backend: str, graphs: dict, tmp: Path, out: Pa
 
 
 def _validate(engine: EngineDir, precision: str) -> dict:
-    from msvit_edge.engines import open_pipeline
-
     reference = engine.reference()
     with open_pipeline(engine) as pipe:
         report = validation.validate(pipe, reference, engine.preprocess(reference.images), engine.threshold)
     what = f"{engine.backend} {precision}"
     log.info(validation.describe(report, what))
-    latency_only = bool(engine.bundle.manifest.get("latency_only"))
+    latency_only = engine.bundle.record.latency_only
     tolerance = validation.TOLERANCES[precision]
     validation.check(report, tolerance, what, latency_only)
     log.info(f"validation passed: {validation.criterion(tolerance, latency_only)}")

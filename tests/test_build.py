@@ -46,11 +46,21 @@ def op_types(path) -> set[str]:
 
 def test_each_precision_is_validated_with_identical_token_counts(engines):
     for precision, engine in engines.items():
-        v = engine.manifest["validation"]
+        v = engine.record.validation
         assert engine.precision == precision and engine.backend == "onnxruntime"
         assert v["batch1"]["counts_equal"] and v["batched"]["counts_equal"]
-        assert engine.manifest["tolerance"] == build_module.validation.tolerance_dict(precision)
-    assert engines["fp32"].manifest["validation"]["batch1"]["logits"]["max_abs"] <= 1e-4
+        assert engine.record.tolerance == build_module.validation.tolerance_dict(precision)
+    assert engines["fp32"].record.validation["batch1"]["logits"]["max_abs"] <= 1e-4
+
+
+def test_the_engine_manifest_is_its_record_as_written(engines):
+    from msvit_edge.bundle.engine_manifest import SCHEMA_VERSION, EngineManifest
+
+    for engine in engines.values():
+        written = json.loads((engine.path / "manifest.json").read_text())
+        assert written["schema_version"] == SCHEMA_VERSION and engine.record.to_dict() == written
+        assert EngineManifest.from_dict(written) == engine.record and engine.record.bundle.sha256 == engine.bundle.id
+    assert engines["fp32"].record.calibration == {} and engines["int8"].record.calibration["schema_version"] == 1
 
 
 def test_int8_and_fp16_run_changed_encoders_and_the_fp32_tokenizer(engines, bundle):
@@ -60,35 +70,35 @@ def test_int8_and_fp16_run_changed_encoders_and_the_fp32_tokenizer(engines, bund
     assert "QuantizeLinear" not in op_types(bundle.graph("encoder"))
     fp16_encoder = onnx.load(str(fp16.graph("encoder")))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16_encoder.graph.initializer)
-    assert int8.manifest["calibration"]["calibration"]["images"] == 200
+    assert int8.record.calibration["calibration"]["images"] == 200
     assert "QuantizeLinear" in op_types(int8.graph("vit"))  # bench's plain ViT runs at the engine's precision
 
 
 def test_precision_graphs_live_in_the_bundle_in_a_keyed_folder_and_engines_find_them_by_relative_path(engines, bundle):
     engine = engines["int8"]
-    entry = engine.manifest["graphs"]["encoder"]
+    entry = engine.record.graphs["encoder"]
     folder = (engine.path / entry).resolve().parent
     assert not entry.startswith("/") and folder.parent == bundle.path.resolve() / "precision"
-    assert folder.name == f"onnxruntime-int8-{engine.manifest['calibration']['cache_key'][:12]}"
-    assert set(engine.manifest["files"]) == set(engine.manifest["graphs"].values())
+    assert folder.name == f"onnxruntime-int8-{engine.record.calibration['cache_key'][:12]}"
+    assert set(engine.record.files) == set(engine.record.graphs.values())
 
 
 def test_a_second_calibration_never_changes_what_the_first_engine_runs(engines, bundle, workdir, tmp_path):
     """Engine A calibrated on 200 images, engine B on 150: A still runs A's graphs and gives A's numbers."""
     a = engines["int8"]
-    before = {f: (a.path / f).read_bytes() for f in a.manifest["files"]}
+    before = {f: (a.path / f).read_bytes() for f in a.record.files}
     b = build(
         BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 150, str(tmp_path / "b"))
     )
-    assert b.manifest["graphs"]["encoder"] != a.manifest["graphs"]["encoder"]
-    assert {f: (a.path / f).read_bytes() for f in a.manifest["files"]} == before
+    assert b.record.graphs["encoder"] != a.record.graphs["encoder"]
+    assert {f: (a.path / f).read_bytes() for f in a.record.files} == before
     ref = bundle.reference()
     with open_pipeline(a.path) as pipe:  # the validation's batched mode, again
         outs = [
             pipe(bundle.preprocess(ref.images[i : i + 32]), bundle.threshold) for i in range(0, len(ref.images), 32)
         ]
     logits = np.concatenate([o.logits for o in outs])
-    recorded = a.manifest["validation"]["batched"]["logits"]
+    recorded = a.record.validation["batched"]["logits"]
     assert np.abs(logits - ref.logits).max() == pytest.approx(recorded["max_abs"], rel=1e-6)
 
 
@@ -97,7 +107,7 @@ def test_an_engine_folder_whose_files_changed_is_refused_in_one_line_naming_the_
     shutil.copytree(bundle.path, folder, ignore=shutil.ignore_patterns("engines", "precision"))
     cfg = BuildConfig(str(folder), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200)
     engine = build(cfg)  # the calibration cache holds these graphs: no calibration runs
-    graph = (engine.path / engine.manifest["graphs"]["encoder"]).resolve()
+    graph = (engine.path / engine.record.graphs["encoder"]).resolve()
     data = bytearray(graph.read_bytes())
     data[-1] ^= 1  # the last byte: the graph still parses
     graph.write_bytes(bytes(data))
@@ -146,7 +156,7 @@ def test_a_second_identical_build_reuses_the_engine(engines, bundle, workdir, ca
     cfg = BuildConfig(str(bundle.path), "int8", "onnxruntime", str(workdir / "fmnist.npz"), 200, str(engine.path))
     with caplog.at_level(logging.INFO, logger="msvit_edge"):
         again = build(cfg)
-    assert any("reused" in line for line in caplog.messages) and again.manifest["key"] == engine.manifest["key"]
+    assert any("reused" in line for line in caplog.messages) and again.record.key == engine.record.key
     assert (engine.path / "manifest.json").stat().st_mtime_ns == before
 
 
@@ -168,7 +178,7 @@ def test_an_engine_dir_runs_through_open_pipeline(engines, bundle):
 def test_an_engine_for_another_device_is_refused(engines):
     engine = engines["fp32"]
     with pytest.raises(MsvitEdgeError, match=r"built for device cpu-.*, this is jetson-agx-thor; rebuild it here"):
-        engine.check_runs_here(engine.manifest["backend_version"], "jetson-agx-thor")
+        engine.check_runs_here(engine.record.backend_version, "jetson-agx-thor")
 
 
 def test_an_engine_whose_bundle_changed_is_refused(bundle, tmp_path):
@@ -197,7 +207,7 @@ def test_a_jetson_without_modelopt_builds_from_the_graphs_a_workstation_made(bun
     assert folder.parent == bundle.path / "precision" and folder.name.startswith("onnxruntime-fp16-")
     monkeypatch.setattr(build_module, "_can_make_graphs", lambda: False)
     made = build_module.precision_graphs(bundle, cfg, "onnxruntime")
-    assert made.graphs["encoder"] == folder / "encoder.fp16.onnx" and made.facts["precision"] == "fp16"
+    assert made.graphs["encoder"] == folder / "encoder.fp16.onnx" and made.record.precision == "fp16"
     assert made.graphs["tokenizer"] == bundle.graph("tokenizer")
     missing = BuildConfig(str(bundle.path), "int8", "tensorrt")
     with pytest.raises(MsvitEdgeError, match=r"--backend tensorrt --precision int8 --graphs-only"):
@@ -252,6 +262,6 @@ def test_open_pipeline_refuses_an_engine_built_for_another_device(bundle, tmp_pa
 def test_int8_calibration_renders_the_default_scenes_at_the_model_size(bundle):
     from msvit_edge.calibration.images import load_images
 
-    size = bundle.manifest["preprocessing"]["size"]
+    size = bundle.record.preprocessing.size
     images, _ = load_images(bundle, "fashion-mnist-scenes", n=4)  # a 224 px DeiT-S bundle calibrates the same way
     assert images.shape == (4, size, size, 3) and images.dtype == np.uint8

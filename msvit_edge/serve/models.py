@@ -32,7 +32,8 @@ def _utils():
 def tensor(pb, name: str, array: np.ndarray):
     """A python-backend tensor from a numpy array, through DLPack: the stubs pytriton 0.7.0 ships were built against
     numpy 1, and their ``Tensor(name, array)`` misreads a numpy 2 array's byte size (0 bytes, or a shape mismatch)."""
-    return pb.Tensor.from_dlpack(name, np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    return pb.Tensor.from_dlpack(name, array if array.flags.writeable else array.copy())  # DLPack 0.8: no read-only
 
 
 def array(pb, request, name: str) -> np.ndarray:

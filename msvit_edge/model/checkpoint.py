@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import atomic_path
 from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.factory import create_model
 from msvit_edge.model.msvit import MSViT
 
 FORMAT = "msvit-edge/1"
@@ -74,11 +75,11 @@ def read_torch_file(path: str | Path) -> dict:
 
 
 def load_vit_weights(model: nn.Module, path: str | Path, reset_head: bool = False) -> None:
-    """Load a timm/DeiT ViT checkpoint into ``model`` (a ``VisionTransformer`` or ``MSViT``).
+    """Load a timm/DeiT ViT checkpoint into ``model`` (a ``VisionTransformer``, ``MSViT`` or ``MSViTSegmenter``).
 
-    Position embeddings are resized (bicubic, as timm does) when the checkpoint's grid differs. The gate, absent
-    from ViT checkpoints, keeps its initialisation. Anything else missing, unexpected or of the wrong shape is an
-    error that lists it.
+    Position embeddings are resized (bicubic, as timm does) when the checkpoint's grid differs. The gate and a
+    segmenter's decoder, absent from ViT checkpoints, keep their initialisation; a classifier's ``head`` means nothing
+    to a segmenter and is dropped. Anything else missing, unexpected or of the wrong shape is an error that lists it.
 
     Args:
         model: The model to fill.
@@ -88,11 +89,11 @@ def load_vit_weights(model: nn.Module, path: str | Path, reset_head: bool = Fals
     """
     sd = read_state_dict(path)
     expected = model.state_dict()
-    if reset_head:
+    if reset_head or "head.weight" not in expected:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.") or _fits(v, expected.get(k))}
     if "pos_embed" in sd and sd["pos_embed"].shape != model.pos_embed.shape:
         sd["pos_embed"] = resize_pos_embed(sd["pos_embed"], model.vit_config.grid)
-    optional = {k for k in expected if k.startswith("gate.") or (reset_head and k.startswith("head."))}
+    optional = {k for k in expected if k.startswith(("gate.", "decoder.")) or (reset_head and k.startswith("head."))}
     _check_keys(sd, expected, optional, path)
     model.load_state_dict(sd, strict=False)
 
@@ -185,13 +186,17 @@ def _fits(tensor: Tensor, expected: Tensor | None) -> bool:
 
 
 def load_checkpoint(path: str | Path) -> tuple[MSViT, dict]:
-    """Build the model an msvit-edge checkpoint describes and load its weights; returns (model in eval mode, meta)."""
+    """Build the model an msvit-edge checkpoint describes (its config's task says which) and load its weights.
+
+    Returns:
+        (model in eval mode: an ``MSViT``, or an ``MSViTSegmenter`` for a segmentation checkpoint, meta).
+    """
     header = read_checkpoint_header(path)
     try:
         cfg = MSViTConfig.from_dict(json.loads(header["msvit_edge.config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise MsvitEdgeError(f"checkpoint config is unreadable ({_first_line(e)})", path) from None
-    model = MSViT(cfg)
+    model = create_model(cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}
     _check_keys(sd, model.state_dict(), set(), Path(path))
     model.load_state_dict(sd)

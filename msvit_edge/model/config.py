@@ -1,7 +1,9 @@
 """Model configuration: plain dataclasses, importable without PyTorch (a Jetson reads them from a bundle manifest).
 
 What a checkpoint and a bundle manifest describe is ``MSViTConfig``: the backbone (``ViTConfig``), the gate's
-architecture (``GateConfig``) and the default gate threshold. How training samples the gate's decisions
+architecture (``GateConfig``), the default gate threshold and the task (``TASKS``: a classifier reads the CLS token, a
+segmenter decodes every fine cell, ``msvit_edge.model.segmenter``). The class count is the backbone's
+``num_classes`` either way (a segmenter's includes its background class). How training samples the gate's decisions
 (``GateTraining``) belongs to a training run, not to the model, so it is never stored with the weights.
 """
 
@@ -17,6 +19,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # What checkpoints and manifests written before GateTraining existed stored in "gate"; read and dropped (training
 # settings) or moved (the threshold).
 _LEGACY_GATE_KEYS = ("threshold", "temperature", "noise", "gradient")
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
+TASKS = (CLASSIFICATION, SEGMENTATION)
 
 
 class TokenRange(NamedTuple):
@@ -128,15 +132,25 @@ class MSViTConfig:
     """What an MSViT checkpoint is: backbone, gate architecture, and the gate threshold it deploys with.
 
     ``threshold``: fine iff p > threshold (0 = all fine, 1 = all coarse). A deploy-time knob, no retraining;
-    training calibrates its default to the fine-region budget.
+    training calibrates its default to the fine-region budget. ``task``: one of ``TASKS``.
     """
 
     vit: ViTConfig = field(default_factory=ViTConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     threshold: float = 0.5
+    task: str = CLASSIFICATION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise MsvitEdgeError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As checkpoints and manifests store it. A classifier's has no "task": files stay as they were before
+        segmentation existed, and a reader that does not know the key still reads every classifier."""
+        d = asdict(self)
+        if self.task == CLASSIFICATION:
+            del d["task"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> MSViTConfig:
@@ -145,4 +159,4 @@ class MSViTConfig:
         gate = dict(d.get("gate", {}))
         legacy = {k: gate.pop(k) for k in _LEGACY_GATE_KEYS if k in gate}
         threshold = d.get("threshold", legacy.get("threshold", cls.threshold))
-        return cls(ViTConfig(**vit), GateConfig(**gate), float(threshold))
+        return cls(ViTConfig(**vit), GateConfig(**gate), float(threshold), d.get("task", CLASSIFICATION))

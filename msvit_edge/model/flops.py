@@ -1,7 +1,8 @@
 """Multiply-accumulate (MAC) counts per image, the one axis every report places results on.
 
 Counted: matrix products (patch embedding, attention projections, attention scores and mixing, MLP, gate, head).
-Not counted: normalisation, softmax, activations, additions (the usual convention; they are a few % at most).
+Not counted: normalisation, softmax, activations, additions, a segmenter's gather and bilinear upsampling (the usual
+convention; they are a few % at most).
 Per transformer layer with N tokens (CLS included) of width D and MLP ratio r: ``(4 + 2r) N D^2 + 2 N^2 D``, i.e.
 ``12 N D^2 + 2 N^2 D`` for r = 4. DeiT-S at 197 tokens: 4.60 GMACs.
 
@@ -12,14 +13,21 @@ FLOP counter (``count_macs`` in tests/conftest.py). Not in the formulas: the tok
 
 from __future__ import annotations
 
-from msvit_edge.model.config import GateConfig, ViTConfig
+from msvit_edge.model.config import CLASSIFICATION, SEGMENTATION, GateConfig, ViTConfig
 
 
-def encoder_macs(cfg: ViTConfig, tokens: float) -> float:
-    """MACs of the transformer blocks and the head for ``tokens`` tokens (CLS included)."""
+def encoder_macs(cfg: ViTConfig, tokens: float, task: str = CLASSIFICATION) -> float:
+    """MACs of the transformer blocks and the task's head for ``tokens`` tokens (CLS included)."""
     D, N = cfg.embed_dim, tokens
     per_layer = (4 + 2 * cfg.mlp_ratio) * N * D * D + 2 * N * N * D
-    return cfg.depth * per_layer + D * cfg.num_classes
+    return cfg.depth * per_layer + head_macs(cfg, task)
+
+
+def head_macs(cfg: ViTConfig, task: str = CLASSIFICATION) -> float:
+    """The classifier's head reads the CLS token; a segmenter's linear decoder reads every fine cell, whatever the
+    token count (``msvit_edge.model.segmenter``)."""
+    cells = cfg.num_patches if task == SEGMENTATION else 1
+    return cells * cfg.embed_dim * cfg.num_classes
 
 
 def patch_embed_macs(cfg: ViTConfig, patches: int) -> float:
@@ -33,15 +41,17 @@ def gate_macs(cfg: ViTConfig, gate: GateConfig) -> float:
     return cfg.num_regions * per_region
 
 
-def vit_macs(cfg: ViTConfig, tokens: float | None = None) -> float:
+def vit_macs(cfg: ViTConfig, tokens: float | None = None, task: str = CLASSIFICATION) -> float:
     """A plain ViT's MACs per image (all-fine tokens unless ``tokens`` is given)."""
-    return patch_embed_macs(cfg, cfg.num_patches) + encoder_macs(cfg, cfg.token_range.max if tokens is None else tokens)
+    tokens = cfg.token_range.max if tokens is None else tokens
+    return patch_embed_macs(cfg, cfg.num_patches) + encoder_macs(cfg, tokens, task)
 
 
-def msvit_macs(cfg: ViTConfig, gate: GateConfig, tokens: float) -> float:
+def msvit_macs(cfg: ViTConfig, gate: GateConfig, tokens: float, task: str = CLASSIFICATION) -> float:
     """MSViT's MACs per image with ``tokens`` selected tokens.
 
     The tokenizer embeds every candidate (all fine patches and all coarse regions: that is what the deployed static
     tokenizer graph computes) and runs the gate on every region; the encoder sees only the selected tokens.
     """
-    return patch_embed_macs(cfg, cfg.num_patches + cfg.num_regions) + gate_macs(cfg, gate) + encoder_macs(cfg, tokens)
+    embed = patch_embed_macs(cfg, cfg.num_patches + cfg.num_regions)
+    return embed + gate_macs(cfg, gate) + encoder_macs(cfg, tokens, task)

@@ -17,7 +17,7 @@ import warnings
 import typer
 
 from msvit_edge import __version__
-from msvit_edge.cli import deploy, measure
+from msvit_edge.cli import deploy, measure, serve
 from msvit_edge.cli import train as train_command
 from msvit_edge.errors import MsvitEdgeError, first_line
 from msvit_edge.io import stop_on, stopped
@@ -38,6 +38,9 @@ app.command("build")(deploy.build)
 app.command("bench")(measure.bench)
 app.command("doctor")(measure.doctor)
 app.command("demo")(measure.demo)
+app.command("triton-repo")(serve.triton_repo)
+app.command("serve")(serve.serve)
+app.command("loadtest")(serve.loadtest)
 
 
 def _version(value: bool) -> None:

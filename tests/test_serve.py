@@ -198,3 +198,15 @@ def test_sigkill_of_serve_takes_its_server_down_too(engine, tmp_path):
     process.kill()
     process.wait(10)
     assert _gone(server_pid, 45)  # PR_SET_PDEATHSIG: the server is told, and drains
+
+
+def test_the_triton_repo_command_writes_the_repository_and_keeps_a_users_folder(engine, tmp_path):
+    cli = [sys.executable, "-m", "msvit_edge", "triton-repo", str(engine.path), "--out"]
+    made = subprocess.run([*cli, str(tmp_path / "repo")], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "repo" / "msvit" / "config.pbtxt").is_file() and "repository:" in made.stdout
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    refused = subprocess.run([*cli, str(tmp_path / "mine"), "--force"], capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

@@ -1,0 +1,63 @@
+"""``msvit-edge triton-repo``, ``serve`` and ``loadtest``: an engine folder on NVIDIA Triton Inference Server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from msvit_edge.cli.options import numbers
+
+
+def triton_repo(
+    source: Path = typer.Argument(..., help="Engine folder (from `build`) or bundle (its FP32 graphs)."),
+    out: Path = typer.Option(..., "--out", help="The Triton model repository to write."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if msvit-edge wrote it."),
+) -> None:
+    """Write a Triton model repository: a router with dynamic batching and one encoder model per bucket."""
+    from msvit_edge.serve import triton_repo as write  # lazy: imports onnxruntime and tritonclient
+
+    repo = write(source, out, force)
+    where = "runs on this machine's tritonserver" if repo.runs_here else "needs a GPU Triton server"
+    typer.echo(f"repository: {repo.path} ({len(repo.models)} models, {repo.backend}; {where})")
+
+
+def serve(
+    source: Path = typer.Argument(..., help="Engine folder (from `build`) or bundle (its FP32 graphs)."),
+    host: str = typer.Option("127.0.0.1", help="Address every endpoint binds."),
+    http_port: int = typer.Option(8000, help="HTTP/REST port."),
+    grpc_port: int = typer.Option(8001, help="gRPC port."),
+    metrics_port: int = typer.Option(8002, help="Prometheus metrics port."),
+    work: Path | None = typer.Option(None, help="Work folder for the repository and log (default: a temporary one)."),
+    tritonserver: Path | None = typer.Option(None, help="Another tritonserver binary (an NGC container's, JetPack's)."),
+    log: Path | None = typer.Option(None, help="Server log file (default: WORK/tritonserver.log)."),
+) -> None:
+    """Serve an engine folder on a real Triton server until Ctrl-C or SIGTERM (in-flight requests are answered)."""
+    from msvit_edge.serve import Ports  # lazy: imports onnxruntime and tritonclient
+    from msvit_edge.serve import serve as run  # lazy: imports onnxruntime and tritonclient
+
+    def ready(server) -> None:
+        ports = f"http {server.url}, grpc {server.grpc_url}, metrics :{server.ports.metrics}"
+        typer.echo(f"ready: {ports}, log {server.log}")
+
+    raise typer.Exit(run(source, work, Ports(http_port, grpc_port, metrics_port), host, tritonserver, log, ready))
+
+
+def loadtest(
+    url: str = typer.Argument(..., help="The server's gRPC endpoint, host:port."),
+    bundle: Path = typer.Option(..., help="Bundle whose reference images are sent and whose answers are the truth."),
+    concurrency: str = typer.Option("1,8,32", help="Concurrent closed-loop clients, comma-separated levels."),
+    requests: int = typer.Option(1000, min=1, help="Requests per concurrency level."),
+) -> None:
+    """Closed-loop load test of a running server: req/s, latency percentiles, errors, batches formed, top-1."""
+    from msvit_edge.bundle import Bundle
+    from msvit_edge.serve.loadtest import loadtest as run  # lazy: imports tritonclient
+
+    reference = Bundle(bundle).reference()
+    levels = numbers(concurrency, int, "--concurrency")
+    for r in run(url, reference.images, levels, requests, reference.logits.argmax(1)):
+        agreement = "-" if r.top1_agreement is None else f"{r.top1_agreement:.2%}"
+        typer.echo(
+            f"concurrency {r.concurrency}: {r.per_second:.0f} req/s, p50/p90/p99 {r.p50_ms:.2f}/{r.p90_ms:.2f}/"
+            f"{r.p99_ms:.2f} ms, errors {r.errors}, batches {r.batches}, top-1 vs reference {agreement}"
+        )

@@ -127,6 +127,17 @@ class FashionMNISTScenes(Dataset):
             return x0, y0, x0, y0
         return x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()) + 1, y0 + int(rows.max()) + 1
 
+    def mask(self, index: int) -> np.ndarray:
+        """Per-pixel labels of scene ``index``, without rendering it: uint8 [canvas, canvas], 0 for the background and
+        1 + the item's label where the item's own pixels are visible (the pixels ``box`` bounds); clutter is
+        background."""
+        alpha = _item_alpha(self._item(index))
+        x0, y0 = self._position(_scene_rngs(self.config.seed, index, self.epoch)[0], alpha.shape)
+        labels = np.zeros((self.config.canvas, self.config.canvas), np.uint8)
+        h, w = alpha.shape
+        labels[y0 : y0 + h, x0 : x0 + w][alpha > 0] = 1 + int(self.labels[index])
+        return labels
+
     def _item(self, index: int) -> np.ndarray:
         """uint8 item [h, w], resized by config.item_scale."""
         item = self.images[index]

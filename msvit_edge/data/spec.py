@@ -1,4 +1,5 @@
-"""What a ``--data`` argument names: the demo scenes, a folder of IDX files, an .npz or an ImageFolder tree."""
+"""What a ``--data`` argument names: the demo scenes, a folder of IDX files, an .npz or an ImageFolder tree; for a
+segmentation model, the scenes with masks or a folder of images and masks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from msvit_edge.data.image_folder import ImageFolderDataset
+from msvit_edge.data.mask_folder import MaskFolderDataset, find_classes, is_mask_folder, split_folders
+from msvit_edge.data.masks import CLASSES_FILE, IGNORE_INDEX, read_classes
 from msvit_edge.data.npz import NpzDataset
+from msvit_edge.data.scene_masks import SCENE_MASK_CLASSES, FashionMNISTSceneMasks
 from msvit_edge.data.scenes import FashionMNISTScenes, SceneConfig
 from msvit_edge.errors import MsvitEdgeError, UsageError
 
@@ -100,8 +104,61 @@ def _open_scenes(
     mean: Sequence[float],
     std: Sequence[float],
     scene: SceneConfig | None,
+    kind: type[FashionMNISTScenes] = FashionMNISTScenes,
 ) -> FashionMNISTScenes:
     config = scene or SceneConfig(canvas=image_size)  # scenes render at any model's size
     if image_size != config.canvas:
         raise MsvitEdgeError(f"image size {image_size} must equal the scene canvas {config.canvas} for {SCENES_SPEC}")
-    return FashionMNISTScenes.from_split(split, root, config, mean=mean, std=std)
+    return kind.from_split(split, root, config, mean=mean, std=std)
+
+
+def open_segmentation_dataset(
+    spec: str | Path,
+    split: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_classes: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    scene: SceneConfig | None = None,
+) -> Dataset:
+    """Opens the segmentation data set a ``--data`` argument names.
+
+    Args:
+        spec: "fashion-mnist-scenes" or a folder of Fashion-MNIST IDX files (the scenes with per-pixel labels,
+            ``FashionMNISTSceneMasks``), or a folder of images and masks (``msvit_edge.data.mask_folder``).
+        split: "train" or "test".
+        image_size: Side of the model's input images, px.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation std.
+        num_classes: The model's classes (see ``find_classes``).
+        ignore_index: Label of unlabelled pixels in the masks.
+        scene: Scene settings, as for ``open_dataset``.
+
+    Returns:
+        A dataset of (float32 [3, S, S], int64 labels [S, S]) pairs with ``classes`` and ``ignore_index``; never empty.
+    """
+    if split not in SPLITS:
+        raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    path = Path(spec)
+    if str(spec) == SCENES_SPEC or _has_idx_files(path):
+        root = None if str(spec) == SCENES_SPEC else path
+        return _open_scenes(root, split, image_size, mean, std, scene, FashionMNISTSceneMasks)
+    if not (path.is_dir() and is_mask_folder(path)):
+        raise MsvitEdgeError(
+            f"not a segmentation dataset: expected {SCENES_SPEC!r}, a folder of Fashion-MNIST IDX files or a folder "
+            "with images/<name>.{jpg,png} and masks/<name>.png",
+            path,
+        )
+    images, masks = split_folders(path, split)
+    classes = find_classes((images.parent / CLASSES_FILE, path / CLASSES_FILE), num_classes, path)
+    return MaskFolderDataset(images, masks, image_size, mean, std, classes, ignore_index)
+
+
+def segmentation_classes(spec: str | Path) -> tuple[str, ...] | None:
+    """The classes a segmentation ``--data`` names, where it names them (the scenes, a ``classes.txt``)."""
+    path = Path(spec)
+    if str(spec) == SCENES_SPEC or _has_idx_files(path):
+        return SCENE_MASK_CLASSES
+    files = [path / CLASSES_FILE, *(path / s / CLASSES_FILE for s in ("train", "test", "val"))]
+    return next((read_classes(f).names for f in files if f.is_file()), None)

@@ -231,8 +231,3 @@ def load_json(file: Path, missing: str) -> JsonFile:
         return JsonFile(file, json.loads(data), hashlib.sha256(data).hexdigest())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MsvitEdgeError(f"manifest is not valid JSON ({e})", file) from None
-
-
-def read_json(file: Path, missing: str) -> object:
-    """The JSON document in ``file``; ``missing`` is the one-line error when there is no such file."""
-    return load_json(file, missing).content

@@ -16,6 +16,10 @@ import warnings
 
 import typer
 
+# typer >= 0.29 carries its own click (pyproject's floor); its usage errors are not re-exported at the top
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.exceptions import UsageError as ClickUsageError
+
 from msvit_edge import __version__
 from msvit_edge.cli import deploy, measure, serve
 from msvit_edge.cli import train as train_command
@@ -75,7 +79,12 @@ def main() -> None:
     show()  # the library's progress lines
     warnings.formatwarning = lambda message, *_args, **_kw: f"warning: {message}\n"  # one line, no source path
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here, to be one line like every other error
+    except NoArgsIsHelpError as e:
+        typer.echo(e.format_message())
+        code = 0
+    except ClickUsageError as e:
+        _fail(e, f"error: {_usage(e)}", 2)
     except MsvitEdgeError as e:
         _fail(e, f"error: {e}", e.exit_code)
     except KeyboardInterrupt as e:
@@ -86,6 +95,14 @@ def main() -> None:
         if (signum := stopped()) is not None:
             typer.secho("terminated", fg="red", err=True)
             sys.exit(128 + signum)
+    if isinstance(code, int) and code:  # a command's typer.Exit(code), e.g. serve's Triton exit status
+        sys.exit(code)
+
+
+def _usage(error: ClickUsageError) -> str:
+    """Click's usage error as one line, with where to look: "Invalid value for '--stage': 'gate' is not one of ..."."""
+    where = f" (see {error.ctx.command_path} --help)" if error.ctx else ""
+    return error.format_message().replace("Value error, ", "") + where
 
 
 def _fail(error: BaseException, message: str, code: int) -> None:

@@ -83,7 +83,7 @@ def _damaged_bundles(bundle, root: Path) -> None:
 
 CASES = [
     # train
-    (["train", "--stage", "gate"], USAGE, "--stage must be 'backbone' or 'msvit'"),
+    (["train", "--stage", "gate"], USAGE, "'--stage': 'gate' is not one of 'backbone', 'msvit'"),
     (["train", "--fine-target", "1.5"], USAGE, "gBaS: target must be in (0, 1), got 1.5"),
     (["train", "--val-size", "0"], USAGE, "--val-size must be >= 1"),
     (["train", "--lr", "0"], USAGE, "--lr must be > 0"),
@@ -108,7 +108,7 @@ CASES = [
     (
         ["eval", "--split", "tset", "--data", "{f}/few.npz"],
         USAGE,
-        "--split must be one of train, test, val, got 'tset'",
+        "'--split': 'tset' is not one of 'train', 'test', 'val'",
     ),
     (
         ["eval", "--out", "{f}/existing"],
@@ -131,8 +131,8 @@ CASES = [
     (["export", "--out", "{f}/existing"], FAILED, "{f}/existing: is not an export bundle that msvit-edge wrote"),
     (["export", "--out", "{f}/blocker"], FAILED, "{f}/blocker: output path exists and is not a folder"),
     # build
-    (["build", "--bundle", "{b}", "--precision", "int4"], USAGE, "--precision must be one of fp32, fp16, int8"),
-    (["build", "--bundle", "{b}", "--backend", "openvino"], USAGE, "--backend must be one of auto, onnxruntime"),
+    (["build", "--bundle", "{b}", "--precision", "int4"], USAGE, "'--precision': 'int4' is not one of 'fp32'"),
+    (["build", "--bundle", "{b}", "--backend", "openvino"], USAGE, "'openvino' is not one of 'auto', 'onnxruntime'"),
     (["build", "--bundle", "{b}", "--opt-level", "9"], USAGE, "--opt-level must be in 0..5, got 9"),
     (["build", "--bundle", "{b}", "--backend", "tensorrt"], FAILED, ".[tensorrt]"),
     (["build", "--bundle", "{f}/nowhere"], FAILED, "{f}/nowhere: not an export bundle (no manifest.json)"),
@@ -144,7 +144,7 @@ CASES = [
     (["build", "--bundle", "{b}", "--precision", "int8", "--calib", "{f}/few.npz"], FAILED, "calibration images"),
     # bench
     (["bench", "{b}", "--device", "jetson"], FAILED, "/etc/nv_tegra_release"),
-    (["bench", "{b}", "--device", "tpu"], USAGE, "--device must be one of auto, cpu, cuda, jetson"),
+    (["bench", "{b}", "--device", "tpu"], USAGE, "'--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     (["bench", "{b}", "--batch", "1,x"], USAGE, "--batch takes comma-separated numbers"),
     (["bench", "{b}", "--thresholds", "2"], USAGE, "--thresholds must be in [0, 1]"),
     (["bench", "{b}", "--data", "{f}/emptydir"], FAILED, "{f}/emptydir"),

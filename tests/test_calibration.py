@@ -136,7 +136,7 @@ def test_int8_without_images_or_with_a_foreign_method_is_refused(bundle, tmp_pat
 def test_missing_modelopt_names_the_package_to_install(bundle, images, tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "modelopt" else real(name, *a))
-    with pytest.raises(MsvitEdgeError, match=r"needs NVIDIA ModelOpt \(nvidia-modelopt\): pip install 'msvit-edge"):
+    with pytest.raises(MsvitEdgeError, match=r"needs NVIDIA ModelOpt \(nvidia-modelopt\): pip install '\.\[quantize\]'"):
         precision_graphs(bundle, "int8", "tensorrt", images["calib"], tmp_path, cache_dir=tmp_path / "c")
     with pytest.raises(MsvitEdgeError, match=r"FP16 conversion needs NVIDIA ModelOpt"):
         precision_graphs(bundle, "fp16", "tensorrt", None, tmp_path, cache_dir=tmp_path / "c")
@@ -192,7 +192,12 @@ def test_int8_quantizes_every_weighted_matmul_and_keeps_counts_and_top1(bundle, 
 def test_onnxruntimes_int8_kernels_compute_what_the_qdq_graph_says(bundle, images, cache, tmp_path):
     """The fused integer kernels ONNX Runtime runs give the logits of the same graph run as plain Q/DQ operators,
     on every x86 CPU. With int8 weights they did not on CPUs without VNNI (VPMADDUBSW saturates: see
-    calibration.qdq); uint8 Q/DQ, whose U8U8 kernels widen first, cannot saturate."""
+    calibration.qdq); uint8 Q/DQ, whose U8U8 kernels widen first, cannot saturate.
+
+    Exact equality is not a property of any CPU: integer and float accumulation round differently, and an
+    activation that lands on a rounding boundary is requantized one step apart (seen on an AVX-512 VNNI CPU: 1 image
+    of 240, 0.26% of the logits' scale). Saturation is systematic instead (5 of 48 images flipped top-1 on the AVX2
+    CPU): so at most 1% of the images may differ beyond float rounding, and none by more than 1% of the scale."""
     import onnxruntime as ort
 
     made = precision_graphs(bundle, "int8", "onnxruntime", images["calib"], tmp_path, cache_dir=cache)
@@ -205,7 +210,8 @@ def test_onnxruntimes_int8_kernels_compute_what_the_qdq_graph_says(bundle, image
             sess = ort.InferenceSession(str(made.graphs[name]), options, providers=["CPUExecutionProvider"])
             runs.append(np.concatenate([sess.run(["logits"], feed)[0] for feed in feeds.for_graph(name)]))
         fused, plain = runs
-        assert np.abs(fused - plain).max() <= 1e-4 * np.abs(plain).max(), (name, np.abs(fused - plain).max())
+        per_image, scale = np.abs(fused - plain).max(1), np.abs(plain).max()
+        assert (per_image > 1e-4 * scale).mean() <= 0.01 and per_image.max() <= 0.01 * scale, (name, per_image.max())
 
 
 def test_to_unsigned_keeps_every_dequantized_value(tmp_path):
@@ -235,6 +241,81 @@ def test_to_unsigned_keeps_every_dequantized_value(tmp_path):
     after = run()
     assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
     assert np.isclose(after[0].min(), (-128 + 3) * 0.02) and np.isclose(after[0].max(), (127 + 3) * 0.02)
+
+
+def weight_qdq_graph(path: Path, zero_type: type) -> dict[str, np.ndarray]:
+    """x @ DQ(Q(W)) with a per-column scale, and DQ(Q(V)) per tensor; W holds ties (k + 0.5) * scale and values past
+    the type's range at both ends. Returns the feed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = np.array([0.02, 0.05, 0.1], np.float32)
+    ties = (np.arange(-6, 6, dtype=np.float32)[:, None] + 0.5) * scale  # exactly halfway between two levels
+    w = np.concatenate([ties, 300 * scale[None], -300 * scale[None], np.linspace(-1, 1, 12, dtype=np.float32)[:, None]
+                        * scale / 0.01 * np.ones((1, 3), np.float32)])  # fmt: skip
+    zero = np.array([3, -5, 0] if zero_type is np.int8 else [131, 120, 128], zero_type)
+    v = np.linspace(-4, 4, 33, dtype=np.float32)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"], axis=1),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wd"], axis=1),
+        helper.make_node("MatMul", ["x", "wd"], ["y"]),
+        helper.make_node("QuantizeLinear", ["v", "t", "u"], ["vq"]),
+        helper.make_node("DequantizeLinear", ["vq", "t", "u"], ["vd"]),
+    ]
+    arrays = {"w": w, "s": scale, "z": zero, "v": v, "t": np.float32(0.03), "u": zero_type(zero[0])}
+    inits = [numpy_helper.from_array(np.asarray(a), n) for n, a in arrays.items()]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "vd")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, len(w)])
+    graph = helper.make_graph(nodes, "g", [x], outputs, inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    return {"x": np.random.default_rng(0).standard_normal((4, len(w))).astype(np.float32)}
+
+
+def ort_runs(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The graph's outputs with ONNX Runtime's graph optimisations on (fused kernels) and off (plain operators)."""
+    import onnxruntime as ort
+
+    runs = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        runs += ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, feed)
+    return runs
+
+
+@pytest.mark.parametrize("zero_type", [np.int8, np.uint8])
+def test_folded_weights_are_what_quantizelinear_computed(tmp_path, zero_type):
+    """Weights stored quantized give bit for bit the outputs of the Q/DQ graph: ties, saturation, per axis."""
+    feed = weight_qdq_graph(tmp_path / "g.onnx", zero_type)
+    before = ort_runs(tmp_path / "g.onnx", feed)
+    model = onnx.load(tmp_path / "g.onnx")
+    assert sorted(qdq.fold_weights(model)) == ["vq", "wq"]
+    onnx.save(model, tmp_path / "g.onnx")
+    assert [n.op_type for n in model.graph.node] == ["DequantizeLinear", "MatMul", "DequantizeLinear"]
+    assert {i.name for i in model.graph.initializer} == {"wq", "s", "z", "vq", "t", "u"}
+    after = ort_runs(tmp_path / "g.onnx", feed)
+    assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_onnxruntime_int8_graphs_store_weights_in_8_bits_and_compute_the_same(tmp_path):
+    """A ModelOpt graph (tests/data/previous: FP32 weights behind QuantizeLinear) rewritten by to_unsigned: every
+    weighted MatMul reads 8-bit weights, the file is smaller than the FP32 graph (it was larger), the logits stay
+    identical."""
+    made = Path(__file__).parent / "data" / "previous" / "bundle" / "precision" / "onnxruntime-int8-8b23e9d7200c"
+    rng = np.random.default_rng(0)
+    for name in ("encoder", "encoder_masked"):
+        before, after = made / f"{name}.int8.onnx", tmp_path / f"{name}.int8.onnx"
+        shutil.copyfile(before, after)
+        model = onnx.load(after)
+        feed = {"tokens": rng.standard_normal((3, 9, model.graph.input[0].type.tensor_type.shape.dim[2].dim_value))}
+        feed["tokens"] = feed["tokens"].astype(np.float32)
+        if name == "encoder_masked":
+            feed["mask"] = np.arange(9)[None] < np.array([[9], [5], [1]])
+        assert qdq.to_unsigned(after) > 0
+        inits = {i.name for i in onnx.load(after).graph.initializer}
+        assert not [n for n in onnx.load(after).graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+        fp32 = made.parent.parent / f"{name}.onnx"
+        assert after.stat().st_size < fp32.stat().st_size < before.stat().st_size
+        assert all(np.array_equal(b, a) for b, a in zip(ort_runs(before, feed), ort_runs(after, feed), strict=True))
 
 
 def test_a_second_identical_call_reuses_the_cache_and_any_change_misses_it(bundle, images, cache, tmp_path):

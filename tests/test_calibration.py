@@ -136,7 +136,8 @@ def test_int8_without_images_or_with_a_foreign_method_is_refused(bundle, tmp_pat
 def test_missing_modelopt_names_the_package_to_install(bundle, images, tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "modelopt" else real(name, *a))
-    with pytest.raises(MsvitEdgeError, match=r"needs NVIDIA ModelOpt \(nvidia-modelopt\): pip install '\.\[quantize\]'"):
+    hint = r"needs NVIDIA ModelOpt \(nvidia-modelopt\): pip install '\.\[quantize\]'"
+    with pytest.raises(MsvitEdgeError, match=hint):
         precision_graphs(bundle, "int8", "tensorrt", images["calib"], tmp_path, cache_dir=tmp_path / "c")
     with pytest.raises(MsvitEdgeError, match=r"FP16 conversion needs NVIDIA ModelOpt"):
         precision_graphs(bundle, "fp16", "tensorrt", None, tmp_path, cache_dir=tmp_path / "c")

@@ -659,7 +659,8 @@ def test_torch_tensorrt_compiles_one_input_range_per_bucket_traced_above_batch_1
 def test_without_torch_tensorrt_its_backend_says_how_to_install_it():
     from msvit_edge.engines.torch_tensorrt import import_torch_tensorrt
 
-    with pytest.raises(MsvitEdgeError, match=r"pip install '\.\[torch-tensorrt\]' in the msvit-edge clone on x86 with CUDA"):
+    hint = r"pip install '\.\[torch-tensorrt\]' in the msvit-edge clone on x86 with CUDA"
+    with pytest.raises(MsvitEdgeError, match=hint):
         import_torch_tensorrt()
 
 

@@ -185,9 +185,12 @@ class MSViT(VisionTransformer):
         tokens = candidates.gather(1, order[..., None].expand(-1, -1, candidates.shape[-1]))
         return TokenizerOutput(tokens, hard.sum(1).to(torch.int64), torch.sigmoid(logits), order)
 
-    def forward(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
-        out = self.tokenize(images, threshold)
+    def encode_selection(self, out: TokenizerOutput) -> Tensor:
+        """The encoder and head on the tokenizer's selection, packed to the batch's largest count."""
         return self.encode(*pack(out.tokens, out.counts))
+
+    def forward(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
+        return self.encode_selection(self.tokenize(images, threshold))
 
     def fine_regions(self, out: TokenizerOutput) -> Tensor:
         """Which regions were tokenized fine [B, R], read back from the tokenizer's order and counts."""

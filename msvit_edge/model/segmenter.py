@@ -106,6 +106,6 @@ class MSViTSegmenter(MSViT):
             cells = self.all_fine_cells.expand(len(tokens), -1)
         return self.decoder(dense_features(features, cells))
 
-    def forward(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
-        out = self.tokenize(images, threshold)
+    def encode_selection(self, out: TokenizerOutput) -> Tensor:
+        """Pixel logits [B, K, S, S] from the tokenizer's selection (packed, with its cell index)."""
         return self.encode(*pack(out.tokens, out.counts), self.cell_index(out))

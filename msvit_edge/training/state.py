@@ -6,10 +6,12 @@ OUT/state.pt           optimizer, schedule, gBaS priors      }
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from msvit_edge.data import segmentation_classes
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import atomic_path
 from msvit_edge.model.checkpoint import (
@@ -19,7 +21,8 @@ from msvit_edge.model.checkpoint import (
     read_torch_file,
     save_checkpoint,
 )
-from msvit_edge.model.config import MSViTConfig, preset
+from msvit_edge.model.config import CLASSIFICATION, SEGMENTATION, MSViTConfig, preset
+from msvit_edge.model.factory import create_model
 from msvit_edge.model.msvit import MSViT
 from msvit_edge.training.config import TrainConfig
 from msvit_edge.training.step import TrainStep
@@ -29,18 +32,46 @@ def build_model(cfg: TrainConfig) -> tuple[MSViT, dict]:
     """The model training starts from (an msvit-edge checkpoint, ViT weights or a fresh preset) and its metadata."""
     if cfg.init and _is_msvit_checkpoint(cfg.init):
         model, meta = load_checkpoint(cfg.init)
-        if cfg.new_gate:
-            fresh = MSViT(MSViTConfig(model.vit_config, cfg.gate))
-            backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("gate.")}
-            missing, unexpected = fresh.load_state_dict(backbone, strict=False)
-            assert not unexpected and all(k.startswith("gate.") for k in missing)
-            return fresh, meta | {"new_gate": True}
-        return model, meta
+        task = cfg.task or model.config.task
+        if task == model.config.task and not cfg.new_gate:
+            return model, meta
+        extra = {"new_gate": True} if cfg.new_gate else {}
+        extra |= {"task_from": model.config.task} if task != model.config.task else {}
+        return _rebuilt(model, cfg, task), meta | extra
+    task = cfg.task or CLASSIFICATION
     overrides = {} if cfg.num_classes is None else {"num_classes": cfg.num_classes}
-    model = MSViT(MSViTConfig(preset(cfg.preset, **overrides), cfg.gate))
+    if task == SEGMENTATION:
+        overrides = {"num_classes": _class_count(cfg, task)}
+    model = create_model(MSViTConfig(preset(cfg.preset, **overrides), cfg.gate, task=task))
     if cfg.init:
         load_vit_weights(model, cfg.init, reset_head=cfg.num_classes is not None)
     return model, {"init": cfg.init}
+
+
+def _rebuilt(model: MSViT, cfg: TrainConfig, task: str) -> MSViT:
+    """A new model of ``task`` that keeps ``model``'s backbone, and its gate unless --new-gate; a new task's head and
+    a new gate start from their initialisation (and a new gate from the default threshold)."""
+    fresh_parts = (("head.", "decoder.") if task != model.config.task else ()) + (("gate.",) if cfg.new_gate else ())
+    vit = model.vit_config
+    if task != model.config.task:
+        vit = replace(vit, num_classes=_class_count(cfg, task))
+    config = MSViTConfig(vit, cfg.gate, task=task)
+    if not cfg.new_gate:
+        config = replace(config, gate=model.config.gate, threshold=model.config.threshold)
+    fresh = create_model(config)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith(fresh_parts)}
+    missing, unexpected = fresh.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith(fresh_parts) for k in missing)
+    return fresh
+
+
+def _class_count(cfg: TrainConfig, task: str) -> int:
+    """--num-classes, or for a segmentation model the classes its data names."""
+    names = segmentation_classes(cfg.data) if task == SEGMENTATION else None
+    if cfg.num_classes is None and names is None:
+        where = f"{cfg.data} names no classes (no classes.txt)" if task == SEGMENTATION else "a new head"
+        raise MsvitEdgeError(f"--num-classes is needed: {where}")
+    return cfg.num_classes or len(names)
 
 
 def _is_msvit_checkpoint(path: str) -> bool:

@@ -1,7 +1,9 @@
 """One optimisation step: the module DDP wraps (``TrainStep``), the flip gate gradient, the losses, the optimizer.
 
 Recipe choices (the paper gives none beyond "a few epochs"): AdamW, linear warm-up then cosine decay per step,
-weight decay 0.05 (not on norms, biases, embeddings or gBaS priors), label smoothing 0.1.
+weight decay 0.05 (not on norms, biases, embeddings or gBaS priors), label smoothing 0.1 for classification. The task
+loss is the model's task's (``objective``); everything else, gBaS and the gate gradient included, is the same for a
+classifier and a segmenter.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.model.msvit import MSViT
 from msvit_edge.training.config import TrainConfig
 from msvit_edge.training.loss import GBaSLoss, GeneralizedBatchShaping
+from msvit_edge.training.objective import Objective
 
 
 class TrainStep(nn.Module):
@@ -25,13 +27,15 @@ class TrainStep(nn.Module):
     def __init__(self, model: MSViT, cfg: TrainConfig):
         super().__init__()
         self.model, self.cfg = model, cfg
+        self.objective = Objective(model.config.task, cfg.label_smoothing, cfg.ignore_index)
         model.gate_training = cfg.gate_training
         self.gbas = GeneralizedBatchShaping(model.num_regions, cfg.gbas) if cfg.stage == "msvit" else None
         for name, p in model.named_parameters():
             p.requires_grad_(cfg.stage == "msvit" if name.startswith("gate.") else not cfg.freeze_backbone)
 
     def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Images, labels -> (logits [B, K], gate probabilities [B, R], token counts [B], gate surrogate loss).
+        """Images, labels -> (logits [B, K] or [B, K, S, S], gate probabilities [B, R], token counts [B], gate
+        surrogate loss).
 
         The surrogate is zero unless the gate learns by ``flip``: then its gradient is the flip estimate of the
         task loss's gradient with respect to the gate's probabilities (its value means nothing)."""
@@ -40,41 +44,45 @@ class TrainStep(nn.Module):
             logits = model.encode(model.embed(images))
             count = model.vit_config.token_range.max
             ones = logits.new_ones(len(images), model.num_regions)
-            return logits, ones, torch.full_like(logits[:, 0], count), logits.new_zeros(())
+            return logits, ones, logits.new_full((len(images),), count), logits.new_zeros(())
         out = model.tokenize(images)
-        logits = model.encode(*pack(out.tokens, out.counts))
+        logits = model.encode_selection(out)
         surrogate = logits.new_zeros(())
         if model.gate_training.gradient == "flip":
             n = max(1, round(cfg.flip_fraction * len(images)))  # the batch is shuffled: its first n are a sample
             fine = model.fine_regions(out)[:n].to(images.dtype)
             regions = torch.randint(model.num_regions, (n,), device=images.device)
-            loss = F.cross_entropy(
-                logits[:n].detach(), labels[:n], reduction="none", label_smoothing=cfg.label_smoothing
-            )
-            gain = flip_gain(model, images[:n], labels[:n], fine, regions, loss, cfg.label_smoothing)
+            loss = self.objective.per_image(logits[:n].detach(), labels[:n])
+            gain = flip_gain(model, images[:n], labels[:n], fine, regions, loss, self.objective)
             surrogate = model.num_regions * (gain * out.probs[:n].gather(1, regions[:, None])[:, 0]).mean()
         return logits, out.probs, out.counts.float(), surrogate
 
 
 @torch.no_grad()
 def flip_gain(
-    model: MSViT, images: Tensor, labels: Tensor, fine: Tensor, regions: Tensor, loss: Tensor, label_smoothing: float
+    model: MSViT,
+    images: Tensor,
+    labels: Tensor,
+    fine: Tensor,
+    regions: Tensor,
+    loss: Tensor,
+    objective: Objective | float,
 ) -> Tensor:
     """Per image b: the task loss with region ``regions[b]`` tokenized fine minus with it coarse [B].
 
-    ``fine`` [B, R] are the sampled decisions and ``loss`` [B] the loss they gave; one more forward, with each image's
-    region flipped, gives the other side. With the R regions independent Bernoulli(p) draws, the expected loss is
+    ``fine`` [B, R] are the sampled decisions and ``loss`` [B] the loss they gave (``objective.per_image``; a float
+    stands for a classifier's cross-entropy with that label smoothing); one more forward, with each image's region
+    flipped, gives the other side. With the R regions independent Bernoulli(p) draws, the expected loss is
     linear in each p_r with slope E[L(r fine) - L(r coarse)], so ``R * gain * p[b, regions[b]]`` (one region drawn
     uniformly per image) has the expected loss's gradient, unbiased. The paper's straight-through gradient is a
     first-order guess at that difference; on the demo backbone it pointed the wrong way (``assets/demo.md``).
     """
+    if not isinstance(objective, Objective):
+        objective = Objective(label_smoothing=objective)
     rows = torch.arange(len(images), device=images.device)
     flipped = fine.clone()
     flipped[rows, regions] = 1 - flipped[rows, regions]
-    out = model.tokenize(images, decisions=flipped)
-    other = F.cross_entropy(
-        model.encode(*pack(out.tokens, out.counts)), labels, reduction="none", label_smoothing=label_smoothing
-    )
+    other = objective.per_image(model.encode_selection(model.tokenize(images, decisions=flipped)), labels)
     return torch.where(fine[rows, regions] > 0, loss - other, other - loss)
 
 
@@ -87,11 +95,20 @@ class StepResult(NamedTuple):
 
 
 def train_step(
-    module: nn.Module, gbas: GeneralizedBatchShaping | None, images: Tensor, labels: Tensor, optimizer, cfg: TrainConfig
+    module: nn.Module,
+    gbas: GeneralizedBatchShaping | None,
+    images: Tensor,
+    labels: Tensor,
+    optimizer,
+    cfg: TrainConfig,
+    objective: Objective | None = None,
 ) -> StepResult:
-    """One optimisation step of ``module`` (a ``TrainStep``, DDP-wrapped or not): losses, backward, optimizer."""
+    """One optimisation step of ``module`` (a ``TrainStep``, DDP-wrapped or not): losses, backward, optimizer.
+
+    ``objective``: the ``TrainStep``'s (DDP hides it); None: a classifier's, with ``cfg.label_smoothing``.
+    """
     logits, probs, counts, surrogate = module(images, labels)
-    task = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    task = (objective or Objective(label_smoothing=cfg.label_smoothing))(logits, labels)
     shaping = gbas(probs) if gbas is not None else None
     loss = task + surrogate + (0 if shaping is None else cfg.gbas_weight * shaping.total)
     optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""``msvit-edge train``: stage 1 (backbone at the fine scale) and stage 2 (gate + backbone with gBaS).
+"""``msvit-edge train``: stage 1 (backbone at the fine scale) and stage 2 (gate + backbone with gBaS), for a classifier
+or a segmenter (the model's config says which; ``objective`` holds the one difference, the task loss).
 
 Runs single-process or under ``torchrun`` (DistributedDataParallel: NCCL on GPUs, gloo on CPU). The batch size is
 GLOBAL: each of the W processes takes ``batch_size / W`` images, and the gBaS batch CDF is taken over the global batch
@@ -40,7 +41,7 @@ from msvit_edge.training.loaders import epoch_loader, split_datasets
 from msvit_edge.training.log import RunLog, StepProgress
 from msvit_edge.training.state import build_model, resume, save_state
 from msvit_edge.training.step import StepResult, TrainStep, build_optimizer, flip_gain, lr_lambda, train_step
-from msvit_edge.training.validation import calibrate_threshold, validate
+from msvit_edge.training.validation import calibrate_threshold, describe, validate
 
 __all__ = [
     "StepResult",
@@ -76,14 +77,16 @@ def train(cfg: TrainConfig) -> Path:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
     start_epoch = resume(out, step_module, optimizer, schedule) if cfg.resume else 0
     if rank == 0:
-        write_json(out / "config.json", asdict(cfg) | {"world_size": world, "init_meta": meta})
+        write_json(
+            out / "config.json", asdict(cfg) | {"task": model.config.task, "world_size": world, "init_meta": meta}
+        )
     ddp = wrap(step_module, device, world)
     log = RunLog(out / "train.jsonl", rank == 0, cfg.progress)
     for epoch in range(start_epoch, cfg.epochs):
         _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, world, rank)
         if rank == 0:
             log.write(record := {"epoch": epoch + 1, **validate(model, val_set, cfg, device)})
-            log.say(f"epoch {epoch + 1}: val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}")
+            log.say(f"epoch {epoch + 1}: {describe(record)}")
             save_state(out, step_module, optimizer, schedule, epoch + 1)
         barrier(world)
     final = out / "model.safetensors"
@@ -103,13 +106,12 @@ def _train_epoch(ddp, optimizer, schedule, train_set, epoch, cfg, device, log, w
         for i, (images, labels) in enumerate(loader):
             raise_if_stopped()  # a stop whose exception a library lost ends training here, not an epoch later
             images, labels = images.to(device), labels.to(device)
-            logits, counts, task, loss, shaping = train_step(ddp, step_module.gbas, images, labels, optimizer, cfg)
+            objective = step_module.objective
+            logits, counts, task, loss, shaping = train_step(
+                ddp, step_module.gbas, images, labels, optimizer, cfg, objective
+            )
             schedule.step()
-            stats = {
-                "loss": loss.item(),
-                "acc": (logits.argmax(1) == labels).float().mean().item(),
-                "tokens": counts.mean().item(),
-            }
+            stats = {"loss": loss.item(), "acc": objective.accuracy(logits, labels), "tokens": counts.mean().item()}
             progress.advance(stats)
             if i % cfg.log_every == 0:
                 extra = (
@@ -130,10 +132,8 @@ def _save_final(
         # the one thing training writes into the model's config: the threshold the checkpoint deploys with
         model.config = replace(model.config, threshold=meta["threshold"]["threshold"])
         log.write(record := {"calibrated": meta["threshold"], **validate(model, val_set, cfg, device)})
-        log.say(
-            f"threshold {meta['threshold']['threshold']:.4f} meets the fine target on validation data: "
-            f"val top-1 {record['val_acc']:.4f}, mean tokens {record['val_tokens']:.1f}"
-        )
+        threshold = meta["threshold"]["threshold"]
+        log.say(f"threshold {threshold:.4f} meets the fine target on validation data: {describe(record)}")
     save_checkpoint(model, path, meta)
 
 

@@ -1,0 +1,39 @@
+"""Segmentation scores from label maps, with numpy only: a confusion matrix, then mIoU and pixel accuracy.
+
+The conventions are MMSegmentation's: pixels labelled ``ignore_index`` are left out; a class's IoU is
+``TP / (TP + FP + FN)`` over the whole evaluated set (not per image); a class that is neither labelled nor predicted
+anywhere has no IoU (NaN) and is left out of the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Pixel counts [K, K] (row: labelled class, column: predicted class) of equally shaped integer label maps."""
+    valid = target != ignore_index
+    truth, guess = target[valid].astype(np.int64), pred[valid].astype(np.int64)
+    if truth.size and (truth.min() < 0 or truth.max() >= num_classes or guess.min() < 0 or guess.max() >= num_classes):
+        raise ValueError(f"labels outside 0..{num_classes - 1} (and not the ignore index {ignore_index})")
+    return np.bincount(num_classes * truth + guess, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    miou: float  # mean of ``iou`` over the classes that have one
+    pixel_accuracy: float  # correctly predicted labelled pixels / labelled pixels
+    iou: tuple[float, ...]  # per class; NaN for a class neither labelled nor predicted
+
+
+def segmentation_scores(confusion: np.ndarray) -> SegmentationScores:
+    """mIoU, pixel accuracy and per-class IoU of a confusion matrix (``confusion_matrix``, summed over images)."""
+    confusion = np.asarray(confusion, np.float64)
+    hits = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    iou = np.divide(hits, union, out=np.full_like(hits, np.nan), where=union > 0)
+    miou = float(np.nanmean(iou)) if (union > 0).any() else float("nan")
+    total = confusion.sum()
+    return SegmentationScores(miou, float(hits.sum() / total) if total else float("nan"), tuple(iou.tolist()))

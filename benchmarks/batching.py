@@ -40,7 +40,7 @@ def main() -> None:
         }
         times = interleaved(candidates, args.repeats, warmup=2)
         counts = np.concatenate([pad(b, t).counts for b in batches])
-    cfg = MSViTConfig.from_dict(bundle.manifest["model"])
+    cfg = MSViTConfig.from_dict(bundle.record.model)
     ideal = vit_macs(cfg.vit) / msvit_macs(cfg.vit, cfg.gate, float(counts.mean()))
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     print(f"{bundle.path}: batch {args.batch}, {args.repeats} interleaved repeats, mean tokens {counts.mean():.1f}")

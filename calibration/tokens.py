@@ -59,8 +59,8 @@ def check_images(bundle: Bundle, images: np.ndarray, minimum: int = MIN_IMAGES) 
         images: uint8 images [N, H, W, C].
         minimum: Fewest images accepted.
     """
-    pre = bundle.manifest["preprocessing"]
-    check_pixels(images, int(pre["size"]), len(pre["mean"]))  # dtype, layout, size and channels
+    pre = bundle.record.preprocessing
+    check_pixels(images, pre.size, len(pre.mean))  # dtype, layout, size and channels
     if len(images) < minimum:
         raise MsvitEdgeError(
             f"{len(images)} calibration images are too few: INT8 calibration needs at least {minimum} "

@@ -198,10 +198,10 @@ def _bundle_only(source: Bundle | EngineDir, backend: str) -> Bundle:
 def bundle_model(bundle: Bundle, ckpt: str | Path | None = None) -> MSViT:
     """The ``MSViT`` the bundle was exported from (``ckpt``, or the demo checkpoint when its sha256 matches), checked
     against the bundle's stored reference."""
-    source = bundle.manifest["source"]
+    source = bundle.record.source
     if "random_weights" in source:
         torch.manual_seed(0)  # as export built it
-        model = MSViT(MSViTConfig.from_dict(bundle.manifest["model"])).eval()
+        model = MSViT(MSViTConfig.from_dict(bundle.record.model)).eval()
     else:
         model = load_checkpoint(_checkpoint(source, [*([Path(ckpt)] if ckpt else []), demo_checkpoint()]))[0]
     _check_reproduces(model, bundle)

@@ -79,7 +79,7 @@ class TensorRTPipeline(Pipeline):
         from polygraphy.backend.trt import EngineFromPath  # lazy: its TensorRT loaders serve only where TensorRT runs
 
         path = self.source.graph(stage)
-        built = self.source.manifest.get("backend_version")
+        built = self.source.record.backend_version
         what = (
             f"TensorRT could not load {path.name} (built with TensorRT {built}; an engine runs only on the TensorRT "
             "version and GPU that built it: rebuild it here with msvit-edge build --backend tensorrt --force)"
@@ -162,7 +162,7 @@ class TensorRTPipeline(Pipeline):
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         """``vit.plan`` (loaded on first use, in an execution context and device buffers of its own): images ->
         host logits. Raises ``MsvitEdgeError`` with the build's reason where the engine directory has none."""
-        if COMPARISON not in self.source.manifest["graphs"]:
+        if COMPARISON not in self.source.record.graphs:
             raise MsvitEdgeError(f"no plain-ViT engine here: {self._why_no_vit()}", self.source.path)
         if self.stream is None:
             raise MsvitEdgeError("activate the TensorRT pipeline (use it as a context manager) before plain_vit()")

@@ -37,8 +37,8 @@ class EngineShapes:
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> EngineShapes:
-        graphs = bundle.manifest["graphs"]
-        return cls(bundle.plan, {s: {i["name"]: i["shape"] for i in graphs[s]["inputs"]} for s in stages(graphs)})
+        graphs = bundle.record.graphs
+        return cls(bundle.plan, {s: {t.name: list(t.shape) for t in graphs[s].inputs} for s in stages(graphs)})
 
     @classmethod
     def standard(cls, plan: BucketPlan, embed_dim: int, image_shape: tuple[int, int, int]) -> EngineShapes:

@@ -216,6 +216,7 @@ def _manifest(
     """The engine folder's manifest, without its files and their digests, or its validation (added once made)."""
     machine = this_machine()
     options = {k: v for k, v in asdict(cfg).items() if k not in ("bundle", "out", "force", "graphs_only", "graphs")}
+    options["calib"] = Path(cfg.calib).name if cfg.calib else None  # its name: where it lay means nothing elsewhere
     return EngineManifest(
         backend=backend,
         backend_version=backend_version(backend),

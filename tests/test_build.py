@@ -53,6 +53,14 @@ def test_each_precision_is_validated_with_identical_token_counts(engines):
     assert engines["fp32"].record.validation["batch1"]["logits"]["max_abs"] <= 1e-4
 
 
+def test_engine_manifests_hold_no_path_of_the_building_machine(engines, workdir, tmp_path_factory):
+    """The calibration data is recorded by name, like export's: where it lay means nothing on another machine."""
+    for engine in engines.values():
+        text = (engine.path / "manifest.json").read_text()
+        assert str(workdir) not in text and str(tmp_path_factory.getbasetemp()) not in text
+    assert engines["int8"].record.build["calib"] == "fmnist.npz"
+
+
 def test_the_engine_manifest_is_its_record_as_written(engines):
     from msvit_edge.bundle.engine_manifest import SCHEMA_VERSION, EngineManifest
 

@@ -16,8 +16,10 @@ from msvit_edge.data import (
     FashionMNISTSceneMasks,
     FashionMNISTScenes,
     SceneConfig,
+    boundary_regions,
     load_fashion_mnist,
     open_segmentation_dataset,
+    region_overlap,
     segmentation_classes,
 )
 from msvit_edge.errors import MsvitEdgeError
@@ -224,3 +226,24 @@ def test_a_folder_without_class_count_or_layout_says_what_it_needs(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(MsvitEdgeError, match="not a segmentation dataset"):
         open_segmentation_dataset(tmp_path / "plain", "train", 16, MEAN, STD)
+
+
+def test_boundary_regions_are_those_holding_two_classes_side_by_side():
+    labels = np.zeros((8, 12), np.int64)
+    labels[1:3, 1:3] = 4  # inside region (0, 0) only
+    labels[:, 8:] = 255  # unlabelled: no boundary with it
+    expected = np.zeros((2, 3), bool)
+    expected[0, 0] = True
+    np.testing.assert_array_equal(boundary_regions(labels, 4), expected)
+    labels[4:, 3] = 1  # a column at the edge of region (1, 0), touching region (1, 1)
+    expected[1, :2] = True
+    np.testing.assert_array_equal(boundary_regions(labels, 4), expected)
+
+
+@needs_fmnist
+def test_the_boundary_regions_of_a_scene_lie_in_its_box_grown_by_a_pixel(fmnist_test):
+    scenes = FashionMNISTSceneMasks(*fmnist_test)
+    for i in range(20):
+        x0, y0, x1, y1 = scenes.box(i)
+        regions = boundary_regions(scenes.mask(i), 16)
+        assert regions.any() and not (regions & ~region_overlap((x0 - 1, y0 - 1, x1 + 1, y1 + 1), 80, 16)).any()

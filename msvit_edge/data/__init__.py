@@ -7,14 +7,14 @@ set's label is an int64 label map [S, S] and it exposes ``.ignore_index`` too. P
 
 - ``idx``: Fashion-MNIST's IDX files (numpy only);
 - ``scenes``: the scene generator and its data set; ``scene_masks``: the same scenes with per-pixel labels;
-- ``boxes``: which coarse regions an object's box touches;
+- ``boxes``: which coarse regions an object's box touches, and which hold a class boundary;
 - ``image_folder`` and ``npz``: the user's own images;
 - ``masks`` (mask PNGs and class-names files) and ``mask_folder``: the user's own images with masks;
 - ``spec``: ``open_dataset`` and ``open_segmentation_dataset``, what a ``--data`` argument names;
 - ``subsets``: seeded random subsets and held-out splits.
 """
 
-from msvit_edge.data.boxes import region_overlap
+from msvit_edge.data.boxes import boundary_regions, region_overlap
 from msvit_edge.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
 from msvit_edge.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
 from msvit_edge.data.mask_folder import MaskFolderDataset
@@ -39,6 +39,7 @@ __all__ = [
     "MaskFolderDataset",
     "NpzDataset",
     "SceneConfig",
+    "boundary_regions",
     "data_name",
     "load_fashion_mnist",
     "open_dataset",

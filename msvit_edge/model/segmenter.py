@@ -9,8 +9,8 @@ upsampling brings them to pixels (Segmenter, Strudel et al., ICCV 2021).
 packing and the blocks are the classifier's. Its state dict is timm's ViT layout plus ``gate.*`` and
 ``decoder.head.*`` (Segmenter's key for the linear decoder), without the CLS classifier ``head.*``. The pipeline gets
 one static-shape stage: ``cell_index`` turns the tokenizer's ``order`` and ``counts`` into a [B, G*G] index of token
-rows, and ``encode(tokens, mask, cells)`` gathers the dense grid by it, so every backend that runs the classifier runs
-this (Gather, MatMul, Resize; no data-dependent shape).
+rows, and ``encode(tokens, mask, cells)`` gathers the dense grid by it (``encode_selection(out)`` does both), so every
+backend that runs the classifier runs this (ScatterElements, Gather, MatMul, Resize; no data-dependent shape).
 
 Choices where the paper is silent (and why):
 - Dense rebuild: a coarse token's features are copied to its 2x2 fine cells unchanged (the paper's words), with no

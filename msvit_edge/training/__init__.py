@@ -1,6 +1,7 @@
 """Training the gate: the generalized batch-shaping loss (``loss``) and its Beta CDF numerics (``betainc``), and the
 multi-process training run (``train``, which the package and its users import from). ``train``'s parts: ``config``
-(``TrainConfig``), ``step`` (one optimisation step, the flip gate gradient, AdamW and its schedule), ``loaders``
-(training and validation images), ``validation`` (top-1, tokens, the calibrated threshold), ``state`` (the initial
+(``TrainConfig``), ``step`` (one optimisation step, the flip gate gradient, AdamW and its schedule), ``objective`` (the
+task loss: classification or pixel cross-entropy), ``loaders`` (training and validation images), ``validation``
+(top-1 or mIoU, tokens, the calibrated threshold), ``metrics`` (confusion matrix, mIoU, pixel accuracy; numpy), ``state`` (the initial
 model, resumable per-epoch state), ``distributed`` (torchrun, devices, DDP), ``log`` (train.jsonl, progress bars).
 Evaluating a checkpoint is measuring: ``msvit_edge.measure.evaluate``."""

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "tensorrt")
 ENCODERS = ("encoder", "encoder_masked")
 GRAPH_SET = FolderKind("a precision graph set", "facts.json", lambda f: "precision" in f, ("facts.json", "*.onnx"))
-CACHE_FORMAT = 4  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT, 4: uint8)
+CACHE_FORMAT = 5  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT, 4: uint8,
+# 5: 8-bit weight initializers for ONNX Runtime)
 
 
 class PrecisionGraphs(NamedTuple):

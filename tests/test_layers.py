@@ -86,3 +86,12 @@ def test_modules_and_functions_fit_on_a_screen(module):
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(source))
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.end_lineno - n.lineno + 1 > 60]  # fmt: skip
     assert not long, f"{path.relative_to(ROOT)}: {', '.join(long)}"
+
+
+def test_the_architecture_map_names_every_folder_and_module():
+    """docs/architecture.md is the newcomer's map: it names each subpackage and each module in it."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    stems = {m.rsplit(".", 1)[-1] for m in modules() if m.count(".") >= 1} - {"__main__"}
+    packages = {m.split(".")[1] for m in modules() if m.count(".") >= 2}
+    missing = sorted(n for n in stems | packages if f"`{n}`" not in text and f"`{n}/`" not in text)
+    assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"

@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ class DemoConfig:
 
 def demo(cfg: DemoConfig) -> BenchReport:
     """Run the chain into ``cfg.out``; returns the bench report."""
+    from msvit_edge.data import FASHION_MNIST_CLASSES  # lazy: imports torch
     from msvit_edge.export import export  # lazy: imports torch
     from msvit_edge.measure.bench import BenchConfig, bench  # lazy: numpy and Pillow (CLI startup)
     from msvit_edge.measure.overlay import gate_overlays  # lazy: numpy and Pillow (CLI startup)
@@ -61,7 +63,8 @@ def demo(cfg: DemoConfig) -> BenchReport:
     sources = tuple(str(e.path) for e in engines)
     settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
     report = _stage("bench", lambda: bench(settings), lambda r: _folder(out / "report", "report.md"))
-    _stage("overlays", lambda: gate_overlays(bundle, out / "report" / "overlays"), lambda p: _folder(p[0], ""))
+    overlays = partial(gate_overlays, bundle, out / "report" / "overlays", class_names=FASHION_MNIST_CLASSES)
+    _stage("overlays", overlays, lambda p: _folder(p[0], "captioned with class and token count"))
     log.info(table(report))
     log.info(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
     return report
@@ -102,10 +105,15 @@ def _exported(bundle) -> tuple[Path, int, str]:
 
 
 def _built(engine) -> tuple[Path, int, str]:
-    """The engine folder; its size is that of the graphs or engines it runs (ONNX Runtime's live in the bundle)."""
-    v = engine.manifest["validation"]["batched"]["logits"]
-    size = sum(engine.graph(name).stat().st_size for name in engine.manifest["graphs"])
-    return engine.path, size, f"validated: top-1 agreement {100 * v['top1_agreement']:.2f}%, token counts identical"
+    """The engine folder, the size of the files it runs (``measure.sources.engine_bytes``: what bench's table says
+    too), and its validation: the agreement and the criterion it was held to."""
+    from msvit_edge.bundle import validation  # lazy: numpy (CLI startup)
+    from msvit_edge.measure.sources import engine_bytes  # lazy: numpy and Pillow (CLI startup)
+
+    v, random = engine.manifest["validation"]["batched"]["logits"], bool(engine.bundle.manifest.get("latency_only"))
+    held = validation.criterion(validation.TOLERANCES[engine.precision], random)
+    got = f"cosine >= {v['min_cosine']:.4f}" if random else f"top-1 agreement {100 * v['top1_agreement']:.2f}%"
+    return engine.path, engine_bytes(engine), f"validated: {got}; held to: {held}"
 
 
 def _folder(path: Path, words: str) -> tuple[Path, int, str]:
@@ -128,7 +136,7 @@ def _stage(name: str, run: Callable, outcome: Callable):
     except MsvitEdgeError as e:
         raise MsvitEdgeError(f"demo stage {name} failed: {e}") from None
     path, size, words = outcome(result)
-    log.info(f"[{name:<22}] {time.perf_counter() - start:5.1f} s  {path} ({size / 1e6:.1f} MB)  {words}".rstrip())
+    log.info(f"[{name:<22}] {time.perf_counter() - start:5.1f} s  {path} ({size / 1e6:.2f} MB)  {words}".rstrip())
     return result
 
 

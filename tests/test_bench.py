@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from msvit_edge.build import BuildConfig, build
+from msvit_edge.bundle import GRAPHS
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
 from msvit_edge.measure.accuracy import verdict as bench_verdict
@@ -50,6 +51,21 @@ def test_every_source_is_measured_and_passes(report):
         assert lat["iters"] == 3 and set(lat["stages_ms"]) == {"tokenizer", "selection", "encoder"}
         assert lat["speedup"] == pytest.approx(lat["vit"]["p50_ms"] / lat["p50_ms"])
         assert lat["efficiency"] == pytest.approx(lat["speedup"] / lat["ideal_speedup"])
+        low, high = lat["speedup_interval"]
+        assert low <= high and lat["efficiency_interval"] == pytest.approx(
+            [low / lat["ideal_speedup"], high / lat["ideal_speedup"]]
+        )
+        assert engine.row["n"] == engine.accuracy["n"] == 48
+
+
+def test_size_is_what_the_engine_runs_and_int8_stores_its_weights_in_8_bits(report, bundle, int8):
+    """One size everywhere (``sources.engine_bytes``): the tokenizer and encoder files the engine runs, not the plain
+    ViT; the INT8 graphs hold 8-bit weights only, so the INT8 engine is the smaller (it was the larger)."""
+    data, _ = report
+    fp32, quantized = (e.info["size_mb"] for e in data.engines)
+    assert fp32 == pytest.approx(sum(bundle.graph(n).stat().st_size for n in GRAPHS) / 1e6)
+    assert quantized == pytest.approx(sum({int8.graph(n): int8.graph(n).stat().st_size for n in GRAPHS}.values()) / 1e6)
+    assert quantized < fp32 and data.engines[1].row["size_mb"] == quantized
 
 
 def test_fp32_accuracy_matches_the_bundle_reference_exactly(report, bundle):
@@ -78,7 +94,7 @@ def test_threshold_sweep_trades_tokens_for_the_extremes(report):
 def test_reports_are_written_with_a_versioned_schema(report):
     _, out = report
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["schema_version"] == 2 and on_disk["environment"]["python"]["version"]
+    assert on_disk["schema_version"] == 3 and on_disk["environment"]["python"]["version"]
     assert sorted(p.name for p in out.iterdir()) == [
         "latency_vs_tokens.png",
         "report.csv",
@@ -203,17 +219,27 @@ def test_data_without_pytorch_reads_an_image_folder_and_says_there_is_no_referen
 V1 = Path(__file__).parent / "data" / "reports" / "bench-v1"  # written by bench before the typed record (schema 1)
 
 
-def test_a_schema_1_report_still_opens_and_renders_as_it_was_written():
+def test_a_schema_1_report_still_opens_and_renders_in_todays_layout(tmp_path):
+    """Every stored key and number reads back as written; the derived rows gain schema 3's ``n``; the Markdown, CSV
+    and plots render from it (in today's layout: the rendering was never part of the schema)."""
     from msvit_edge.measure import report as reports
     from msvit_edge.measure.record import BenchReport
 
     old = BenchReport.read(V1)
     assert old.schema_version == 1 and [e.status for e in old.engines] == ["passed", "failed"]
     assert old.settings.sources == ("bundle", "other-device") and old.settings.batch == (1, 4)
-    on_disk = json.loads((V1 / "report.json").read_text())
-    assert json.loads(json.dumps(old.to_dict())) == on_disk  # every key and number, the derived rows included
-    assert reports.markdown(old) == (V1 / "report.md").read_text()
-    assert reports.csv_text(old).encode() == (V1 / "report.csv").read_bytes()
+    on_disk, again = json.loads((V1 / "report.json").read_text()), json.loads(json.dumps(old.to_dict()))
+    for engine, stored in zip(again["engines"], on_disk["engines"], strict=True):
+        assert engine.pop("row") == stored.pop("row") | {"n": stored["accuracy"].get("n")}
+    assert again == on_disk
+    md = reports.markdown(old)
+    assert (
+        "| bundle | passed | onnxruntime | fp32 | 0.34 | 48 | 41.67% | 100.00% | 0.548 | 1551.6 | 0.54x | 0.421 |" in md
+    )
+    assert "| 1 | 0.548 | 3.836 | 4.576 | 524.1 |" in md and "timings vary" in md  # its CVs were over 5%
+    assert reports.csv_text(old).splitlines()[0].startswith("source,status,backend,precision,size_mb,n,top1")
+    reports.write(old, tmp_path / "r", force=False)
+    assert (tmp_path / "r" / "latency_vs_tokens.png").is_file()
 
 
 def test_the_report_reads_back_what_it_wrote(report):
@@ -221,7 +247,7 @@ def test_the_report_reads_back_what_it_wrote(report):
 
     data, out = report
     again = BenchReport.read(out / "report.json")
-    assert again.schema_version == SCHEMA_VERSION == 2
+    assert again.schema_version == SCHEMA_VERSION == 3
     assert json.loads(json.dumps(again.to_dict())) == json.loads((out / "report.json").read_text())
     assert again.settings == data.settings and [e.row for e in again.engines] == [e.row for e in data.engines]
 
@@ -230,7 +256,7 @@ def test_the_report_reads_back_what_it_wrote(report):
     ("edit", "problem"),
     [
         (lambda r: "not json", r"not a JSON file"),
-        (lambda r: r | {"schema_version": 99}, r"schema_version is 99, this msvit-edge reads \(1, 2\)"),
+        (lambda r: r | {"schema_version": 99}, r"schema_version is 99, this msvit-edge reads \(1, 2, 3\)"),
         (lambda r: r | {"engines": [{k: v for k, v in r["engines"][0].items() if k != "latency"}]}, r"no 'latency'"),
         (lambda r: r | {"engines": [r["engines"][0] | {"status": "great"}]}, r"engines\[0\]\.status is 'great'"),
         (lambda r: r | {"settings": r["settings"] | {"batch": [0]}}, r"--batch sizes must be >= 1"),

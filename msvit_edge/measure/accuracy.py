@@ -59,3 +59,25 @@ def verdict(acc: dict, info: dict, cfg: BenchConfig) -> str | None:
     if reason is None and cfg.min_agreement is not None and not acc.get("agreement", 0.0) >= cfg.min_agreement:
         reason = f"top-1 agreement with PyTorch is below --min-agreement {100 * cfg.min_agreement:.2f}%"
     return reason
+
+
+def accuracy_line(acc: dict, info: dict) -> str:
+    """The console line: top-1 on n images beside PyTorch's (none for random weights, as the table shows none),
+    agreement with PyTorch, and the criterion ``verdict`` held the source to."""
+    if info["latency_only"]:
+        line = f"  accuracy: none (random weights, a latency-only bundle); {acc['n']} images"
+    else:
+        line = f"  accuracy: top-1 {_pct(acc['top1'])} on {acc['n']} images"
+        line += "" if acc.get("reference_top1") is None else f" (PyTorch {_pct(acc['reference_top1'])})"
+    if "logits" not in acc:
+        return line + "; no PyTorch reference to compare with"
+    if info["latency_only"]:
+        line += f"; logits' cosine similarity with PyTorch's >= {acc['logits']['min_cosine']:.4f}"
+    else:
+        line += f"; top-1 agreement with PyTorch {_pct(acc['agreement'])}"
+    tolerance = validation.TOLERANCES[info["precision"]]
+    return line + f"; held to: {validation.criterion(tolerance, info['latency_only'])}"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"

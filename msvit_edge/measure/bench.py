@@ -27,7 +27,7 @@ from msvit_edge.errors import MsvitEdgeError, first_line
 from msvit_edge.machine import jetson
 from msvit_edge.machine.environment import has_nvidia_gpu
 from msvit_edge.measure import report as reports
-from msvit_edge.measure.accuracy import accuracy, verdict
+from msvit_edge.measure.accuracy import accuracy, accuracy_line, verdict
 from msvit_edge.measure.config import DEVICES, BenchConfig
 from msvit_edge.measure.images import Images, images_per_source
 from msvit_edge.measure.latency import batches as _batches  # noqa: F401 - benchmarks/batching.py imports it here
@@ -94,8 +94,7 @@ def measure(pipe, source: Source, images: Images, cfg: BenchConfig, device: str,
     result.accuracy |= accuracy(out, images, source.plan)
     result.error = verdict(result.accuracy, result.info, cfg)
     result.status = "passed" if result.error is None else "validation failed"
-    acc = result.accuracy
-    log.info(f"  accuracy: top-1 {_pct(acc['top1'])} (PyTorch {_pct(acc.get('reference_top1'))})")
+    log.info(accuracy_line(result.accuracy, result.info))
     vit = plain_vit(pipe)
     for b in cfg.batch:
         result.latency[str(b)] = time_batch(pipe, vit, source, images.x, out.counts, b, cfg.timing)
@@ -105,7 +104,3 @@ def measure(pipe, source: Source, images: Images, cfg: BenchConfig, device: str,
     result.info |= memory() | pipe.device_memory()
     if device == "jetson":
         result.power = power(pipe, images.x, source.threshold, cfg.min_seconds)
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"

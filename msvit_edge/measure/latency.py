@@ -16,11 +16,12 @@ from msvit_edge.engines.pipeline import StageTimes
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.measure.config import Timing
 from msvit_edge.measure.images import Images
+from msvit_edge.measure.record import HIGH_CV, spread
 from msvit_edge.measure.sources import Source
 from msvit_edge.measure.timing import interleaved
+from msvit_edge.model.config import MSViTConfig
 from msvit_edge.model.flops import encoder_macs, msvit_macs, vit_macs
 
-HIGH_CV = 0.05  # trtexec warns when timings vary more than a few percent: the numbers are then not repeatable
 SWEEP_BATCH = 32  # images per call when a threshold sweep point measures accuracy
 
 
@@ -33,7 +34,8 @@ def plain_vit(pipe) -> Callable[[np.ndarray], np.ndarray] | None:
 
 
 def time_batch(pipe, vit, source: Source, x: np.ndarray, counts: np.ndarray, batch: int, timing: Timing) -> dict:
-    """MSViT end to end at ``batch``, interleaved with the plain ViT; stage split; speedup and efficiency."""
+    """MSViT end to end at ``batch``, interleaved with the plain ViT; stage split; speedup and efficiency, each with
+    its 95% interval over the timed rounds."""
     threshold, calls = source.threshold, batches(x, batch)
     candidates = {"msvit": lambda i: pipe(calls[i % len(calls)], threshold)}
     if vit is not None:
@@ -44,15 +46,33 @@ def time_batch(pipe, vit, source: Source, x: np.ndarray, counts: np.ndarray, bat
     stages = {k: 1e3 * statistics.median(v) for k, v in pipe.timer.seconds.items()}
     pipe.timer = None
     out = _stats(times["msvit"], batch) | {"stages_ms": stages}
-    mean_tokens = float(np.mean([counts[i % len(counts)] for i in range(len(calls) * batch)]))
-    model = source.config
-    ideal = vit_macs(model.vit) / msvit_macs(model.vit, model.gate, mean_tokens)
-    out |= {"mean_tokens": mean_tokens, "ideal_speedup": ideal}
+    timed = [int(counts[i % len(counts)]) for i in range(len(calls) * batch)]  # the images the calls cycle through
+    ideal = ideal_speedup(source.config, timed)
+    out |= {"mean_tokens": float(np.mean(timed)), "ideal_speedup": ideal}
     if vit is not None:
         out["vit"] = _stats(times["vit"], batch)
         out["speedup"] = out["vit"]["p50_ms"] / out["p50_ms"]
         out["efficiency"] = out["speedup"] / ideal
+        out["speedup_interval"] = interval(times["vit"], times["msvit"])
+        out["efficiency_interval"] = [s / ideal for s in out["speedup_interval"]]
     return out
+
+
+def ideal_speedup(model: MSViTConfig, counts: list[int]) -> float:
+    """The plain ViT's MACs over MSViT's, per image, on images with these token counts: the speedup if time were
+    MACs. MSViT's are the mean of each image's (attention's N^2 term makes the MACs at the mean count a little
+    less), tokenizer and gate included, padding not (what the token counts allow, not what a batch runs)."""
+    msvit = np.mean([msvit_macs(model.vit, model.gate, n) for n in counts])
+    return float(vit_macs(model.vit) / msvit)
+
+
+def interval(vit: list[float], msvit: list[float], draws: int = 1000) -> list[float]:
+    """The 95% interval of p50(vit) / p50(msvit), by resampling the timed rounds (a round's two calls together, as
+    they were timed side by side): how far the machine's noise could move the speedup within this run."""
+    rng = np.random.default_rng(0)
+    rounds = rng.integers(0, len(msvit), (draws, len(msvit)))
+    ratios = np.median(np.asarray(vit)[rounds], axis=1) / np.median(np.asarray(msvit)[rounds], axis=1)
+    return [float(r) for r in np.percentile(ratios, [2.5, 97.5])]
 
 
 def batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
@@ -135,8 +155,15 @@ def latency_line(batch: int, lat: dict) -> str:
     """The console line of one batch size: p50, throughput, the plain ViT and speedup, a warning when noisy."""
     line = f"  batch {batch}: p50 {lat['p50_ms']:.3f} ms, {lat['images_per_s']:.1f} img/s"
     if "speedup" in lat:
-        line += f"; plain ViT {lat['vit']['p50_ms']:.3f} ms: speedup {lat['speedup']:.2f}x of ideal "
-        line += f"{lat['ideal_speedup']:.2f}x (efficiency {lat['efficiency']:.2f})"
-    if lat["cv"] > HIGH_CV:
-        line += f"; WARNING: timings vary (CV {100 * lat['cv']:.0f}%), the machine is busy or throttling"
+        line += f"; plain ViT (same precision) {lat['vit']['p50_ms']:.3f} ms: speedup {lat['speedup']:.2f}x"
+        line += f"{_range(lat.get('speedup_interval'))} of ideal {lat['ideal_speedup']:.2f}x, efficiency "
+        line += f"{lat['efficiency']:.2f}{_range(lat.get('efficiency_interval'))}"
+    cv = spread(lat)
+    if cv > HIGH_CV:
+        line += f"; WARNING: timings vary (CV {100 * cv:.0f}%, over {100 * HIGH_CV:.0f}%): the machine is busy or "
+        line += "throttling, trust the ratios only as far as their intervals"
     return line
+
+
+def _range(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f" ({bounds[0]:.2f}-{bounds[1]:.2f})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from msvit_edge.bundle import Bundle
 from msvit_edge.engines.ort import OnnxRuntimePipeline
@@ -18,6 +18,7 @@ from msvit_edge.model.config import MSViTConfig
 
 FINE = (255, 60, 60)
 SCALE = 4  # the demo's 80 px scenes are small on screen
+CAPTION = 18  # px: the strip under a tile that names its class and token count
 
 
 def overlay(pixels: np.ndarray, fine: np.ndarray, region: int, scale: int = SCALE) -> Image.Image:
@@ -40,8 +41,22 @@ def overlay(pixels: np.ndarray, fine: np.ndarray, region: int, scale: int = SCAL
     return image
 
 
+def captioned(tile: Image.Image, caption: str) -> Image.Image:
+    """``tile`` above a white strip with ``caption`` in it."""
+    out = Image.new("RGB", (tile.width, tile.height + CAPTION), "white")
+    out.paste(tile, (0, 0))
+    ImageDraw.Draw(out).text((4, tile.height + 3), caption, fill=(0, 0, 0), font=ImageFont.load_default())
+    return out
+
+
 def write_overlays(
-    images, fine: np.ndarray, region: int, folder: Path, columns: int = 4, sheet: bool = True
+    images,
+    fine: np.ndarray,
+    region: int,
+    folder: Path,
+    columns: int = 4,
+    sheet: bool = True,
+    captions: list[str] | None = None,
 ) -> list[Path]:
     """One PNG per image in ``folder`` (``000.png``, ...) and, with ``sheet``, ``overlays.png``, a sheet of them
     all; returns the sheet's path first (when written), then the images'. The one overlay writer (demo, eval).
@@ -53,9 +68,12 @@ def write_overlays(
         folder: Created if missing.
         columns: Images per row of the sheet.
         sheet: Write the sheet too (only with at least one image).
+        captions: A line under each image (its class and token count), or none.
     """
     folder.mkdir(parents=True, exist_ok=True)
     tiles = [overlay(img, f, region) for img, f in zip(images, fine, strict=True)]
+    if captions is not None:
+        tiles = [captioned(tile, words) for tile, words in zip(tiles, captions, strict=True)]
     paths = []
     for i, tile in enumerate(tiles):
         paths.append(folder / f"{i:03d}.png")
@@ -71,11 +89,27 @@ def write_overlays(
     return [folder / "overlays.png", *paths]
 
 
-def gate_overlays(bundle: Bundle, folder: Path, n: int = 8) -> list[Path]:
-    """Overlays of the bundle's first ``n`` validation images, with their sheet: the gate's decisions as the ONNX
-    Runtime pipeline makes them (a region is fine where its gate probability exceeds the bundle's threshold)."""
+def gate_overlays(bundle: Bundle, folder: Path, n: int = 8, class_names: tuple[str, ...] | None = None) -> list[Path]:
+    """Overlays of the bundle's first ``n`` validation images, with their sheet, each captioned with its class, its
+    token count and, where it differs, the predicted class: the gate's decisions as the ONNX Runtime pipeline makes
+    them (a region is fine where its gate probability exceeds the bundle's threshold)."""
     ref = bundle.reference()
     with OnnxRuntimePipeline(bundle) as pipe:
-        probs = pipe(bundle.preprocess(ref.images[:n]), bundle.threshold).probs
+        out = pipe(bundle.preprocess(ref.images[:n]), bundle.threshold)
     vit = MSViTConfig.from_dict(bundle.manifest["model"]).vit
-    return write_overlays(ref.images[:n], probs > bundle.threshold, 2 * vit.patch_size, folder)
+    predicted = out.logits.argmax(1)
+    captions = [
+        caption(int(label), int(guess), int(count), class_names)
+        for label, guess, count in zip(ref.labels[:n], predicted, out.counts, strict=True)
+    ]
+    return write_overlays(ref.images[:n], out.probs > bundle.threshold, 2 * vit.patch_size, folder, captions=captions)
+
+
+def caption(label: int, predicted: int, tokens: int, class_names: tuple[str, ...] | None = None) -> str:
+    """ "Trouser: 47 tokens", and ", predicted Dress" where the model got it wrong."""
+
+    def name(k: int) -> str:
+        return class_names[k] if class_names and k < len(class_names) else f"class {k}"
+
+    wrong = "" if predicted == label else f", predicted {name(predicted)}"
+    return f"{name(label)}: {tokens} tokens{wrong}"

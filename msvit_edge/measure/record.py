@@ -2,7 +2,9 @@
 writer (``BenchReport.write``: report.json) and its one reader (``BenchReport.read``, which checks what it reads
 and names the file in any error). The fields are documented in docs/bench-report.md.
 
-Schema versions: 1 wrote the same keys, unchecked; 2 is the typed record. Both are read.
+Schema versions: 1 wrote the same keys, unchecked; 2 is the typed record; 3 adds ``n`` to the row and each batch
+size's ``speedup_interval`` and ``efficiency_interval``, and measures ``size_mb`` and ``ideal_speedup`` as
+docs/bench-report.md says. All three are read.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from msvit_edge.io import write_json
 from msvit_edge.machine.environment import this_machine
 from msvit_edge.measure.config import BenchConfig
 
-SCHEMA_VERSION = 2
-READABLE = (1, 2)
+SCHEMA_VERSION = 3
+READABLE = (1, 2, 3)
+HIGH_CV = 0.05  # trtexec warns when timings vary more than a few percent: the numbers are then not repeatable
 STATUSES = ("passed", "validation failed", "failed")
 _TYPES = {  # JSON type of each field of a source's result, for the reader's checks
     "source": str,
@@ -60,6 +63,7 @@ class SourceResult:
             "backend": info.get("backend"),
             "precision": info.get("precision"),
             "size_mb": info.get("size_mb"),
+            "n": acc.get("n"),
             "top1": None if info.get("latency_only") else acc.get("top1"),
             "agreement": acc.get("agreement"),
             "p50_ms": smallest.get("p50_ms"),
@@ -144,6 +148,11 @@ class BenchReport:
         engines = [SourceResult.from_dict(e, f"engines[{i}]") for i, e in enumerate(data["engines"])]
         settings = BenchConfig.from_dict(data["settings"])
         return cls(settings, data["device"], engines, data["environment"], data["created"], data["schema_version"])
+
+
+def spread(latency: dict) -> float:
+    """The larger coefficient of variation of one batch size's timings: MSViT's, or the plain ViT's."""
+    return max(latency["cv"], latency.get("vit", {}).get("cv", 0.0))
 
 
 def _names(kind: type | tuple[type, ...]) -> str:

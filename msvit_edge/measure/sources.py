@@ -74,15 +74,24 @@ def describe(source: Source) -> dict:
     if source.is_torch:
         size = sum(p.numel() * p.element_size() for p in source.model.parameters())
     else:
-        size = sum(source.opened.graph(n).stat().st_size for n in GRAPHS)
+        size = engine_bytes(source.opened)
     return {
         "backend": source.backend,
         "precision": source.precision,
         "bundle": str(source.bundle.path),
         "latency_only": source.latency_only,
-        "size_mb": size / 1e6,  # a torch source: its parameters' bytes
+        "size_mb": size / 1e6,  # engine_bytes; a torch source: its parameters' bytes
         "threshold": source.threshold,
     }
+
+
+def engine_bytes(opened: Bundle | EngineDir) -> int:
+    """Bytes on disk of the files an engine runs for MSViT: its tokenizer and encoder graphs (or TensorRT plans),
+    with their external data. Not counted: the plain ViT (bench's baseline, not part of a deployment) and the rest
+    of the bundle (stored answers, other precisions). The one size that demo, bench and the report print."""
+    files = {opened.graph(name) for name in GRAPHS}  # a set: one file may serve two stages
+    data = [f.with_name(f"{f.name}.data") for f in files]
+    return sum(f.stat().st_size for f in [*files, *(d for d in data if d.is_file())])
 
 
 def check_device(source: Source, device: str) -> None:

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from msvit_edge.cli.options import numbers
+
+STAGES = typer.Option(
+    None,
+    case_sensitive=False,
+    help="inline: the router runs the ONNX Runtime pipeline itself (ONNX Runtime's default); bls: it calls a "
+    "tokenizer model and per-bucket encoder models (TensorRT's only layout).",
+)
 
 
 def triton_repo(
     source: Path = typer.Argument(..., help="Engine folder (from `build`) or bundle (its FP32 graphs)."),
     out: Path = typer.Option(..., "--out", help="The Triton model repository to write."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if msvit-edge wrote it."),
+    stages: Literal["inline", "bls"] | None = STAGES,
+    queue_delay_us: int = typer.Option(500, min=0, help="How long Triton's dynamic batcher waits to fill a batch."),
 ) -> None:
-    """Write a Triton model repository: a router with dynamic batching and one encoder model per bucket."""
+    """Write a Triton model repository: a router with dynamic batching that routes each image to its bucket."""
     from msvit_edge.serve import triton_repo as write  # lazy: imports onnxruntime and tritonclient
 
-    repo = write(source, out, force)
+    repo = write(source, out, force, queue_delay_us=queue_delay_us, stages=stages)
     where = "runs on this machine's tritonserver" if repo.runs_here else "needs a GPU Triton server"
-    typer.echo(f"repository: {repo.path} ({len(repo.models)} models, {repo.backend}; {where})")
+    typer.echo(f"repository: {repo.path} ({repo.backend}, stages {repo.stages}: {', '.join(repo.models)}; {where})")
 
 
 def serve(
@@ -31,6 +41,7 @@ def serve(
     work: Path | None = typer.Option(None, help="Work folder for the repository and log (default: a temporary one)."),
     tritonserver: Path | None = typer.Option(None, help="Another tritonserver binary (an NGC container's, JetPack's)."),
     log: Path | None = typer.Option(None, help="Server log file (default: WORK/tritonserver.log)."),
+    stages: Literal["inline", "bls"] | None = STAGES,
 ) -> None:
     """Serve an engine folder on a real Triton server until Ctrl-C or SIGTERM (in-flight requests are answered)."""
     from msvit_edge.serve import Ports  # lazy: imports onnxruntime and tritonclient
@@ -40,7 +51,8 @@ def serve(
         ports = f"http {server.url}, grpc {server.grpc_url}, metrics :{server.ports.metrics}"
         typer.echo(f"ready: {ports}, log {server.log}")
 
-    raise typer.Exit(run(source, work, Ports(http_port, grpc_port, metrics_port), host, tritonserver, log, ready))
+    ports = Ports(http_port, grpc_port, metrics_port)
+    raise typer.Exit(run(source, work, ports, host, tritonserver, log, ready, stages))
 
 
 def loadtest(
@@ -55,9 +67,10 @@ def loadtest(
 
     reference = Bundle(bundle).reference()
     levels = numbers(concurrency, int, "--concurrency")
-    for r in run(url, reference.images, levels, requests, reference.logits.argmax(1)):
+    for r in run(url, reference.images, levels, requests, reference.logits):
         agreement = "-" if r.top1_agreement is None else f"{r.top1_agreement:.2%}"
         typer.echo(
             f"concurrency {r.concurrency}: {r.per_second:.0f} req/s, p50/p90/p99 {r.p50_ms:.2f}/{r.p90_ms:.2f}/"
-            f"{r.p99_ms:.2f} ms, errors {r.errors}, batches {r.batches}, top-1 vs reference {agreement}"
+            f"{r.p99_ms:.2f} ms, answered {r.answered}/{r.requests}, errors {r.errors}, batches {r.batches}, "
+            f"top-1 vs reference {agreement}"
         )

@@ -5,12 +5,15 @@ tritonclient is absent (.ci/setup installs both)."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +34,22 @@ def engine(bundle, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(engine, tmp_path_factory):
+    """The default repository: for ONNX Runtime, the router runs the pipeline itself (stages inline)."""
     from msvit_edge.serve import TritonServer, triton_repo
 
     work = tmp_path_factory.mktemp("serve")
     repo = triton_repo(engine, work / "repo")
+    with TritonServer(repo.path, work, exit_timeout=5) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def bls_server(engine, tmp_path_factory):
+    """The TensorRT repositories' layout on ONNX Runtime: the router calls a tokenizer and per-bucket encoder models."""
+    from msvit_edge.serve import TritonServer, triton_repo
+
+    work = tmp_path_factory.mktemp("serve-bls")
+    repo = triton_repo(engine, work / "repo", stages="bls")
     with TritonServer(repo.path, work, exit_timeout=5) as running:
         yield running
 
@@ -64,6 +79,23 @@ def infer(client_module, url, images, name="images", model="msvit"):
         client.close()
 
 
+def encoded(files: list[bytes]) -> np.ndarray:
+    """Image files as the router's ``image_bytes``: one per row, zero-padded to the longest."""
+    rows = np.zeros((len(files), max(map(len, files))), np.uint8)
+    for row, file in zip(rows, files, strict=True):
+        row[: len(file)] = np.frombuffer(file, np.uint8)
+    return rows
+
+
+def image_file(pixels: np.ndarray, fmt: str, size: tuple[int, int] | None = None) -> bytes:
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    (image.resize(size, Image.Resampling.BILINEAR) if size else image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
 def statistics(server) -> dict[str, int]:
     import tritonclient.http as http
 
@@ -74,21 +106,44 @@ def statistics(server) -> dict[str, int]:
         client.close()
 
 
-def test_every_config_parses_and_each_bucket_has_its_encoder_models(engine, tmp_path):
+def metrics(port: int, name: str) -> dict[str, float]:
+    """{labels: value} of one metric on Triton's Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return {line[len(name) :].rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines
+            if line.startswith(name + "{")}  # fmt: skip
+
+
+def test_the_inline_repository_is_the_router_with_the_engine_folder_inside(engine, tmp_path):
+    from msvit_edge.bundle.engine_folder import EngineDir
     from msvit_edge.serve import triton_repo
     from msvit_edge.serve.config import parse
 
     repo = triton_repo(engine, tmp_path / "repo")
-    buckets = len(engine.plan.buckets)
-    assert len(repo.models) == 2 + 2 * buckets and repo.runs_here
-    for model in repo.models:
-        config = parse((repo.path / model / "config.pbtxt").read_text(), model)
-        assert config.name == model
+    assert repo.models == ("msvit",) and repo.runs_here
     router = parse((repo.path / "msvit" / "config.pbtxt").read_text(), "msvit")
     assert router.max_batch_size == engine.plan.batch[2] and router.HasField("dynamic_batching")
+    assert [(i.name, i.optional) for i in router.input] == [("images", True), ("image_bytes", True)]
+    copy = EngineDir(repo.path / "msvit" / "1" / "source" / router.parameters["source"].string_value)
+    assert copy.record == engine.record  # it opens as the engine folder, every file's sha256 checked
+    for stage in ("tokenizer", "encoder", "encoder_masked"):
+        assert copy.graph(stage).stat().st_ino == engine.graph(stage).stat().st_ino  # hard links, not copies
     assert (repo.path / "msvit" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
     with pytest.raises(MsvitEdgeError, match="pass --force"):
         triton_repo(engine, tmp_path / "repo")
+
+
+def test_the_bls_repository_has_the_tokenizer_and_each_buckets_encoder_models(engine, tmp_path):
+    from msvit_edge.serve import triton_repo
+    from msvit_edge.serve.config import parse
+
+    repo = triton_repo(engine, tmp_path / "repo", stages="bls")
+    buckets = len(engine.plan.buckets)
+    assert len(repo.models) == 2 + 2 * buckets and repo.runs_here
+    for model in repo.models:
+        assert parse((repo.path / model / "config.pbtxt").read_text(), model).name == model
+    with pytest.raises(MsvitEdgeError, match="inline for ONNX Runtime"):
+        triton_repo(engine, tmp_path / "other", stages="nearby")
 
 
 def test_a_misspelt_config_is_refused_before_it_is_written():
@@ -98,11 +153,12 @@ def test_a_misspelt_config_is_refused_before_it_is_written():
         parse('name: "x"\nmax_batch_sise: 4\n', "x/config.pbtxt")
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_served_answers_equal_the_in_process_pipeline(server, engine, images, protocol):
+@pytest.mark.parametrize(("stages", "protocol"), [("inline", "http"), ("inline", "grpc"), ("bls", "grpc")])
+def test_served_answers_equal_the_in_process_pipeline(request, engine, images, stages, protocol):
     import tritonclient.grpc as grpc
     import tritonclient.http as http
 
+    server = request.getfixturevalue("server" if stages == "inline" else "bls_server")
     module, url = (http, server.url) if protocol == "http" else (grpc, server.grpc_url)
     want = reference(engine, images)
     got = [infer(module, url, part) for part in np.split(images, [27, 28, 55, 82])]  # batches of 27, 1, 27, 27, 14
@@ -111,38 +167,127 @@ def test_served_answers_equal_the_in_process_pipeline(server, engine, images, pr
     assert np.array_equal(np.concatenate([g["top_class"] for g in got])[:, 0], want.logits.argmax(1))
 
 
-def test_one_batch_spanning_buckets_reaches_each_buckets_encoder(server, engine, images):
-    import tritonclient.http as http
-
+def one_per_bucket(engine, images) -> tuple[np.ndarray, np.ndarray]:
+    """Images of every bucket (indices into ``images``) and their buckets."""
     counts = reference(engine, images).counts
     buckets = np.array([engine.plan.index(int(c)) for c in counts])
     pick = np.array([np.flatnonzero(buckets == b)[0] for b in np.unique(buckets)])
     assert len(pick) >= 2  # the tiny bundle's images span its buckets
-    before = statistics(server)
-    got = infer(http, server.url, images[pick])
-    after = statistics(server)
-    assert np.array_equal(got["tokens"][:, 0], counts[pick])
+    return pick, buckets[pick]
+
+
+def test_one_batch_spanning_buckets_reaches_each_buckets_encoder_model(bls_server, engine, images):
+    import tritonclient.http as http
+
+    pick, buckets = one_per_bucket(engine, images)
+    before = statistics(bls_server)
+    infer(http, bls_server.url, images[pick])
+    after = statistics(bls_server)
     ran = {name for name in after if after[name] > before.get(name, 0) and "encoder" in name}
-    assert {name.rsplit("_b", 1)[1] for name in ran} == {str(b) for b in np.unique(buckets)}
+    assert {name.rsplit("_b", 1)[1] for name in ran} == {str(b) for b in buckets}
     assert after["msvit"] == before["msvit"] + 1 and after["msvit_tokenizer"] == before["msvit_tokenizer"] + 1
 
 
-@pytest.mark.parametrize(
-    ("bad", "name", "message"),
-    [
+def test_inline_the_router_counts_each_buckets_images_on_the_metrics_port(server, engine, images):
+    import tritonclient.http as http
+
+    pick, buckets = one_per_bucket(engine, images)
+    batch = np.concatenate([images[pick], images[pick[:1]]])  # bucket buckets[0] twice
+    before = metrics(server.ports.metrics, "msvit_bucket_images_total")
+    infer(http, server.url, batch)
+    after = metrics(server.ports.metrics, "msvit_bucket_images_total")
+    grew = {labels: after[labels] - before.get(labels, 0) for labels in after if after[labels] > before.get(labels, 0)}
+    assert grew == {f'{{bucket="{b}"}}': 1 + (b == buckets[0]) for b in buckets}
+
+
+def test_encoded_images_are_decoded_and_resized_as_training_loaded_files(server, engine, images, tmp_path):
+    import tritonclient.grpc as grpc
+
+    from msvit_edge.bundle.preprocess import load_image
+
+    png = [image_file(x, "PNG") for x in images[:6]]  # lossless, at the model's size: the same pixels
+    want = infer(grpc, server.grpc_url, images[:6])
+    got = infer(grpc, server.grpc_url, encoded(png), "image_bytes")
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    files = [image_file(images[6], "JPEG"), image_file(images[7], "PNG", (57, 41))]  # lossy; larger, not square
+    for i, file in enumerate(files):
+        (tmp_path / f"{i}.img").write_bytes(file)
+    pixels = np.stack([load_image(tmp_path / f"{i}.img", images.shape[1]) for i in range(len(files))])
+    want, got = reference(engine, pixels), infer(grpc, server.grpc_url, encoded(files), "image_bytes")
+    assert np.array_equal(got["tokens"][:, 0], want.counts)
+    np.testing.assert_allclose(got["logits"], want.logits, rtol=1e-4, atol=1e-4)
+
+
+def bad_requests(images) -> list:
+    """(input, name, what the error must say): each one a problem the router's client makes."""
+    good = image_file(images[0], "PNG")
+    return [
         (np.zeros((2, 32, 32, 3), np.float32), "images", "FP32"),  # wrong dtype
         (np.zeros((2, 16, 16, 3), np.uint8), "images", "shape"),  # wrong image size
         (np.zeros((2, 32, 32, 3), np.uint8), "pixels", "pixels"),  # unknown input
         (np.zeros((65, 32, 32, 3), np.uint8), "images", "batch"),  # over the maximum batch
-    ],
-)
-def test_a_bad_request_gets_a_triton_error_naming_it_and_the_next_one_is_answered(server, images, bad, name, message):
+        (encoded([good, b"GIF89a, or so it says"]), "image_bytes", r"image_bytes\[1\]: not a readable image"),
+        (encoded([good[: len(good) // 2]]), "image_bytes", r"image_bytes\[0\]: corrupt image"),  # cut short
+    ]
+
+
+@pytest.mark.parametrize("case", range(6), ids=["dtype", "size", "input", "batch", "garbage", "truncated"])
+def test_a_bad_request_gets_a_triton_error_naming_it_and_the_next_one_is_answered(server, images, case):
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException
 
+    bad, name, message = bad_requests(images)[case]
     with pytest.raises(InferenceServerException, match=message):
         infer(http, server.url, bad, name)
     assert infer(http, server.url, images[:3])["logits"].shape == (3, 10)
+
+
+def test_the_tensorrt_repository_selects_each_buckets_profile_by_the_engines_own_record(engine, tmp_path):
+    from msvit_edge.serve import triton_repo
+    from msvit_edge.serve.config import parse
+
+    stand_in = tensorrt_stand_in(engine, tmp_path / "trt")
+    repo = triton_repo(stand_in, tmp_path / "repo")
+    assert repo.backend == "tensorrt" and not repo.runs_here
+    graphs = engine.bundle.record.graphs
+    for i in range(len(engine.plan.buckets)):
+        for masked, graph in ((False, "encoder"), (True, "encoder_masked")):
+            model = f"msvit_encoder{'_masked' if masked else ''}_b{i}"
+            config = parse((repo.path / model / "config.pbtxt").read_text(), model)
+            assert config.platform == "tensorrt_plan" and list(config.instance_group[0].profile) == [str(i)]
+            assert [t.name for t in config.input] == [t.name for t in graphs[graph].inputs]
+            assert [t.name for t in config.output] == [t.name for t in graphs[graph].outputs]
+            assert (repo.path / model / "1" / "model.plan").read_bytes() == (stand_in / f"{graph}.plan").read_bytes()
+    tokenizer = parse((repo.path / "msvit_tokenizer" / "config.pbtxt").read_text(), "msvit_tokenizer")
+    assert [t.name for t in tokenizer.input] == [t.name for t in graphs["tokenizer"].inputs]
+    facts = json.loads((stand_in / "tensorrt.json").read_text())
+    facts["engines"]["encoder"]["profiles"].reverse()  # engines whose profiles are not the buckets in order
+    (stand_in / "tensorrt.json").write_text(json.dumps(facts))
+    with pytest.raises(MsvitEdgeError, match=r"encoder.plan's profile 0 .* is not bucket 0's tokens"):
+        triton_repo(stand_in, tmp_path / "refused")
+
+
+def tensorrt_stand_in(engine, folder: Path) -> Path:
+    """A TensorRT engine folder as ``build`` writes one, without TensorRT: the ONNX Runtime folder's manifest with
+    placeholder plans, and a ``tensorrt.json`` whose profiles are the ones the build gives each engine."""
+    from msvit_edge.bundle.engine_folder import relative_to
+    from msvit_edge.engines.trt_shapes import EngineShapes
+    from msvit_edge.io import sha256
+
+    folder.mkdir()
+    manifest = json.loads((engine.path / "manifest.json").read_text())
+    stages = ("tokenizer", "encoder", "encoder_masked")
+    for stage in stages:
+        (folder / f"{stage}.plan").write_bytes(f"placeholder {stage} engine".encode())
+    shapes = EngineShapes.from_bundle(engine.bundle)
+    profiles = {s: [{n: [list(r) for r in ranges] for n, ranges in p.items()} for p in shapes.profiles(s)]
+                for s in stages}  # fmt: skip
+    (folder / "tensorrt.json").write_text(json.dumps({"engines": {s: {"profiles": p} for s, p in profiles.items()}}))
+    manifest |= {"backend": "tensorrt", "backend_version": "10.3.0", "graphs": {s: f"{s}.plan" for s in stages},
+                 "files": {f"{s}.plan": sha256(folder / f"{s}.plan") for s in stages}}  # fmt: skip
+    manifest["bundle"]["path"] = relative_to(engine.bundle.path, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
 
 
 def _children(pid: int) -> list[int]:
@@ -152,21 +297,21 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _start_serve(engine, tmp_path) -> tuple[subprocess.Popen, int]:
-    """``serve`` in a child process, once it is ready: (that process, its tritonserver's pid)."""
+def _start_serve(engine, tmp_path) -> tuple[subprocess.Popen, int, dict]:
+    """``serve`` in a child process, once it is ready: (that process, its tritonserver's pid, its ports)."""
     ready = tmp_path / "ready.json"
     code = (
         "import json, os, sys; from msvit_edge.serve import serve\n"
         f"sys.exit(serve({str(engine.path)!r}, work={str(tmp_path / 'work')!r}, ports=__import__("
         "'msvit_edge.serve.server', fromlist=['free_ports']).free_ports(), on_ready=lambda s: open("
-        f"{str(ready)!r}, 'w').write(json.dumps(s.process.pid))))"
+        f"{str(ready)!r}, 'w').write(json.dumps([s.process.pid, s.ports.__dict__]))))"
     )
     process = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 120
     while not ready.is_file() or not ready.read_text():
         assert process.poll() is None and time.monotonic() < deadline, "serve exited or was never ready"
         time.sleep(0.2)
-    return process, json.loads(ready.read_text())
+    return process, *json.loads(ready.read_text())
 
 
 def _gone(pid: int, within: float) -> bool:
@@ -182,19 +327,55 @@ def _gone(pid: int, within: float) -> bool:
     return False
 
 
-def test_sigterm_stops_serve_with_exit_0_and_no_server_left(engine, tmp_path):
+def _closed_loop(url: str, batch: np.ndarray, signalled: threading.Event, outcomes: list) -> None:
+    """One client sending ``batch`` until the server refuses: (signalled when it was answered?, error or None)."""
+    import tritonclient.grpc as grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = grpc.InferenceServerClient(url)
+    data = grpc.InferInput("images", list(batch.shape), "UINT8")
+    data.set_data_from_numpy(batch)
+    try:
+        while True:
+            try:
+                client.infer("msvit", [data])
+                outcomes.append((signalled.is_set(), None))
+            except InferenceServerException as e:
+                outcomes.append((signalled.is_set(), str(e)))
+                return
+    finally:
+        client.close()
+
+
+def test_sigterm_under_load_answers_what_was_queued_and_exits_0_with_nothing_left(engine, images, tmp_path):
     shm = set(Path("/dev/shm").glob("msvit_*"))
-    process, server_pid = _start_serve(engine, tmp_path)
+    process, server_pid, ports = _start_serve(engine, tmp_path)
     assert server_pid in _children(process.pid)
     assert set(Path("/dev/shm").glob("msvit_*")) - shm  # its python backend's segments, under its own prefix
+    signalled, outcomes = threading.Event(), []
+    batch, url = np.resize(images, (64, *images.shape[1:])), f"127.0.0.1:{ports['grpc']}"
+    clients = [threading.Thread(target=_closed_loop, args=(url, batch, signalled, outcomes)) for _ in range(6)]
+    for client in clients:
+        client.start()
+    router = '{model="msvit",version="1"}'
+    while not metrics(ports["metrics"], "nv_inference_pending_request_count").get(router):
+        assert process.poll() is None  # until requests wait in Triton's queue, as its metrics show
+        time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
+    signalled.set()
     assert process.wait(60) == 0
+    for client in clients:
+        client.join(30)
+    refusals = [e for _, e in outcomes if e is not None]
+    assert len(refusals) == len(clients)  # each client stopped at its first refusal, none hung
+    assert all("StatusCode.UNAVAILABLE" in e for e in refusals), refusals  # "Server is stopping", not a failure
+    assert any(after and e is None for after, e in outcomes)  # queued at the signal, answered after it
     assert _gone(server_pid, 5)
     assert set(Path("/dev/shm").glob("msvit_*")) <= shm, "shared memory left"
 
 
 def test_sigkill_of_serve_takes_its_server_down_too(engine, tmp_path):
-    process, server_pid = _start_serve(engine, tmp_path)
+    process, server_pid, _ = _start_serve(engine, tmp_path)
     process.kill()
     process.wait(10)
     assert _gone(server_pid, 45)  # PR_SET_PDEATHSIG: the server is told, and drains

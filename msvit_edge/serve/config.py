@@ -21,13 +21,15 @@ TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", 
 
 @dataclass(frozen=True)
 class RouterSpec:
-    """What the router model serves: images [size, size, channels] uint8 in, ``classes`` logits out."""
+    """What the router model serves: images [size, size, channels] uint8 (or encoded image files) in, ``classes``
+    logits out."""
 
     size: int
     channels: int
     classes: int
     max_batch: int
     queue_delay_us: int
+    instances: int  # router instances: each holds its own pipeline (and, inline, its own ONNX Runtime sessions)
     parameters: dict[str, str]  # read by msvit_edge.serve.models.Router at start-up
 
 
@@ -57,21 +59,30 @@ def stage_config(name: str, inputs: tuple[Tensor, ...], outputs: tuple[Tensor, .
 
 
 def router_config(name: str, spec: RouterSpec) -> str:
-    """The router: Triton's dynamic batching forms batches of images, the model routes them by bucket."""
+    """The router: Triton's dynamic batching forms batches of images, the model routes them by bucket. A request
+    sends ``images`` (uint8 pixels at the bundle's size) or ``image_bytes`` (encoded JPEG/PNG files, one per row,
+    zero-padded to the longest: NVIDIA DALI's convention), so both inputs are optional; the router refuses a request
+    with neither or both. ``image_bytes`` is uint8 rather than Triton's BYTES: the python backend stubs pytriton
+    0.7.0 ships read a BYTES input through numpy 1's array layout and, under numpy 2, get garbage (and die);
+    ``allow_ragged_batch`` lets requests of different file lengths share a batch (the router reads each alone)."""
     params = ",\n  ".join(
         f'{{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}' for k, v in spec.parameters.items()
     )
     scalar = "dims: [ 1 ]"
+    pixels = f"dims: [ {spec.size}, {spec.size}, {spec.channels} ]"
     return "\n".join([
         f'name: "{name}"', 'backend: "python"', f"max_batch_size: {spec.max_batch}",
-        f'input [ {{ name: "images" data_type: TYPE_UINT8 dims: [ {spec.size}, {spec.size}, {spec.channels} ] }} ]',
+        "input [",
+        f'  {{ name: "images" data_type: TYPE_UINT8 {pixels} optional: true }},',
+        '  { name: "image_bytes" data_type: TYPE_UINT8 dims: [ -1 ] allow_ragged_batch: true optional: true }',
+        "]",
         "output [",
         f'  {{ name: "logits" data_type: TYPE_FP32 dims: [ {spec.classes} ] label_filename: "labels.txt" }},',
         f'  {{ name: "top_class" data_type: TYPE_INT64 {scalar} }},',
         f'  {{ name: "tokens" data_type: TYPE_INT64 {scalar} }}',
         "]",
         f"dynamic_batching {{ max_queue_delay_microseconds: {spec.queue_delay_us} }}",
-        "instance_group [ { kind: KIND_CPU count: 1 } ]",
+        f"instance_group [ {{ kind: KIND_CPU count: {spec.instances} }} ]",
         f"parameters [\n  {params}\n]",
     ]) + "\n"  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 Each of ``concurrency`` clients sends its next request as soon as its last one is answered. Reported per level:
 requests per second, latency percentiles, errors, the batch sizes Triton's dynamic batcher formed (from the router's
-statistics, before and after), and the served top-1 against reference classes where given.
+statistics, before and after), every answer (``Answers``: which image, logits, token count) and, against reference
+answers where given, the top-1 agreement.
 """
 
 from __future__ import annotations
@@ -17,6 +18,29 @@ from msvit_edge.errors import MsvitEdgeError
 
 
 @dataclass
+class Answers:
+    """The served answers of one level, in the order they came back."""
+
+    index: np.ndarray  # int64 [n]: the image each answered request sent (request i sends image i % N)
+    logits: np.ndarray  # float32 [n, K]
+    tokens: np.ndarray  # int64 [n]
+
+    def against(self, logits: np.ndarray, counts: np.ndarray | None = None) -> Agreement:
+        """How these answers agree with reference answers on the same images (``logits`` [N, K], ``counts`` [N])."""
+        want = logits[self.index]
+        same = None if counts is None else float(np.mean(self.tokens == counts[self.index]))
+        diff = float(np.abs(self.logits - want).max()) if len(self.index) else float("nan")
+        return Agreement(float(np.mean(self.logits.argmax(1) == want.argmax(1))), same, diff)
+
+
+@dataclass
+class Agreement:
+    top1: float  # share of answers whose top class is the reference's
+    tokens: float | None  # share of answers with the reference's token count (None: no reference counts)
+    max_abs_logits: float  # the largest |served - reference| logit
+
+
+@dataclass
 class LoadResult:
     concurrency: int
     requests: int
@@ -27,10 +51,15 @@ class LoadResult:
     p99_ms: float
     batches: dict[int, int]  # batch size the router ran -> times
     top1_agreement: float | None  # served top class == reference, over the answered requests
+    answers: Answers
+
+    @property
+    def answered(self) -> int:
+        return len(self.answers.index)
 
     @property
     def per_second(self) -> float:
-        return (self.requests - self.errors) / self.seconds
+        return self.answered / self.seconds
 
 
 def loadtest(url: str, images: np.ndarray, concurrencies: tuple[int, ...] = (1, 8, 32), requests: int = 1000,
@@ -42,7 +71,7 @@ def loadtest(url: str, images: np.ndarray, concurrencies: tuple[int, ...] = (1, 
         images: uint8 images [N, S, S, C], sent in turn.
         concurrencies: Clients in flight, one level after another.
         requests: Requests per level.
-        reference: Classes [N] to compare the served top class with (the bundle's reference answers).
+        reference: Logits [N, K] to compare the served answers with (the bundle's reference answers).
         model: The router model's name.
     """
     try:  # lazy: tritonclient is the serve extra's
@@ -56,10 +85,10 @@ async def _level(grpc, url, model, images, concurrency, requests, reference) -> 
     client = grpc.InferenceServerClient(url)
     try:
         before = await _batches(client, model)
-        latencies, tops, errors = [], {}, [0]
+        latencies, answers, errors = [], [], [0]
         queue = iter(range(requests))
         start = time.perf_counter()
-        await asyncio.gather(*(_client(grpc, client, model, images, queue, latencies, tops, errors)
+        await asyncio.gather(*(_client(grpc, client, model, images, queue, latencies, answers, errors)
                                for _ in range(concurrency)))  # fmt: skip
         seconds = time.perf_counter() - start
         after = await _batches(client, model)
@@ -67,13 +96,13 @@ async def _level(grpc, url, model, images, concurrency, requests, reference) -> 
         await client.close()
     ms = np.percentile(np.array(latencies) * 1e3, [50, 90, 99]) if latencies else [float("nan")] * 3
     batches = {b: n - before.get(b, 0) for b, n in after.items() if n > before.get(b, 0)}
-    agree = None
-    if reference is not None and tops:
-        agree = float(np.mean([top == reference[i % len(reference)] for i, top in tops.items()]))
-    return LoadResult(concurrency, requests, errors[0], seconds, *map(float, ms), dict(sorted(batches.items())), agree)
+    got = _collect(answers, 0 if reference is None else reference.shape[1])
+    agree = None if reference is None or not answers else got.against(reference).top1
+    return LoadResult(concurrency, requests, errors[0], seconds, *map(float, ms), dict(sorted(batches.items())), agree,
+                      got)  # fmt: skip
 
 
-async def _client(grpc, client, model, images, queue, latencies, tops, errors) -> None:
+async def _client(grpc, client, model, images, queue, latencies, answers, errors) -> None:
     from tritonclient.utils import InferenceServerException  # lazy: as above
 
     for i in queue:  # the clients share one iterator: each request is sent once
@@ -86,7 +115,14 @@ async def _client(grpc, client, model, images, queue, latencies, tops, errors) -
             errors[0] += 1
             continue
         latencies.append(time.perf_counter() - start)
-        tops[i] = int(result.as_numpy("top_class")[0, 0])
+        answers.append((i % len(images), result.as_numpy("logits")[0], int(result.as_numpy("tokens")[0, 0])))
+
+
+def _collect(answers: list, classes: int) -> Answers:
+    if not answers:
+        return Answers(np.zeros(0, np.int64), np.zeros((0, classes), np.float32), np.zeros(0, np.int64))
+    index, logits, tokens = zip(*answers, strict=True)
+    return Answers(np.array(index, np.int64), np.stack(logits), np.array(tokens, np.int64))
 
 
 async def _batches(client, model) -> dict[int, int]:

@@ -214,7 +214,7 @@ def last_error(log: Path) -> str:
 
 def serve(source: str | Path, work: str | Path | None = None, ports: Ports | None = None, host: str = "127.0.0.1",
           tritonserver: str | Path | None = None, log: str | Path | None = None,
-          on_ready: Callable[[TritonServer], None] | None = None) -> int:  # fmt: skip
+          on_ready: Callable[[TritonServer], None] | None = None, stages: str | None = None) -> int:  # fmt: skip
     """Write the repository of an engine folder or bundle into a work folder and serve it until SIGTERM or Ctrl-C;
     returns Triton's exit status (0 after a clean drain).
 
@@ -226,12 +226,13 @@ def serve(source: str | Path, work: str | Path | None = None, ports: Ports | Non
         tritonserver: Another tritonserver binary (an NGC container's, JetPack's).
         log: The server's log (default ``WORK/tritonserver.log``).
         on_ready: Called once the server is ready (the CLI prints its endpoints).
+        stages: The repository's stages (``triton_repo``'s: ``inline`` for ONNX Runtime by default, or ``bls``).
     """
     folder = Path(work) if work else Path(tempfile.mkdtemp(prefix="msvit-serve-"))
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        repo = triton_repo(source, folder / "repository", force=True)
+        repo = triton_repo(source, folder / "repository", force=True, stages=stages)
         with TritonServer(repo.path, folder, ports or Ports(), host, tritonserver, log) as server:
             if on_ready:
                 on_ready(server)

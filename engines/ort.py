@@ -1,8 +1,16 @@
-"""ONNX Runtime backend: the bundle's graphs in ``onnxruntime.InferenceSession``s (CPU by default)."""
+"""ONNX Runtime backend: the bundle's graphs in ``onnxruntime.InferenceSession``s (CPU by default).
+
+Which path runs: at batch 1, ONE session call per image on a graph composed at activation from the tokenizer and the
+encoder (``batch1_graph``: the selected rows are a Slice inside the graph, so tokens never come back to Python); at
+larger batches, the tokenizer and one encoder call per bucket (``Pipeline``'s stages), because images whose counts
+differ need the key mask or a split. ONNX Runtime takes data-dependent shapes inside a graph; TensorRT keeps the
+static tokenizer / dynamic encoder split at every batch (its transformer fusion needs it: ``engines/tensorrt.py``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -22,12 +30,14 @@ def import_onnxruntime():
 
 
 def session(
-    path,
+    path: str | Path | bytes,
     threads: int | None = None,
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     profile_prefix: str | None = None,
 ):
     """An InferenceSession with full graph optimisation; ``threads`` caps intra-op threads (None: ORT's default).
+
+    ``path``: a graph file, or a serialised graph (``batch1_graph``).
 
     ``profile_prefix``: record ONNX Runtime's per-node profile, written by ``end_profiling()`` under that prefix.
     """
@@ -45,10 +55,12 @@ def session(
         options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     state = ort.capi.onnxruntime_pybind11_state  # ONNX Runtime's exceptions derive from Exception only
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers))
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=list(providers))
     except (state.Fail, state.InvalidArgument, state.InvalidProtobuf, state.NoSuchFile, state.InvalidGraph) as e:
         # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from PATH failed:Protobuf parsing failed."
         reason = str(e).strip().splitlines()[0].split(" : ", 2)[-1].replace(f"Load model from {path} failed:", "")
+        if isinstance(path, bytes):
+            raise MsvitEdgeError(f"ONNX Runtime cannot load the batch-1 graph composed in memory ({reason})") from None
         raise MsvitEdgeError(f"ONNX Runtime cannot load this graph ({reason})", path) from None
 
 
@@ -62,6 +74,8 @@ class OnnxRuntimePipeline(Pipeline):
         batching: See ``Pipeline``.
         device: ``cpu``, or ``cuda`` for ONNX Runtime's CUDA provider (onnxruntime-gpu). Tokens then still cross
             between the sessions through host memory: on a GPU, TensorRT is the backend that keeps them on it.
+        one_call: Run a single image as one session call on ``batch1_graph`` (False: the three stages, and no
+            fourth session holding a second copy of the tokenizer's and the encoder's weights).
     """
 
     def __init__(
@@ -70,11 +84,12 @@ class OnnxRuntimePipeline(Pipeline):
         threads: int | None = None,
         pad_to_bucket: bool = False,
         device: str = "cpu",
+        one_call: bool = True,
         **kw,
     ):
         self.source = open_source(source)
         super().__init__(self.source.plan, pad_to_bucket, **kw)
-        self.threads, self.providers = threads, providers_for(device)
+        self.threads, self.providers, self.allow_one_call = threads, providers_for(device), one_call
         self.sessions: dict = {}
 
     @property
@@ -88,9 +103,16 @@ class OnnxRuntimePipeline(Pipeline):
             name: session(self.source.graph(name), self.threads, self.providers)
             for name in ("tokenizer", "encoder", "encoder_masked")
         }
+        graph = self.allow_one_call and batch1_graph(self.source.graph("tokenizer"), self.source.graph("encoder"))
+        if graph:
+            self.sessions["batch1"] = session(graph, self.threads, self.providers)
 
     def deactivate(self) -> None:
         self.sessions = {}
+
+    @property
+    def one_call(self) -> bool:
+        return "batch1" in self.sessions and not self.pad_to_bucket  # padding a single image is for static engines
 
     def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
@@ -101,6 +123,10 @@ class OnnxRuntimePipeline(Pipeline):
         if mask is None:
             return self.sessions["encoder"].run(["logits"], {"tokens": tokens})[0]
         return self.sessions["encoder_masked"].run(["logits"], {"tokens": tokens, "mask": mask})[0]
+
+    def tokenize_and_encode(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
+        feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
+        return tuple(self.sessions["batch1"].run(["logits", "counts", "probs"], feed))
 
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         if "vit" not in self.sessions:
@@ -120,3 +146,82 @@ def providers_for(device: str) -> tuple[str, ...]:
             "ONNX Runtime here has no CUDA provider: pip install onnxruntime-gpu (see msvit-edge doctor)"
         )
     return ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def batch1_graph(tokenizer: Path, encoder: Path) -> bytes | None:
+    """The tokenizer and the encoder as ONE graph for a single image: (images, threshold) -> (logits, counts, probs).
+
+    The encoder runs on the image's ``counts`` selected tokens, picked inside the graph (``_selected_rows``): one
+    session call per image, no tokens copied out and back, no selection in Python. Only for batch 1: at a larger batch
+    images whose counts differ would need the key mask. None where the graphs cannot be composed in memory (weights in
+    side files, i.e. over 2 GB; operator sets that disagree): the pipeline then runs the stages.
+    """
+    import onnx  # lazy: heavy, and the stages run without it
+    from onnx import compose, helper
+    from onnx.external_data_helper import uses_external_data  # lazy: as onnx
+
+    tok, enc = (onnx.load(str(p), load_external_data=False) for p in (tokenizer, encoder))
+    if any(uses_external_data(t) for m in (tok, enc) for t in m.graph.initializer):
+        return None
+    opsets = {o.domain: o.version for o in tok.opset_import}
+    if any(opsets.setdefault(o.domain, o.version) != o.version for o in enc.opset_import):
+        return None
+    enc = compose.add_prefix(enc, "encoder/")
+    g = tok.graph
+    outputs = {o.name: o for o in g.output}
+    g.node.extend([*_selected_rows(g), *enc.graph.node, helper.make_node("Identity", ["encoder/logits"], ["logits"])])
+    g.initializer.extend(enc.graph.initializer)
+    g.value_info.extend(enc.graph.value_info)
+    logits = onnx.ValueInfoProto()
+    logits.CopyFrom(enc.graph.output[0])
+    logits.name = "logits"
+    del g.output[:]
+    g.output.extend([logits, outputs["counts"], outputs["probs"]])
+    _drop_unused(g)
+    tok.functions.extend(enc.functions)
+    del tok.opset_import[:]
+    tok.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets.items())
+    tok.ir_version = max(tok.ir_version, enc.ir_version)
+    return tok.SerializeToString()
+
+
+def _selected_rows(graph) -> list:
+    """Nodes that make ``encoder/tokens`` [1, count, D], the image's selected tokens, from the tokenizer's graph.
+
+    Export's tokenizer ends in a GatherElements of every candidate [B, M, D] in ``order`` (the selected first). At batch
+    1 one Gather of only the first ``count`` entries of ``order`` makes the same rows: the full gather, its expanded
+    int64 index and a copy of the rows go (at the demo's size they were a third of the tokenizer's time). Any other
+    tokenizer: its ``tokens`` sliced to ``count`` rows.
+    """
+    from onnx import TensorProto, helper  # lazy: heavy
+
+    ints = {k: helper.make_tensor(k, TensorProto.INT64, [1], [v]) for k, v in (("zero", 0), ("one", 1))}
+    rows = [
+        helper.make_node("ReduceMax", ["counts"], ["batch1/count"], keepdims=1),  # [1]: the image's count
+        *(helper.make_node("Constant", [], [f"batch1/{k}"], value=v) for k, v in ints.items()),
+    ]
+    last = next(n for n in graph.node if "tokens" in n.output)
+    axis = next((helper.get_attribute_value(a) for a in last.attribute if a.name == "axis"), 0)
+    if last.op_type != "GatherElements" or axis != 1 or "order" not in {o.name for o in graph.output}:
+        return [
+            *rows,
+            helper.make_node("Slice", ["tokens", "batch1/zero", "batch1/count", "batch1/one"], ["encoder/tokens"]),
+        ]
+    graph.node.remove(last)
+    return [
+        *rows,
+        helper.make_node("Slice", ["order", "batch1/zero", "batch1/count", "batch1/one"], ["batch1/order"]),
+        helper.make_node("Squeeze", ["batch1/order", "batch1/zero"], ["batch1/index"]),  # [count]
+        helper.make_node("Gather", [last.input[0], "batch1/index"], ["encoder/tokens"], axis=1),
+    ]
+
+
+def _drop_unused(graph) -> None:
+    """Remove the nodes nothing reads any more (the tokenizer's outputs the composed graph does not return)."""
+    while True:
+        read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+        unused = [n for n in graph.node if not read.intersection(n.output)]
+        if not unused:
+            return
+        for n in unused:
+            graph.node.remove(n)

@@ -11,6 +11,9 @@ counts and gate probabilities (after the tokenizer) and logits (at the end) come
 The glue lives here once: ``msvit_edge.bundle.selection.select`` decides the encoder calls (rows, bucket, mask) from the
 counts. Pipelines are context managers, like Polygraphy's runners: ``activate`` acquires sessions or devices.
 Setting ``timer`` to a ``StageTimes`` records each stage's time, device-synchronised, for ``bench``.
+A backend that can run a single image as ONE call (``one_call``: tokenizer, selection and encoder in one graph, as
+ONNX Runtime does) skips the stages at batch 1: at that size a call's fixed costs, not arithmetic, decided the latency
+(docs/batch1.md). Its one stage is then timed as ``one call``.
 ``run_batched`` is the one loop that runs a whole image set in batches (validation, bench, PyTorch's answers,
 the precision comparisons).
 """
@@ -133,7 +136,21 @@ class Pipeline(ABC):
         logits, counts, probs = (np.concatenate([getattr(o, k) for o in outs]) for k in ("logits", "counts", "probs"))
         return PipelineOutput(logits, counts, probs, [c for o in outs for c in o.calls])
 
+    @property
+    def one_call(self) -> bool:
+        """Whether a single image runs as one backend call (``tokenize_and_encode``) rather than the three stages."""
+        return False
+
+    def tokenize_and_encode(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
+        """One image [1, C, H, W] through tokenizer, selection and encoder in one backend call: logits, counts,
+        probs on the host, as the stages would give them. Only where ``one_call``."""
+        raise NotImplementedError(f"{type(self).__name__} runs batch 1 as three stages")
+
     def __call__(self, images: np.ndarray, threshold: float) -> PipelineOutput:
+        if len(images) == 1 and self.one_call:
+            with self._stage("one call"):
+                logits, counts, probs = self.tokenize_and_encode(images, threshold)
+            return PipelineOutput(logits, counts, probs, select(counts, self.plan, self.pad_to_bucket, self.batching))
         with self._stage("tokenizer"):
             tok = self.tokenize(images, threshold)
         with self._stage("selection"):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
-from msvit_edge.bundle.selection import select
+from msvit_edge.bundle.selection import bucket_index, select
+from msvit_edge.errors import MsvitEdgeError
 
 
 @pytest.fixture
@@ -60,3 +61,23 @@ def test_split_makes_one_call_per_bucket_covering_every_image_once(plan):
 def test_pad_mode_runs_everything_at_the_largest_bucket(plan):
     (call,) = select(np.array([20, 64, 33]), plan, pad_to_bucket=True)
     assert (call.rows, call.bucket) == (65, 2) and call.index.tolist() == [0, 1, 2]
+
+
+def test_bucket_index_is_the_plans_index_for_every_count(plan):
+    counts = np.arange(17, 66)
+    assert bucket_index(counts, plan).tolist() == [plan.index(int(c)) for c in counts]
+
+
+@pytest.mark.parametrize("outside", [16, 66])
+def test_a_count_outside_the_plan_is_refused_as_the_plan_refuses_it(plan, outside):
+    with pytest.raises(MsvitEdgeError) as want:
+        plan.index(outside)
+    with pytest.raises(MsvitEdgeError) as got:
+        select(np.array([20, outside]), plan, batching="split")
+    assert str(got.value) == str(want.value)
+
+
+def test_one_image_is_one_call_whichever_the_batching(plan):
+    for pad in (False, True):
+        (split,), (padded,) = (select(np.array([33]), plan, pad, b) for b in ("split", "pad"))
+        assert (split.index.tolist(), split.rows, split.bucket) == (padded.index.tolist(), padded.rows, padded.bucket)

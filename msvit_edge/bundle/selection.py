@@ -51,20 +51,34 @@ def select(
         plan: The bundle's bucket plan; needed for ``pad_to_bucket`` and ``split``.
         pad_to_bucket: Run each call at its bucket's maximum (static-shape engines, CUDA graphs).
         batching: ``pad`` (one call) or ``split`` (one call per bucket present).
+
+    Runs once per pipeline call, so it stays on arrays: at batch 1 its Python overhead was a visible share of a
+    small model's latency (docs/batch1.md).
     """
     counts = np.asarray(counts, dtype=np.int64)
     if batching not in BATCHING:
         raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
     if plan is None and (pad_to_bucket or batching == "split"):
         raise ValueError("padding or splitting by bucket needs the bucket plan")
-    if batching == "pad":
+    if batching == "pad" or len(counts) == 1:  # one image: one bucket, so split is pad
         return [_call(np.arange(len(counts)), counts, plan, pad_to_bucket)]
-    buckets = np.array([plan.index(int(c)) for c in counts])
-    return [_call(np.flatnonzero(buckets == b), counts, plan, pad_to_bucket) for b in np.unique(buckets)]
+    buckets = bucket_index(counts, plan)
+    present = np.flatnonzero(np.bincount(buckets, minlength=len(plan.buckets)))
+    return [_call(np.flatnonzero(buckets == b), counts, plan, pad_to_bucket) for b in present]
+
+
+def bucket_index(counts: np.ndarray, plan: BucketPlan) -> np.ndarray:
+    """The plan's bucket of each count [B] (``BucketPlan.index`` on an array; the same error outside the plan)."""
+    ends = np.fromiter((b.max for b in plan.buckets), np.int64, len(plan.buckets))
+    outside = (counts < plan.buckets[0].min) | (counts > ends[-1])
+    if outside.any():
+        plan.index(int(counts[outside][0]))  # raises, naming the count and the plan's range
+    return np.searchsorted(ends, counts, side="left")
 
 
 def _call(index: np.ndarray, counts: np.ndarray, plan: BucketPlan | None, pad_to_bucket: bool) -> Selection:
-    n = int(counts[index].max())
+    mine = counts[index]
+    n = int(mine.max())
     bucket = None if plan is None else plan.index(n)
     rows = plan.buckets[bucket].max if pad_to_bucket else n
-    return Selection(index, counts[index], rows, bucket)
+    return Selection(index, mine, rows, bucket)

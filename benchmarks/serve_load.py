@@ -8,6 +8,8 @@ concurrency 1, 8 and 32 over the bundle's reference images: the table docs/servi
 ``--rounds`` pairs taken back to back (on a shared machine the load of other work drifts between minutes, so each
 served number is divided by the in-process number measured just before it): served p50 at concurrency 1 minus the
 in-process batch-1 p50, and served req/s at concurrency 32 over the in-process batch-32 images/s; median and range.
+``--ceiling`` serves, side by side, the same router with a pipeline that costs nothing: the most any model could be
+served at here, with this client on the same cores.
 
 ``--scenes N --answers M``: M requests at concurrency 32 over N test scenes of fashion-mnist-scenes (uint8, as the
 bundle's reference stores them), every answer compared with the in-process pipeline's on the same scenes (token
@@ -18,6 +20,8 @@ labels, and answers == requests.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -60,21 +64,57 @@ def table(results: list[LoadResult]) -> None:
               f"{r.answered}/{r.requests} | {r.errors} | {r.batches} | {r.top1_agreement:.2%} |")  # fmt: skip
 
 
-def ratios(server: TritonServer, pipe, images: np.ndarray, rounds: int, requests: int) -> None:
-    """Served against in-process, pair by pair."""
+CEILING = '''"""The router with a pipeline that answers zeros at no cost (written by benchmarks/serve_load.py)."""
+
+import os
+import site
+
+for _entry in filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+    site.addsitedir(_entry)
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from msvit_edge.engines.pipeline import PipelineOutput  # noqa: E402
+from msvit_edge.serve.models import Router  # noqa: E402
+
+
+class TritonPythonModel(Router):
+    def initialize(self, args):
+        super().initialize(args)
+        k = int(json.loads(args["model_config"])["output"][0]["dims"][0])
+        self.pipeline = lambda x, _: PipelineOutput(np.zeros((len(x), k), np.float32), np.ones(len(x), np.int64),
+                                                    np.zeros((len(x), 1), np.float32), [])
+'''
+
+
+def ceiling_repo(repo: Path, out: Path) -> Path:
+    """A copy of ``repo`` whose router runs nothing: what Triton, the python backend, the router's glue and the
+    client cost per request here, the most any model can be served at."""
+    shutil.copytree(repo, out)
+    (out / "msvit" / "1" / "model.py").write_text(CEILING)
+    return out
+
+
+def ratios(servers: dict[str, TritonServer], pipe, images: np.ndarray, rounds: int, requests: int) -> None:
+    """Served against in-process, pair by pair; ``servers``: the repository and, optionally, its ceiling."""
     x = pipe.source.preprocess(images)
-    latency, throughput = [], []
+    latency, throughput = [], {name: [] for name in servers}
     for _ in range(rounds):
         one = batch1_p50(pipe, x)
-        latency.append(loadtest(server.grpc_url, images, (1,), requests // 4)[0].p50_ms - one)
+        latency.append(loadtest(servers["served"].grpc_url, images, (1,), requests // 4)[0].p50_ms - one)
         rate = batch32_rate(pipe, x)
-        throughput.append(loadtest(server.grpc_url, images, (32,), requests)[0].per_second / rate)
+        for name, server in servers.items():
+            throughput[name].append(loadtest(server.grpc_url, images, (32,), requests)[0].per_second / rate)
+        served = ", ".join(f"{name} c=32 {r[-1] * rate:.0f} req/s" for name, r in throughput.items())
         print(f"  round: in-process batch 1 p50 {one:.2f} ms, batch 32 {rate:.0f} images/s; served c=1 p50 "
-              f"{latency[-1] + one:.2f} ms, c=32 {throughput[-1] * rate:.0f} req/s")  # fmt: skip
+              f"{latency[-1] + one:.2f} ms; {served}")  # fmt: skip
     print(f"c=1 p50 - in-process batch-1 p50: median {np.median(latency):+.2f} ms "
           f"(range {min(latency):+.2f} .. {max(latency):+.2f}) over {rounds} pairs")  # fmt: skip
-    print(f"c=32 req/s / in-process batch-32 images/s: median {np.median(throughput):.2f}x "
-          f"(range {min(throughput):.2f} .. {max(throughput):.2f}) over {rounds} pairs")  # fmt: skip
+    for name, r in throughput.items():
+        print(f"{name} c=32 req/s / in-process batch-32 images/s: median {np.median(r):.2f}x "
+              f"(range {min(r):.2f} .. {max(r):.2f}) over {rounds} pairs")  # fmt: skip
 
 
 def bundle_of(pipe) -> Bundle:
@@ -127,7 +167,8 @@ def main() -> None:
     parser.add_argument("--stages", default=None, help="inline or bls (default: triton_repo's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--queue-delay-us", type=int, default=500)
-    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--ceiling", action="store_true", help="also serve a router that runs nothing, side by side")
     args = parser.parse_args()
     options = dict(stages=args.stages, threads=args.threads, queue_delay_us=args.queue_delay_us,
                    instances=args.instances)  # fmt: skip
@@ -135,10 +176,16 @@ def main() -> None:
         repo = triton_repo(args.engine, Path(work) / "repo", **options)
         reference = pipe.source.reference()
         want = pipe.run_batched(reference.images, pipe.source.threshold, prepare=pipe.source.preprocess)
-        with TritonServer(repo.path, work, exit_timeout=5) as server:
-            loadtest(server.grpc_url, reference.images, (32,), 200)  # warm-up: sessions, connections
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(TritonServer(repo.path, work, exit_timeout=5))
+            servers = {"served": server}
+            if args.ceiling:
+                empty = ceiling_repo(repo.path, Path(work) / "ceiling")
+                servers["ceiling"] = stack.enter_context(TritonServer(empty, Path(work) / "c", exit_timeout=5))
+            for running in servers.values():
+                loadtest(running.grpc_url, reference.images, (32,), 200)  # warm-up: sessions, connections
             table(loadtest(server.grpc_url, reference.images, requests=args.requests, reference=want.logits))
-            ratios(server, pipe, reference.images, args.rounds, args.requests)
+            ratios(servers, pipe, reference.images, args.rounds, args.requests)
             if args.scenes:
                 answers(server, pipe, args.scenes, args.answers)
 

@@ -69,7 +69,7 @@ class Repository:
 
 def triton_repo(source: str | Path | Bundle | EngineDir, out: str | Path, force: bool = False,
                 class_names: list[str] | None = None, queue_delay_us: int = 500, stages: str | None = None,
-                instances: int = 1, threads: int | None = None) -> Repository:  # fmt: skip
+                instances: int = 2, threads: int | None = None) -> Repository:  # fmt: skip
     """Write the Triton model repository for an engine folder (ONNX Runtime or TensorRT) or a bundle (its FP32
     graphs in ONNX Runtime).
 
@@ -80,7 +80,8 @@ def triton_repo(source: str | Path | Bundle | EngineDir, out: str | Path, force:
         class_names: Names of the classes in logit order (default: the class indices).
         queue_delay_us: How long Triton's dynamic batcher waits for more images to join a batch.
         stages: ``inline`` (ONNX Runtime's default: the router runs the pipeline) or ``bls`` (stage models).
-        instances: Router instances (each runs whole batches; on a CPU, one uses every core already).
+        instances: Router instances. Two overlap one batch's Python glue and transfers with another's arithmetic
+            (on 2 CPU cores the demo model served 1.2x the throughput of one instance; docs/serving.md).
         threads: ONNX Runtime's intra-op threads in each inline router instance (default: ONNX Runtime's, all cores).
     """
     source = open_source(source)

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: the bundle's graphs in ``onnxruntime.InferenceSession``s (CPU by default).
 
 Which path runs: at batch 1, ONE session call per image on a graph composed at activation from the tokenizer and the
-encoder (``batch1_graph``: the selected rows are a Slice inside the graph, so tokens never come back to Python); at
+encoder (``batch1_graph``: the selected rows are picked inside the graph, so tokens never come back to Python); at
 larger batches, the tokenizer and one encoder call per bucket (``Pipeline``'s stages), because images whose counts
 differ need the key mask or a split. ONNX Runtime takes data-dependent shapes inside a graph; TensorRT keeps the
 static tokenizer / dynamic encoder split at every batch (its transformer fusion needs it: ``engines/tensorrt.py``).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,11 +35,12 @@ def session(
     threads: int | None = None,
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     profile_prefix: str | None = None,
+    weights: dict[str, np.ndarray] | None = None,
 ):
     """An InferenceSession with full graph optimisation; ``threads`` caps intra-op threads (None: ORT's default).
 
-    ``path``: a graph file, or a serialised graph (``batch1_graph``).
-
+    ``path``: a graph file, or a serialised graph (``batch1_graph``) whose placeholders ``weights`` fills: ONNX Runtime
+    reads those arrays in place, so the caller keeps them alive as long as the session.
     ``profile_prefix``: record ONNX Runtime's per-node profile, written by ``end_profiling()`` under that prefix.
     """
     ort = import_onnxruntime()
@@ -53,6 +55,10 @@ def session(
         options.intra_op_num_threads = threads
     if profile_prefix:
         options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    if weights:
+        options.add_external_initializers(
+            list(weights), [ort.OrtValue.ortvalue_from_numpy(w) for w in weights.values()]
+        )
     state = ort.capi.onnxruntime_pybind11_state  # ONNX Runtime's exceptions derive from Exception only
     try:
         return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=list(providers))
@@ -91,6 +97,7 @@ class OnnxRuntimePipeline(Pipeline):
         super().__init__(self.source.plan, pad_to_bucket, **kw)
         self.threads, self.providers, self.allow_one_call = threads, providers_for(device), one_call
         self.sessions: dict = {}
+        self.batch1_weights: dict[str, np.ndarray] = {}
 
     @property
     def bundle(self) -> Bundle:
@@ -103,12 +110,13 @@ class OnnxRuntimePipeline(Pipeline):
             name: session(self.source.graph(name), self.threads, self.providers)
             for name in ("tokenizer", "encoder", "encoder_masked")
         }
-        graph = self.allow_one_call and batch1_graph(self.source.graph("tokenizer"), self.source.graph("encoder"))
-        if graph:
-            self.sessions["batch1"] = session(graph, self.threads, self.providers)
+        composed = self.allow_one_call and batch1_graph(self.source.graph("tokenizer"), self.source.graph("encoder"))
+        if composed:
+            self.batch1_weights = composed.weights  # read in place by the session: alive as long as it
+            self.sessions["batch1"] = session(composed.graph, self.threads, self.providers, weights=composed.weights)
 
     def deactivate(self) -> None:
-        self.sessions = {}
+        self.sessions, self.batch1_weights = {}, {}
 
     @property
     def one_call(self) -> bool:
@@ -148,7 +156,12 @@ def providers_for(device: str) -> tuple[str, ...]:
     return ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def batch1_graph(tokenizer: Path, encoder: Path) -> bytes | None:
+class ComposedGraph(NamedTuple):
+    graph: bytes  # serialised ONNX, its large weights as placeholders
+    weights: dict[str, np.ndarray]  # the placeholders' values: ``session(graph, weights=weights)``
+
+
+def batch1_graph(tokenizer: Path, encoder: Path) -> ComposedGraph | None:
     """The tokenizer and the encoder as ONE graph for a single image: (images, threshold) -> (logits, counts, probs).
 
     The encoder runs on the image's ``counts`` selected tokens, picked inside the graph (``_selected_rows``): one
@@ -166,32 +179,56 @@ def batch1_graph(tokenizer: Path, encoder: Path) -> bytes | None:
     opsets = {o.domain: o.version for o in tok.opset_import}
     if any(opsets.setdefault(o.domain, o.version) != o.version for o in enc.opset_import):
         return None
-    enc = compose.add_prefix(enc, "encoder/")
+    compose.add_prefix(enc, "encoder/", inplace=True)
     g = tok.graph
     outputs = {o.name: o for o in g.output}
-    g.node.extend([*_selected_rows(g), *enc.graph.node, helper.make_node("Identity", ["encoder/logits"], ["logits"])])
-    g.initializer.extend(enc.graph.initializer)
+    nodes = [*g.node, *_selected_rows(g), *enc.graph.node, helper.make_node("Identity", ["encoder/logits"], ["logits"])]
+    del g.node[:]
+    g.node.extend(_used(nodes, ["logits", "counts", "probs"]))
+    weights = _placeholders(g, [*g.initializer, *enc.graph.initializer])
     g.value_info.extend(enc.graph.value_info)
     logits = onnx.ValueInfoProto()
     logits.CopyFrom(enc.graph.output[0])
     logits.name = "logits"
     del g.output[:]
     g.output.extend([logits, outputs["counts"], outputs["probs"]])
-    _drop_unused(g)
     tok.functions.extend(enc.functions)
     del tok.opset_import[:]
     tok.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets.items())
     tok.ir_version = max(tok.ir_version, enc.ir_version)
-    return tok.SerializeToString()
+    return ComposedGraph(tok.SerializeToString(), weights)
+
+
+def _placeholders(graph, initializers: list) -> dict[str, np.ndarray]:
+    """Put the initializers the graph's nodes read into it, each large non-integer one as an empty placeholder, and
+    return those as arrays. Serialising DeiT-S's weights into the composed graph and parsing them again had taken 5 s
+    of activation; integer ones stay in the graph, where shape inference reads them."""
+    from onnx import TensorProto, numpy_helper  # lazy: heavy
+
+    read = {name for n in graph.node for name in n.input}
+    kept, weights = [], {}
+    for t in initializers:
+        if t.name not in read:
+            continue
+        if t.data_type in (TensorProto.INT64, TensorProto.INT32) or np.prod(t.dims) < 1024:
+            kept.append(t)
+            continue
+        weights[t.name] = numpy_helper.to_array(t)
+        empty = TensorProto(name=t.name, dims=t.dims, data_type=t.data_type, data_location=TensorProto.EXTERNAL)
+        empty.external_data.add(key="location", value="memory")  # ONNX Runtime takes it from add_external_initializers
+        kept.append(empty)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return weights
 
 
 def _selected_rows(graph) -> list:
     """Nodes that make ``encoder/tokens`` [1, count, D], the image's selected tokens, from the tokenizer's graph.
 
     Export's tokenizer ends in a GatherElements of every candidate [B, M, D] in ``order`` (the selected first). At batch
-    1 one Gather of only the first ``count`` entries of ``order`` makes the same rows: the full gather, its expanded
-    int64 index and a copy of the rows go (at the demo's size they were a third of the tokenizer's time). Any other
-    tokenizer: its ``tokens`` sliced to ``count`` rows.
+    1 one Gather of only the first ``count`` entries of ``order`` makes the same rows: the full gather and its
+    expanded int64 index are no longer read (``_used`` drops them). Any other tokenizer: its ``tokens`` sliced to
+    ``count`` rows.
     """
     from onnx import TensorProto, helper  # lazy: heavy
 
@@ -207,7 +244,6 @@ def _selected_rows(graph) -> list:
             *rows,
             helper.make_node("Slice", ["tokens", "batch1/zero", "batch1/count", "batch1/one"], ["encoder/tokens"]),
         ]
-    graph.node.remove(last)
     return [
         *rows,
         helper.make_node("Slice", ["order", "batch1/zero", "batch1/count", "batch1/one"], ["batch1/order"]),
@@ -216,12 +252,11 @@ def _selected_rows(graph) -> list:
     ]
 
 
-def _drop_unused(graph) -> None:
-    """Remove the nodes nothing reads any more (the tokenizer's outputs the composed graph does not return)."""
-    while True:
-        read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-        unused = [n for n in graph.node if not read.intersection(n.output)]
-        if not unused:
-            return
-        for n in unused:
-            graph.node.remove(n)
+def _used(nodes: list, outputs: list[str]) -> list:
+    """The nodes (in topological order) that the outputs need: the tokenizer's own outputs are no longer returned."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    return kept[::-1]

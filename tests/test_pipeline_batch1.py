@@ -38,13 +38,17 @@ def test_one_call_at_thresholds_0_and_1_is_all_fine_and_all_coarse(bundle, image
         np.testing.assert_allclose(out.logits, vit, rtol=0, atol=1e-5)
 
 
-def test_the_composed_graph_gathers_only_the_selected_rows(bundle):
-    model = onnx.load_from_string(batch1_graph(bundle.graph("tokenizer"), bundle.graph("encoder")))
+def test_the_composed_graph_gathers_only_the_selected_rows_and_holds_no_weights(bundle):
+    composed = batch1_graph(bundle.graph("tokenizer"), bundle.graph("encoder"))
+    model = onnx.load_from_string(composed.graph)
     ops = [n.op_type for n in model.graph.node]
     assert [i.name for i in model.graph.input] == ["images", "threshold"]
     assert [o.name for o in model.graph.output] == ["logits", "counts", "probs"]
     assert "GatherElements" not in ops and ops.count("TopK") == 1  # every candidate is no longer gathered
-    onnx.checker.check_model(model)
+    placeholders = {t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert placeholders == set(composed.weights) and any(name.startswith("encoder/") for name in placeholders)
+    read = {name for n in model.graph.node for name in n.input}
+    assert {t.name for t in model.graph.initializer} <= read  # the dropped nodes' constants went with them
 
 
 def test_a_tokenizer_without_the_final_gather_has_its_tokens_sliced(bundle, images, tmp_path):
@@ -54,8 +58,8 @@ def test_a_tokenizer_without_the_final_gather_has_its_tokens_sliced(bundle, imag
     tokenizer.graph.node.append(onnx.helper.make_node("Identity", ["gathered"], ["tokens"]))
     onnx.save(tokenizer, tmp_path / "tokenizer.onnx")
     composed = batch1_graph(tmp_path / "tokenizer.onnx", bundle.graph("encoder"))
-    assert "Slice" in [n.op_type for n in onnx.load_from_string(composed).graph.node if "tokens" in n.input]
-    run = session(composed).run
+    assert "Slice" in [n.op_type for n in onnx.load_from_string(composed.graph).graph.node if "tokens" in n.input]
+    run = session(composed.graph, weights=composed.weights).run
     with OnnxRuntimePipeline(bundle, one_call=False) as staged:
         for i in range(6):
             logits, counts, _ = run(

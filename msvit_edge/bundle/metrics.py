@@ -1,4 +1,5 @@
-"""Segmentation scores from label maps, with numpy only: a confusion matrix, then mIoU and pixel accuracy.
+"""Segmentation scores from label maps, with numpy only: a confusion matrix, then mIoU and pixel accuracy; and the
+gate's boundary recall. Import-free, so training, ``eval`` and the torch-free engine validation share one home.
 
 The conventions are MMSegmentation's: pixels labelled ``ignore_index`` are left out; a class's IoU is
 ``TP / (TP + FP + FN)`` over the whole evaluated set (not per image); a class that is neither labelled nor predicted
@@ -37,3 +38,12 @@ def segmentation_scores(confusion: np.ndarray) -> SegmentationScores:
     miou = float(np.nanmean(iou)) if (union > 0).any() else float("nan")
     total = confusion.sum()
     return SegmentationScores(miou, float(hits.sum() / total) if total else float("nan"), tuple(iou.tolist()))
+
+
+def boundary_recall(fine: np.ndarray, boundary: np.ndarray) -> tuple[int, int]:
+    """(boundary regions tokenized fine, boundary regions) of bool [..., R] decisions and ``boundary_regions`` maps
+    of the same shape; the recall is their ratio (undefined when no region holds a boundary)."""
+    fine, boundary = np.asarray(fine, bool), np.asarray(boundary, bool)
+    if fine.shape != boundary.shape:
+        raise ValueError(f"fine decisions {fine.shape} and boundary regions {boundary.shape} differ in shape")
+    return int((fine & boundary).sum()), int(boundary.sum())

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from msvit_edge.bundle.metrics import confusion_matrix, segmentation_scores
 from msvit_edge.data import FASHION_MNIST_DIR, FashionMNISTSceneMasks
 from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.model.config import SEGMENTATION, MSViTConfig, ViTConfig
 from msvit_edge.model.factory import create_model
 from msvit_edge.model.segmenter import MSViTSegmenter
 from msvit_edge.training.config import TrainConfig
-from msvit_edge.bundle.metrics import confusion_matrix, segmentation_scores
 from msvit_edge.training.objective import Objective
 from msvit_edge.training.state import build_model
 from msvit_edge.training.step import flip_gain

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from msvit_edge.bundle.metrics import confusion_matrix, segmentation_scores
 from msvit_edge.model.config import SEGMENTATION
 from msvit_edge.model.msvit import MSViT
 from msvit_edge.training.config import TrainConfig
-from msvit_edge.bundle.metrics import confusion_matrix, segmentation_scores
 
 
 @torch.no_grad()

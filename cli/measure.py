@@ -24,12 +24,18 @@ def eval_(
     ),
     out: Path = typer.Option(Path("runs/eval"), help="Report folder (report.json, report.md, plots, overlays)."),
     limit: int | None = typer.Option(None, min=1, help="Evaluate N images drawn at random (the same N on every run)."),
-    overlays: int = typer.Option(8, min=0, help="Number of gate overlay PNGs."),
+    overlays: int = typer.Option(
+        8, min=0, help="Number of gate overlay PNGs (a segmenter's with its predicted and ground-truth masks)."
+    ),
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     skip_corrupt: bool = SKIP_CORRUPT,
+    ignore_index: int = typer.Option(
+        255, help="Segmentation checkpoints: the mask label of unlabelled pixels (left out of every score)."
+    ),
 ) -> None:
-    """Accuracy, token counts and GMACs of a checkpoint, with a threshold sweep and baselines."""
+    """Accuracy (a segmenter's mIoU and boundary recall), token counts and GMACs of a checkpoint, with a threshold
+    sweep and baselines."""
     from msvit_edge.measure.evaluate import EvalConfig, evaluate, markdown  # lazy: imports torch
 
     cfg = EvalConfig(
@@ -42,6 +48,7 @@ def eval_(
         device=device,
         force=force,
         skip_corrupt=skip_corrupt,
+        ignore_index=ignore_index,
     )
     typer.echo(markdown(evaluate(cfg)))
 

@@ -21,6 +21,13 @@ GATE_GRADIENT = typer.Option(
     help="How the task loss trains the gate: flip (the loss change when a sampled region changes scale; one "
     "extra forward per step) or straight-through (the paper's).",
 )
+TASK = typer.Option(
+    None,
+    case_sensitive=False,
+    help="What the model does (default: the --init checkpoint's task, else classification). Another task than "
+    "--init's keeps its backbone and gate and starts a new head, e.g. a segmenter from the classification demo.",
+)
+IGNORE_INDEX = typer.Option(255, help="Segmentation: the mask label of unlabelled pixels (left out of loss and mIoU).")
 WARMUP_EPOCHS = typer.Option(0.5, min=0.0, help="Epochs of linear learning-rate warm-up before the cosine decay.")
 OUT = typer.Option(
     Path("runs/train"), help="Output folder (checkpoints, logs, resolved config): new or empty, or --resume."
@@ -31,6 +38,8 @@ def train(
     out: Path = OUT,
     data: str = DATA,
     stage: Literal["backbone", "msvit"] = STAGE,
+    task: Literal["classification", "segmentation"] | None = TASK,
+    ignore_index: int = IGNORE_INDEX,
     preset: str = typer.Option(
         "vit_demo_patch8_80", help="Backbone preset when not starting from an msvit-edge checkpoint."
     ),
@@ -42,7 +51,9 @@ def train(
         False, "--freeze-backbone", help="Stage 2: train only the gate, on a fixed backbone (a gate warm-up)."
     ),
     num_classes: int | None = typer.Option(
-        None, help="Classes of the classifier; an --init classifier with another number is replaced (fine-tuning)."
+        None,
+        help="Classes of the model (segmentation: background included; default: the data's); an --init head with "
+        "another number is replaced (fine-tuning).",
     ),
     epochs: int = typer.Option(5, min=1, help="Passes over the training split."),
     batch_size: int = typer.Option(128, min=2, help="Global batch size, split across torchrun processes."),
@@ -70,7 +81,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors and OUT/state.pt."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on a terminal."),
 ) -> None:
-    """Train MSViT (stage 2) or its backbone (stage 1); works under torchrun for data-parallel training."""
+    """Train MSViT (stage 2) or its backbone (stage 1), a classifier or a segmenter; works under torchrun for
+    data-parallel training."""
     cfg = _train_config(**locals())  # first: locals() is exactly the options here
     from msvit_edge.training.train import is_main_process  # lazy: imports torch
     from msvit_edge.training.train import train as run  # lazy: imports torch

@@ -49,7 +49,7 @@ def test_baselines_have_the_token_counts_they_promise(report):
     assert [s[f"t={t:.2f}"]["tokens_mean"] for t in (0.3, 0.5, 0.7)] == sorted(
         (s[f"t={t:.2f}"]["tokens_mean"] for t in (0.3, 0.5, 0.7)), reverse=True
     )
-    assert r["images"] == 40
+    assert r["images"] == 40 and r["task"] == "classification"
 
 
 @pytest.fixture(scope="module")

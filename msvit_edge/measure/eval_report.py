@@ -1,5 +1,6 @@
-"""What ``eval`` reports: each setting's per-image results (``Tally``) summarised as top-1, token counts and GMACs,
-the gate's fine regions scored against the object's box, and the report's Markdown page and trade-off plot."""
+"""What ``eval`` reports: each setting's results (``Tally``; ``SegmentationTally`` for a segmenter) summarised as
+top-1 (or mIoU, pixel accuracy, per-class IoU and boundary recall), token counts and GMACs, the gate's fine regions
+scored against the object's box, and the report's Markdown page and trade-off plot."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from msvit_edge.bundle.metrics import boundary_recall, confusion_matrix, segmentation_scores
+from msvit_edge.data import IGNORE_INDEX, boundary_regions
+from msvit_edge.model.config import SEGMENTATION
 from msvit_edge.model.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.model.msvit import MSViT
 
@@ -27,12 +31,58 @@ class Tally:
         self.counts.append(counts.cpu().float())
         self.fine.append(fine.cpu())
 
+    def scores(self) -> dict:
+        return {"top1": float(torch.cat(self.correct).mean())}
+
+
+@dataclass
+class SegmentationTally(Tally):
+    """A segmenter's results: the pixels' confusion matrix, the boundary regions (``boundary_regions`` of the label
+    maps) and how many of them were tokenized fine, and the first ``keep`` predicted label maps (for overlays)."""
+
+    num_classes: int = 0
+    ignore_index: int = IGNORE_INDEX
+    region: int = 16  # px side of a coarse region, the gate's unit
+    keep: int = 0
+    confusion: np.ndarray | None = None  # [K, K] pixels, row: labelled class, column: predicted
+    boundary: tuple[int, int] = (0, 0)  # (boundary regions tokenized fine, boundary regions)
+    predicted: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, logits: Tensor, labels: Tensor, counts: Tensor, fine: Tensor) -> None:
+        self.counts.append(counts.cpu().float())
+        self.fine.append(fine.cpu())
+        pred, truth = logits.argmax(1).cpu().numpy(), labels.cpu().numpy()  # [B, S, S]
+        confusion = confusion_matrix(pred, truth, self.num_classes, self.ignore_index)
+        self.confusion = confusion if self.confusion is None else self.confusion + confusion
+        edges = np.stack([boundary_regions(t, self.region, self.ignore_index).ravel() for t in truth])  # [B, R]
+        hits, total = boundary_recall(fine.cpu().numpy(), edges)
+        self.boundary = (self.boundary[0] + hits, self.boundary[1] + total)
+        self.predicted += list(pred[: max(0, self.keep - len(self.predicted))])
+
+    def scores(self) -> dict:
+        s = segmentation_scores(self.confusion)
+        (hits, total), fine = self.boundary, int(torch.cat(self.fine).sum())
+        return {
+            "miou": _number(s.miou),
+            "pixel_accuracy": _number(s.pixel_accuracy),
+            "iou": [_number(v) for v in s.iou],  # null: a class neither labelled nor predicted
+            "boundary_recall": hits / total if total else None,  # share of boundary regions tokenized fine
+            "boundary_precision": hits / fine if fine else None,  # share of fine regions that hold a boundary
+            "boundary_fine": hits,
+            "boundary_regions": total,
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: an undefined score is null."""
+    return None if np.isnan(value) else float(value)
+
 
 def summary(model: MSViT, name: str, tally: Tally) -> dict:
-    """One setting's top-1, token-count statistics and GMACs per image."""
+    """One setting's scores (``Tally.scores``), token-count statistics and GMACs per image."""
     counts = torch.cat(tally.counts).numpy()
-    return {
-        "top1": float(torch.cat(tally.correct).mean()),
+    return tally.scores() | {
         "tokens_mean": float(counts.mean()),
         "tokens_std": float(counts.std()),
         "tokens_min": int(counts.min()),
@@ -45,12 +95,12 @@ def summary(model: MSViT, name: str, tally: Tally) -> dict:
 
 def _macs(model: MSViT, name: str, tokens: float) -> float:
     """MACs per image as each setting would be deployed: all-fine/all-coarse need no gate or second embedding."""
-    vit = model.vit_config
+    vit, task = model.vit_config, model.config.task
     if name == "all-fine":
-        return vit_macs(vit)
+        return vit_macs(vit, task=task)
     if name == "all-coarse":
-        return patch_embed_macs(vit, model.num_regions) + encoder_macs(vit, tokens)
-    return msvit_macs(vit, model.config.gate, tokens)
+        return patch_embed_macs(vit, model.num_regions) + encoder_macs(vit, tokens, task)
+    return msvit_macs(vit, model.config.gate, tokens, task)
 
 
 def object_scores(tallies: dict[str, Tally], on_object: Tensor) -> dict:
@@ -64,12 +114,27 @@ def object_scores(tallies: dict[str, Tally], on_object: Tensor) -> dict:
     return {"object": scores | {"precision_vs_random": lift, "object_region_share": float(on_object.float().mean())}}
 
 
+def boundary_scores(tallies: dict[str, SegmentationTally], regions: int) -> dict:
+    """The gate's boundary recall against a random gate's at the same token counts, and how common boundaries are."""
+    recall = {name: tally.boundary[0] / max(1, tally.boundary[1]) for name, tally in tallies.items()}
+    return {
+        "boundary": {
+            "recall_vs_random": recall["msvit"] / recall["random"] if recall["random"] else None,
+            "boundary_region_share": tallies["msvit"].boundary[1] / max(1, regions),
+        }
+    }
+
+
 def markdown(report: dict) -> str:
     """The report as a Markdown page."""
     lines = [
         f"# MSViT evaluation: {report['checkpoint']} on {report['data']} ({report['split']}, "
         f"{report['images']} images)",
         "",
+    ]
+    if report.get("task") == SEGMENTATION:
+        return "\n".join(lines + _segmentation_lines(report)) + "\n"
+    lines += [
         "| setting | top-1 | mean tokens | tokens p10/p50/p90 | token ratio | GMACs/image |",
         "|---|---|---|---|---|---|",
     ]
@@ -91,6 +156,46 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _segmentation_lines(report: dict) -> list[str]:
+    """A segmenter's settings table, its boundary sentence and the per-class IoU of the main settings."""
+    lines = [
+        "| setting | mIoU | pixel accuracy | boundary recall | mean tokens | tokens p10/p50/p90 | token ratio "
+        "| GMACs/image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in report["settings"].items():
+        p = "/".join(f"{v:.0f}" for v in s["tokens_p10_p50_p90"])
+        lines.append(
+            f"| {name} | {_percent(s['miou'])} | {_percent(s['pixel_accuracy'])} | {_share(s['boundary_recall'])} "
+            f"| {s['tokens_mean']:.1f} (sd {s['tokens_std']:.1f}) | {p} | {s['token_ratio']:.3f} | {s['gmacs']:.4f} |"
+        )
+    b, main = report["boundary"], [n for n in ("msvit", "all-fine", "all-coarse", "random") if n in report["settings"]]
+    lines += [
+        "",
+        f"Boundary recall: the share of the coarse regions holding a class boundary (here "
+        f"{100 * b['boundary_region_share']:.1f}% of all regions) that got fine tokens. The gate's over a random "
+        f"gate's at the same token counts: {_ratio(b['recall_vs_random'])}.",
+        "",
+        "| class | " + " | ".join(main) + " |",
+        "|---|" + "---|" * len(main),
+    ]
+    for k, name in enumerate(report["classes"]):
+        lines.append(f"| {name} | " + " | ".join(_percent(report["settings"][n]["iou"][k]) for n in main) + " |")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def plot_tradeoff(report: dict, path: Path) -> None:
     """Accuracy vs GMACs: the threshold sweep with the default threshold and the baselines marked."""
     import matplotlib  # lazy: slow to import, and only the plot needs it
@@ -98,8 +203,8 @@ def plot_tradeoff(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = report["settings"]
-    sweep = sorted((v["gmacs"], 100 * v["top1"]) for k, v in s.items() if k.startswith("t="))
+    s, metric = report["settings"], "miou" if report.get("task") == SEGMENTATION else "top1"
+    sweep = sorted((v["gmacs"], 100 * (v[metric] or 0)) for k, v in s.items() if k.startswith("t="))
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(*zip(*sweep, strict=True), "o-", color="tab:blue", label="MSViT threshold sweep")
     for name, style in (
@@ -110,8 +215,9 @@ def plot_tradeoff(report: dict, path: Path) -> None:
         ("object-oracle", "D"),
     ):
         if name in s:
-            ax.plot(s[name]["gmacs"], 100 * s[name]["top1"], style, markersize=10, label=name)
-    ax.set(xlabel="GMACs per image", ylabel="top-1 (%)", title="Accuracy vs compute")
+            ax.plot(s[name]["gmacs"], 100 * (s[name][metric] or 0), style, markersize=10, label=name)
+    ylabel = "mIoU (%)" if metric == "miou" else "top-1 (%)"
+    ax.set(xlabel="GMACs per image", ylabel=ylabel, title="Accuracy vs compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -9,6 +9,11 @@ One pass over the data runs every setting on each batch:
 On data sets that know where the object is (Fashion-MNIST scenes) the gate is scored against the object's box:
 recall = share of object regions tokenized fine; precision = share of fine regions that touch the object.
 
+A segmentation checkpoint (its config says so) is scored on label maps instead (``open_segmentation_dataset``): mIoU,
+pixel accuracy and per-class IoU (``msvit_edge.bundle.metrics``), and the gate's boundary recall: the share of the
+coarse regions holding a class boundary (``boundary_regions``) that it tokenized fine. Its overlays put the gate's
+decisions, the predicted and the ground-truth masks side by side.
+
 Outputs (written atomically into ``out``): ``report.json``, ``report.md``, ``tradeoff.png`` (accuracy vs GMACs) and
 ``overlays/*.png`` (images with their fine regions drawn).
 """
@@ -26,13 +31,31 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge.bundle.preprocess import to_uint8
-from msvit_edge.data import SceneConfig, open_dataset, random_subset, region_overlap, split, unwrap
+from msvit_edge.data import (
+    IGNORE_INDEX,
+    SceneConfig,
+    open_dataset,
+    open_segmentation_dataset,
+    random_subset,
+    region_overlap,
+    split,
+    unwrap,
+)
 from msvit_edge.errors import MsvitEdgeError, require
 from msvit_edge.io import FolderKind, atomic_dir, check_output, write_json
-from msvit_edge.measure.eval_report import Tally, markdown, object_scores, plot_tradeoff, summary
-from msvit_edge.measure.overlay import write_overlays
+from msvit_edge.measure.eval_report import (
+    SegmentationTally,
+    Tally,
+    boundary_scores,
+    markdown,
+    object_scores,
+    plot_tradeoff,
+    summary,
+)
+from msvit_edge.measure.overlay import write_overlays, write_segmentation_overlays
 from msvit_edge.model.checkpoint import load_model
-from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.model.config import SEGMENTATION
+from msvit_edge.model.msvit import MSViT
 from msvit_edge.training.train import resolve_device
 
 __all__ = ["FOLDER", "SWEEP", "EvalConfig", "evaluate", "markdown", "object_regions"]  # cli imports markdown here
@@ -57,6 +80,7 @@ class EvalConfig:
     device: str = "cpu"
     force: bool = False
     skip_corrupt: bool = False  # ImageFolder: report and skip unreadable images instead of stopping
+    ignore_index: int = IGNORE_INDEX  # segmentation: the mask label of unlabelled pixels
 
     def __post_init__(self) -> None:
         require(
@@ -71,12 +95,14 @@ def evaluate(cfg: EvalConfig) -> dict:
     model, meta = load_model(cfg.ckpt)
     model.to(device)
     dataset = random_subset(_dataset(cfg, model, meta), cfg.limit)
-    on_object = object_regions(dataset, model)
+    segmenting = model.config.task == SEGMENTATION
+    on_object = None if segmenting else object_regions(dataset, model)
     settings = _settings(model, cfg.thresholds, oracle=on_object is not None)
     tallies = _run(model, dataset, settings, cfg, on_object)
     report = {
         "checkpoint": cfg.ckpt or "embedded demo",
         "trained_with": meta.get("train"),
+        "task": model.config.task,
         "data": cfg.data,
         "split": cfg.split,
         "images": len(dataset),
@@ -85,6 +111,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     }
     if on_object is not None:
         report |= object_scores(tallies, on_object)
+    if segmenting:
+        classes = getattr(unwrap(dataset)[0], "classes", ())
+        names = [classes[k] if k < len(classes) else f"class {k}" for k in range(model.vit_config.num_classes)]
+        report |= {"classes": names, "ignore_index": cfg.ignore_index}
+        report |= boundary_scores(tallies, len(dataset) * model.num_regions)
     with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(markdown(report))
@@ -95,17 +126,26 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 def _dataset(cfg: EvalConfig, model: MSViT, meta: dict) -> Dataset:
     """The split to evaluate; "val" rebuilds the validation items ``train`` held out, from its recorded settings."""
-    vit = model.vit_config
     if cfg.split != "val":
-        return open_dataset(cfg.data, cfg.split, vit.img_size, vit.mean, vit.std, skip_corrupt=cfg.skip_corrupt)
+        return _open(cfg, model, cfg.split, None, cfg.skip_corrupt)
     run, where = meta.get("train"), cfg.ckpt or "the embedded demo checkpoint"
     if not run or run.get("val_size", 0) < 1:
         raise MsvitEdgeError("records no training run with a validation split, so --split val is unknown", where)
     if cfg.data != run["data"] and Path(cfg.data).resolve() != Path(run["data"]).resolve():
         raise MsvitEdgeError(f"was trained on {run['data']}; --split val needs that --data, not {cfg.data}", where)
     scene = SceneConfig(**run["scene"])  # and the same items: training's corrupt-image skipping decides the indices
-    full = open_dataset(cfg.data, "train", vit.img_size, vit.mean, vit.std, scene, skip_corrupt=run["skip_corrupt"])
+    full = _open(cfg, model, "train", scene, run["skip_corrupt"])
     return split(full, run["val_size"], run["seed"])[1]
+
+
+def _open(cfg: EvalConfig, model: MSViT, part: str, scene: SceneConfig | None, skip_corrupt: bool) -> Dataset:
+    """Split ``part`` of ``cfg.data`` as the model's task reads it: labels, or label maps for a segmenter."""
+    vit = model.vit_config
+    if model.config.task == SEGMENTATION:
+        return open_segmentation_dataset(
+            cfg.data, part, vit.img_size, vit.mean, vit.std, vit.num_classes, cfg.ignore_index, scene
+        )
+    return open_dataset(cfg.data, part, vit.img_size, vit.mean, vit.std, scene, skip_corrupt=skip_corrupt)
 
 
 def _settings(model: MSViT, thresholds: tuple[float, ...], oracle: bool) -> dict[str, float | str]:
@@ -127,7 +167,7 @@ def _run(
 ) -> dict[str, Tally]:
     console = Console(stderr=True)  # a bar on a terminal only: elsewhere it would leave an empty line before an error
     model.eval()
-    tallies = {name: Tally() for name in settings}
+    tallies = {name: _tally(model, cfg) for name in settings}
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size)
     for b, (images, labels) in enumerate(
@@ -151,12 +191,22 @@ def _run(
             out = model.tokenize(images, threshold=threshold, decisions=decisions)
             fine = model.fine_regions(out)
             gate_fine = fine if name == "msvit" else gate_fine
-            logits = model.encode(*pack(out.tokens, out.counts))
+            logits = model.encode_selection(out)  # [B, K], or pixel logits [B, K, S, S] for a segmenter
             if not torch.isfinite(logits).all():  # argmax would call NaN logits class 0: a silent wrong score
                 where = cfg.ckpt or "the embedded demo checkpoint"
                 raise MsvitEdgeError(f"gives NaN or infinite logits ({name}, batch {b}): NaN weights?", where)
             tallies[name].add(logits, labels, out.counts, fine)
     return tallies
+
+
+def _tally(model: MSViT, cfg: EvalConfig) -> Tally:
+    """An empty tally for one setting, of the model's task."""
+    vit = model.vit_config
+    if model.config.task != SEGMENTATION:
+        return Tally()
+    return SegmentationTally(
+        num_classes=vit.num_classes, ignore_index=cfg.ignore_index, region=2 * vit.patch_size, keep=cfg.overlays
+    )
 
 
 def _random_like(fine: Tensor, generator: torch.Generator) -> Tensor:
@@ -178,8 +228,15 @@ def object_regions(dataset: Dataset, model: MSViT) -> Tensor | None:
 
 
 def _overlays(model: MSViT, dataset: Dataset, tally: Tally, folder: Path, n: int) -> None:
-    """The gate's decisions on the first ``n`` images, one PNG each (``overlay.write_overlays``, no sheet)."""
-    vit, count = model.vit_config, min(n, len(dataset))
-    pixels = [to_uint8(dataset[i][0][None].numpy(), vit.mean, vit.std)[0] for i in range(count)]
-    fine = torch.cat(tally.fine)[:count].numpy()
-    write_overlays(pixels, fine, 2 * vit.patch_size, folder, sheet=False)
+    """The gate's decisions on the first ``n`` images, one PNG each (``overlay.write_overlays``, no sheet); for a
+    segmenter, beside the predicted and the ground-truth masks."""
+    vit, items = model.vit_config, [dataset[i] for i in range(min(n, len(dataset)))]
+    pixels = [to_uint8(image[None].numpy(), vit.mean, vit.std)[0] for image, _ in items]
+    fine = torch.cat(tally.fine)[: len(items)].numpy()
+    if isinstance(tally, SegmentationTally):
+        truth = [labels.numpy() for _, labels in items]
+        write_segmentation_overlays(
+            pixels, fine, tally.predicted, truth, 2 * vit.patch_size, folder, tally.ignore_index
+        )
+    else:
+        write_overlays(pixels, fine, 2 * vit.patch_size, folder, sheet=False)

@@ -1,6 +1,7 @@
 """Gate overlays: an image with its coarse regions dimmed and its fine regions split 2x2. Torch-free (Pillow).
 
-``write_overlays`` is the one writer (the demo's sheet through ``gate_overlays``, ``eval``'s per-image PNGs).
+``write_overlays`` is the one writer (the demo's sheet through ``gate_overlays``, ``eval``'s per-image PNGs);
+``write_segmentation_overlays`` puts a segmenter's predicted and ground-truth masks beside the gate's decisions.
 
 The picture that explains MSViT: plain background stays coarse, the object gets fine tokens.
 """
@@ -19,6 +20,22 @@ from msvit_edge.model.config import MSViTConfig
 FINE = (255, 60, 60)
 SCALE = 4  # the demo's 80 px scenes are small on screen
 CAPTION = 18  # px: the strip under a tile that names its class and token count
+IGNORED = (255, 255, 255)  # mask pixels labelled the ignore index
+GAP = 4  # px between the panels of a segmentation overlay
+
+
+def _voc_palette() -> np.ndarray:
+    """PASCAL VOC's colour map [256, 3] (what VOC and MMSegmentation masks look like): class 0 black, neighbouring
+    classes far apart (each class index's bits spread over the three channels' high bits)."""
+    k = np.arange(256)
+    colours = np.zeros((256, 3), np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            colours[:, channel] |= ((k >> (3 * bit + channel)) & 1) << (7 - bit)
+    return colours.astype(np.uint8)
+
+
+PALETTE = _voc_palette()
 
 
 def overlay(pixels: np.ndarray, fine: np.ndarray, region: int, scale: int = SCALE) -> Image.Image:
@@ -87,6 +104,48 @@ def write_overlays(
         page.paste(tile, ((i % columns) * w, (i // columns) * h))
     page.save(folder / "overlays.png")
     return [folder / "overlays.png", *paths]
+
+
+def mask_image(labels: np.ndarray, ignore_index: int, scale: int = SCALE) -> Image.Image:
+    """A label map [H, W] in ``PALETTE``'s colours (labels past 255 wrap), ignored pixels white, enlarged ``scale``
+    times."""
+    labels = np.asarray(labels)
+    colours = PALETTE[labels % 256]
+    colours[labels == ignore_index] = IGNORED
+    height, width = labels.shape
+    return Image.fromarray(colours).resize((width * scale, height * scale), Image.NEAREST)
+
+
+def write_segmentation_overlays(
+    images, fine: np.ndarray, predicted, truth, region: int, folder: Path, ignore_index: int
+) -> list[Path]:
+    """One PNG per image in ``folder`` (``000.png``, ...): the gate's decisions (``overlay``), the predicted and the
+    ground-truth masks (``mask_image``) side by side, each captioned.
+
+    Args:
+        images: uint8 [N, H, W, C].
+        fine: bool [N, R], each region's decision.
+        predicted: Predicted label maps [N, H, W].
+        truth: Labelled maps [N, H, W].
+        region: Coarse region side, px.
+        folder: Created if missing.
+        ignore_index: Label of unlabelled pixels.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (image, decisions, guess, label) in enumerate(zip(images, fine, predicted, truth, strict=True)):
+        gate = f"gate: {int(np.sum(decisions))}/{len(decisions)} fine"
+        panels = [
+            captioned(overlay(image, decisions, region), gate),
+            captioned(mask_image(guess, ignore_index), "predicted"),
+            captioned(mask_image(label, ignore_index), "ground truth"),
+        ]
+        strip = Image.new("RGB", (sum(p.width for p in panels) + GAP * 2, panels[0].height), "white")
+        for k, panel in enumerate(panels):
+            strip.paste(panel, (k * (panel.width + GAP), 0))
+        paths.append(folder / f"{i:03d}.png")
+        strip.save(paths[-1])
+    return paths
 
 
 def gate_overlays(bundle: Bundle, folder: Path, n: int = 8, class_names: tuple[str, ...] | None = None) -> list[Path]:

@@ -131,11 +131,15 @@ class MSViT(VisionTransformer):
     def coarse_embed(self, images: Tensor) -> Tensor:
         """Coarse tokens [B, R, D]: the patch embedding of the 2x2 average-pooled image.
 
-        Exported, this is an AveragePool and the fine patch embedding's Conv. Folding the pooling into one Conv with
+        Exported, this is the pooling and the fine patch embedding's Conv. Folding the pooling into one Conv with
         a 2p-wide kernel is the same linear map at 4x the MACs; once ONNX Runtime's sessions stopped spinning it was
-        the slower form at both the demo's and DeiT-S's size (docs/benchmarks.md).
+        the slower form at both the demo's and DeiT-S's size (docs/benchmarks.md). The 2x2 mean is a depthwise
+        stride-2 Conv of weights 1/4, not an AveragePool: ONNX Runtime runs it in 151 us instead of 342 us at 224 px,
+        most of what the tokenizer cost ViT-Tiny at batch 1 (docs/batch1.md).
         """
-        return self.patch_embed(F.avg_pool2d(images, 2))
+        C = images.shape[1]
+        mean = images.new_full((C, 1, 2, 2), 0.25)
+        return self.patch_embed(F.conv2d(images, mean, stride=2, groups=C))
 
     def coarse_pos_embed(self) -> Tensor:
         """Position embeddings of the coarse grid [1, R, D]: 2x2 means of the fine grid's."""

@@ -155,8 +155,10 @@ def _check_profiles(source: EngineDir, bundle: Bundle) -> None:
         return
     engines = load_json(facts, "no tensorrt.json").content.get("engines", {})
     for stage in ("encoder", "encoder_masked"):
-        profiles, names = engines[stage]["profiles"], {t.name for t in bundle.record.graphs[stage].inputs}
+        profiles, names = engines.get(stage, {}).get("profiles"), {t.name for t in bundle.record.graphs[stage].inputs}
         buckets = bundle.plan.buckets
+        if profiles is None:  # not recorded for this engine
+            continue
         if len(profiles) != len(buckets):
             raise MsvitEdgeError(f"{stage}.plan has {len(profiles)} profiles for {len(buckets)} buckets", facts)
         for i, (profile, bucket) in enumerate(zip(profiles, buckets, strict=True)):

@@ -6,7 +6,10 @@ import typer
 
 from msvit_edge.errors import UsageError
 
-DATA = typer.Option("fashion-mnist-scenes", help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz.")
+DATA = typer.Option(
+    "fashion-mnist-scenes",
+    help="fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz; segmentation: images/ + masks/ folders.",
+)
 SKIP_CORRUPT = typer.Option(False, "--skip-corrupt", help="Report and skip unreadable images and non-image files.")
 
 

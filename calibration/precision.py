@@ -34,7 +34,7 @@ from msvit_edge.bundle import GRAPHS, Bundle
 from msvit_edge.calibration import fp16, int8, qdq
 from msvit_edge.calibration.facts import PRECISIONS, BucketCoverage, CalibrationImages, PrecisionFacts
 from msvit_edge.calibration.isolated import Job
-from msvit_edge.calibration.tokens import check_images, encoder_feeds
+from msvit_edge.calibration.tokens import MIN_IMAGES, check_images, encoder_feeds, feed_batch
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import FolderKind, atomic_dir, sha256
 from msvit_edge.machine.environment import package_version
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("onnxruntime", "tensorrt")
 ENCODERS = ("encoder", "encoder_masked")
 GRAPH_SET = FolderKind("a precision graph set", "facts.json", lambda f: "precision" in f, ("facts.json", "*.onnx"))
-CACHE_FORMAT = 5  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT, 4: uint8,
-# 5: 8-bit weight initializers for ONNX Runtime)
+CACHE_FORMAT = 6  # bumped whenever the graphs a key names change (2: attention unquantized, 3: plain ViT, 4: uint8,
+# 5: 8-bit weight initializers for ONNX Runtime, 6: fewer images per feed for large models, latency-only spread)
 
 
 class PrecisionGraphs(NamedTuple):
@@ -152,6 +152,8 @@ def precision_graphs(
         cache_dir: Calibration cache (None: ``default_cache_dir()``); a result is reused only if its key matches.
     """
     settings = settings_for(precision, backend, method)
+    if precision == "int8" and bundle.record.latency_only:
+        settings |= {"token_counts": "spread"}  # see calibration.tokens: every bucket, whatever the images' own counts
     if precision == "fp32":
         return PrecisionGraphs({name: bundle.graph(name) for name in GRAPHS}, settings)
     if precision == "int8":
@@ -174,10 +176,16 @@ def graphs_folder(backend: str, precision: str, key: str) -> str:
     return f"{backend}-{precision}-{key[:12]}"
 
 
+def fewest_images(settings: dict) -> int:
+    """Fewest INT8 calibration images accepted: ``MIN_IMAGES`` so that real images reach every bucket, any number
+    where the token counts are spread over the buckets (a latency-only bundle)."""
+    return 1 if settings.get("token_counts") == "spread" else MIN_IMAGES
+
+
 def _check_int8_inputs(bundle: Bundle, images: np.ndarray | None, settings: dict) -> None:
     if images is None:
         raise MsvitEdgeError("INT8 needs calibration images (--calib): none were given")
-    check_images(bundle, images)
+    check_images(bundle, images, fewest_images(settings))
     fp16.require_modelopt("INT8 quantization with ModelOpt")
 
 
@@ -190,7 +198,8 @@ def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path
             log.info(f"fp16: {', '.join(stages)} (ModelOpt AutoCast, {', '.join(settings['keep_fp32'])} kept FP32)")
             fp16.to_fp16_graphs({bundle.graph(n): tmp / f"{n}.onnx" for n in stages}, settings["keep_fp32"])
         else:
-            feeds = encoder_feeds(bundle, images)
+            spread = settings.get("token_counts") == "spread"
+            feeds = encoder_feeds(bundle, images, minimum=fewest_images(settings), spread=spread)
             jobs = [Job(bundle.graph(n), tmp / f"{n}.onnx", feeds.for_graph(n)) for n in ENCODERS]
             if "vit" in stages:  # the plain ViT, for bench's comparison at the same precision: calibrated on images
                 jobs.append(Job(bundle.graph("vit"), tmp / "vit.onnx", image_feeds(bundle, images)))
@@ -223,8 +232,9 @@ def converted(bundle: Bundle) -> tuple[str, ...]:
     return (*ENCODERS, "vit") if bundle.graph("vit").is_file() else ENCODERS
 
 
-def image_feeds(bundle: Bundle, images: np.ndarray, batch: int = 32) -> list[dict[str, np.ndarray]]:
-    """Calibration feeds of a graph that takes images (the plain ViT)."""
+def image_feeds(bundle: Bundle, images: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds of a graph that takes images (the plain ViT, all tokens fine)."""
+    batch = feed_batch(bundle, bundle.plan.buckets[-1].max)
     return [{"images": bundle.preprocess(images[i : i + batch])} for i in range(0, len(images), batch)]
 
 

@@ -7,6 +7,11 @@ bucket of the bundle's plan is represented.
 - ``encoder`` (no mask) feeds hold images of one exact count each: ``tokens [b, n, D]``.
 - ``encoder_masked`` feeds hold one bucket each, padded to the bucket's maximum as a static-shape engine runs it:
   ``tokens [b, max, D]`` (padding rows are the image's unselected candidates, as at run time) and ``mask [b, max]``.
+- A feed holds at most ``FEED_BATCH`` images, fewer where its activations would be large (``feed_batch``): ModelOpt's
+  calibrator keeps every calibrated activation of one feed in memory at once.
+- A latency-only bundle (random weights) has no accuracy to keep, so its images' own token counts matter less than
+  covering every bucket: ``spread=True`` tokenizes each image at a threshold of its own (``spread_thresholds``), so
+  that the images' counts go round the buckets.
 
 Checks that need no inference (dtype, size, channels, the minimum count) run before the tokenizer does.
 """
@@ -24,12 +29,17 @@ from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.bundle.preprocess import check_images as check_pixels
 from msvit_edge.engines.ort import session
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.model.config import MSViTConfig
 
 log = logging.getLogger(__name__)
 
 MIN_IMAGES = 128  # fewer and the last buckets' tensors get a handful of images: docs/precision.md
 DEFAULT_IMAGES = 512
-FEED_BATCH = 32  # images per calibration feed; bounds the calibrator's memory at DeiT-S size
+LATENCY_ONLY_IMAGES = 32  # spread over the buckets: a latency-only bundle has no accuracy to keep (docs/deit-s.md)
+FEED_BATCH = 32  # most images per calibration feed
+# At most this many bytes of one feed's token rows x width x depth in float32: ModelOpt holds a multiple of it while
+# it calibrates a feed (docs/deit-s.md). The demo's feeds stay at FEED_BATCH; DeiT-S's all-fine feeds hold 4 images.
+FEED_BYTES = 2**24
 TOKENIZER_BATCH = 64
 
 Feed = dict[str, np.ndarray]
@@ -73,6 +83,7 @@ def encoder_feeds(
     images: np.ndarray,
     threads: int | None = None,
     minimum: int = MIN_IMAGES,
+    spread: bool = False,
 ) -> CalibrationFeeds:
     """Run the bundle's FP32 tokenizer on ``images`` and group its tokens into encoder calibration feeds.
 
@@ -80,11 +91,15 @@ def encoder_feeds(
         bundle: The export bundle.
         images: uint8 images [N, H, W, C] (checked with ``check_images`` first).
         threads: Intra-op threads of the tokenizer session (None: ONNX Runtime's default).
-        minimum: Fewest images accepted (below ``MIN_IMAGES`` only to measure what too few does).
+        minimum: Fewest images accepted (below ``MIN_IMAGES`` only to measure what too few does, or with ``spread``).
+        spread: Tokenize each image at its own threshold so that the counts cover every bucket
+            (``spread_thresholds``; for a latency-only bundle), instead of at the bundle's threshold.
     """
     check_images(bundle, images, minimum)
     plan = bundle.plan
-    tokens, counts = _tokenize(bundle, images, threads)
+    sess = session(bundle.graph("tokenizer"), threads)
+    thresholds = spread_thresholds(bundle, sess, images) if spread else None
+    tokens, counts = _tokenize(bundle, sess, images, thresholds)
     buckets = np.array([plan.index(int(c)) for c in counts])
     coverage = [int((buckets == i).sum()) for i in range(len(plan.buckets))]
     log.info(describe_coverage(plan, coverage))
@@ -94,9 +109,33 @@ def encoder_feeds(
                 f"calibration misses bucket {i} (tokens {b.min}..{b.max}): no image has that many tokens, "
                 "so its activation ranges come from the other buckets' images"
             )
-    exact = [f for n in np.unique(counts) for f in _exact_feeds(tokens, counts, int(n))]
-    padded = [f for i, b in enumerate(plan.buckets) for f in _bucket_feeds(tokens, counts, buckets == i, b.max)]
+    exact = [f for n in np.unique(counts) for f in _exact_feeds(bundle, tokens, counts, int(n))]
+    padded = [f for i, b in enumerate(plan.buckets) for f in _bucket_feeds(bundle, tokens, counts, buckets == i, b.max)]
     return CalibrationFeeds(exact, padded, counts, coverage)
+
+
+def spread_thresholds(bundle: Bundle, sess, images: np.ndarray) -> np.ndarray:
+    """A gate threshold per image [N] that gives image ``i`` a token count in bucket ``i mod buckets``.
+
+    The targets are the counts the bundle's plan saw in each bucket (and its maximum, which every bucket can reach),
+    taken in turn. A count rises linearly from the plan's minimum (no region fine) to its maximum (all ``R`` regions
+    fine); an image gets ``k`` fine regions from a threshold between its ``k``-th and ``k+1``-th largest gate
+    probability. Two equal probabilities (flat regions) make that impossible, and the image lands one region off: the
+    coverage that ``encoder_feeds`` reports is measured, not assumed.
+    """
+    plan = bundle.plan
+    probs = np.concatenate(
+        [sess.run(["probs"], _feed(bundle, chunk, bundle.threshold))[0] for chunk in _batches(images)]
+    )
+    lo, hi, regions = plan.buckets[0].min, plan.buckets[-1].max, probs.shape[1]
+    targets = [sorted({b.max, *(c for c in plan.histogram if b.min <= c <= b.max)}, reverse=True) for b in plan.buckets]
+    thresholds = np.empty(len(images), np.float32)
+    for i, p in enumerate(probs):
+        options = targets[i % len(targets)]
+        k = (options[(i // len(targets)) % len(options)] - lo) * regions // (hi - lo)
+        ranked = np.concatenate([[1.0], np.sort(p)[::-1], [0.0]])  # k fine regions: between ranked[k] and [k + 1]
+        thresholds[i] = (ranked[k] + ranked[k + 1]) / 2
+    return thresholds
 
 
 def describe_coverage(plan: BucketPlan, coverage: list[int]) -> str:
@@ -105,34 +144,51 @@ def describe_coverage(plan: BucketPlan, coverage: list[int]) -> str:
     return f"calibration: {sum(coverage)} images over {len(coverage)} buckets (tokens: images) {cells}"
 
 
-def _tokenize(bundle: Bundle, images: np.ndarray, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every candidate token [N, M, D] (selected first) and counts [N] from the FP32 tokenizer."""
-    sess = session(bundle.graph("tokenizer"), threads)
-    threshold = np.asarray(bundle.threshold, dtype=np.float32)
+def _tokenize(bundle: Bundle, sess, images: np.ndarray, thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate token [N, M, D] (selected first) and counts [N] from the FP32 tokenizer: at the bundle's
+    threshold, or image by image at ``thresholds`` [N] (a graph input, one value per call)."""
+    if thresholds is None:
+        runs = [(chunk, bundle.threshold) for chunk in _batches(images)]
+    else:
+        runs = [(images[i : i + 1], t) for i, t in enumerate(thresholds)]
     tokens, counts = [], []
-    for i in range(0, len(images), TOKENIZER_BATCH):
-        feed = {"images": bundle.preprocess(images[i : i + TOKENIZER_BATCH]), "threshold": threshold}
-        t, c = sess.run(["tokens", "counts"], feed)
+    for chunk, threshold in runs:
+        t, c = sess.run(["tokens", "counts"], _feed(bundle, chunk, threshold))
         tokens.append(t)
         counts.append(c)
     return np.concatenate(tokens), np.concatenate(counts).astype(np.int64)
 
 
-def _exact_feeds(tokens: np.ndarray, counts: np.ndarray, n: int) -> list[Feed]:
+def _batches(images: np.ndarray) -> list[np.ndarray]:
+    return [images[i : i + TOKENIZER_BATCH] for i in range(0, len(images), TOKENIZER_BATCH)]
+
+
+def _feed(bundle: Bundle, images: np.ndarray, threshold: float) -> Feed:
+    return {"images": bundle.preprocess(images), "threshold": np.asarray(threshold, dtype=np.float32)}
+
+
+def feed_batch(bundle: Bundle, rows: int) -> int:
+    """Images per calibration feed of ``rows`` token rows: ``FEED_BATCH``, fewer where their activations would
+    pass ``FEED_BYTES``."""
+    vit = MSViTConfig.from_dict(bundle.record.model).vit
+    return max(1, min(FEED_BATCH, FEED_BYTES // (rows * vit.embed_dim * vit.depth * 4)))
+
+
+def _exact_feeds(bundle: Bundle, tokens: np.ndarray, counts: np.ndarray, n: int) -> list[Feed]:
     index = np.flatnonzero(counts == n)
-    return [{"tokens": np.ascontiguousarray(tokens[c, :n])} for c in _chunks(index)]
+    return [{"tokens": np.ascontiguousarray(tokens[c, :n])} for c in _chunks(index, feed_batch(bundle, n))]
 
 
-def _bucket_feeds(tokens: np.ndarray, counts: np.ndarray, members: np.ndarray, rows: int) -> list[Feed]:
+def _bucket_feeds(bundle: Bundle, tokens: np.ndarray, counts: np.ndarray, members: np.ndarray, rows: int) -> list[Feed]:
     feeds = []
-    for c in _chunks(np.flatnonzero(members)):
+    for c in _chunks(np.flatnonzero(members), feed_batch(bundle, rows)):
         mask = np.arange(rows)[None, :] < counts[c, None]
         feeds.append({"tokens": np.ascontiguousarray(tokens[c, :rows]), "mask": mask})
     return feeds
 
 
-def _chunks(index: np.ndarray) -> list[np.ndarray]:
-    return [index[i : i + FEED_BATCH] for i in range(0, len(index), FEED_BATCH)]
+def _chunks(index: np.ndarray, batch: int) -> list[np.ndarray]:
+    return [index[i : i + batch] for i in range(0, len(index), batch)]
 
 
 def save_feeds(path: Path, feeds: list[Feed]) -> None:

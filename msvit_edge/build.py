@@ -23,6 +23,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from msvit_edge import __version__
 from msvit_edge.bundle import GRAPHS, Bundle, validation
 from msvit_edge.bundle.engine_folder import FOLDER, EngineDir, default_engine_dir, file_digests, relative_to
@@ -32,6 +34,7 @@ from msvit_edge.calibration.images import default_data, load_images
 from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
 from msvit_edge.calibration.precision import precision_graphs as make_precision_graphs
 from msvit_edge.calibration.tokens import DEFAULT_IMAGES as DEFAULT_CALIB_IMAGES
+from msvit_edge.calibration.tokens import LATENCY_ONLY_IMAGES
 from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
 from msvit_edge.engines import open_pipeline
 from msvit_edge.engines.tensorrt import build_engines, timing_cache_file
@@ -58,7 +61,8 @@ class BuildConfig:
     precision: str = "fp32"
     backend: str = "auto"  # auto: TensorRT where it and a GPU exist, else ONNX Runtime
     calib: str | None = None  # INT8 calibration data (default: the training split the bundle was planned on)
-    calib_images: int = DEFAULT_CALIB_IMAGES
+    # None: DEFAULT_CALIB_IMAGES, or LATENCY_ONLY_IMAGES for a latency-only bundle
+    calib_images: int | None = None
     out: str | None = None  # default: BUNDLE/engines/<backend>-<precision>-<device>
     graphs_only: bool = False  # stop after the precision pass (a workstation preparing graphs for a Jetson)
     graphs: str | None = None  # precision graphs made by --graphs-only (default: the one set in BUNDLE/precision)
@@ -72,11 +76,10 @@ class BuildConfig:
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}": self.precision
                 in PRECISIONS,
                 f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}": self.backend in BACKENDS,
-                f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images >= 1,
+                f"--calib-images must be >= 1, got {self.calib_images}": self.calib_images is None
+                or self.calib_images >= 1,
                 f"--opt-level must be in 0..5, got {self.opt_level}": self.opt_level is None
                 or 0 <= self.opt_level <= 5,
-                f"--calib-images must be >= {MIN_CALIB_IMAGES} (every bucket needs calibration images), got "
-                f"{self.calib_images}": self.calib_images >= MIN_CALIB_IMAGES,
             }
         )
 
@@ -148,12 +151,25 @@ def precision_graphs(bundle: Bundle, cfg: BuildConfig, backend: str) -> Precisio
         made = open_graphs(Path(cfg.graphs) if cfg.graphs else _made_elsewhere(bundle, cfg, backend))
         log.info(f"precision graphs: {made.folder} (made by --graphs-only)")
         return made._replace(graphs=graphs | made.graphs)
-    images = None
-    if cfg.precision == "int8":
-        images, _ = load_images(bundle, cfg.calib, cfg.calib_images)
-        log.info(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split)")
+    images = calibration_images(bundle, cfg) if cfg.precision == "int8" else None
     made = make_precision_graphs(bundle, cfg.precision, backend, images, bundle.path / "precision")
     return made._replace(graphs=graphs | made.graphs)
+
+
+def calibration_images(bundle: Bundle, cfg: BuildConfig) -> np.ndarray:
+    """The INT8 calibration images: ``--calib``'s training split (default: the data the bundle was planned on).
+
+    A latency-only bundle has no accuracy to keep: it takes ``LATENCY_ONLY_IMAGES`` by default, and the precision
+    pass spreads their token counts over every bucket (``calibration.tokens``).
+    """
+    latency_only = bundle.record.latency_only
+    n = cfg.calib_images or (LATENCY_ONLY_IMAGES if latency_only else DEFAULT_CALIB_IMAGES)
+    too_few = f"--calib-images must be >= {MIN_CALIB_IMAGES} (every bucket needs calibration images), got {n}"
+    require({too_few: latency_only or n >= MIN_CALIB_IMAGES})  # before loading any image
+    images, _ = load_images(bundle, cfg.calib, n)
+    spread = ", token counts spread over every bucket (a latency-only bundle)" if latency_only else ""
+    log.info(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split){spread}")
+    return images
 
 
 def _can_make_graphs() -> bool:

@@ -65,6 +65,7 @@ def files(tmp_path_factory, workdir, bundle) -> Path:
     Image.new("RGB", (80, 80)).save(root / "image.png")
     shutil.copy(workdir / "tiny.safetensors", root / "tiny.safetensors")
     _damaged_bundles(bundle, root)
+    _engine_folder(bundle, root)
     return root
 
 
@@ -79,6 +80,14 @@ def _damaged_bundles(bundle, root: Path) -> None:
     (root / "noref" / "reference.npz").unlink()
     data = (root / "truncated" / "tokenizer.onnx").read_bytes()
     (root / "truncated" / "tokenizer.onnx").write_bytes(data[: len(data) // 2])
+
+
+def _engine_folder(bundle, root: Path) -> None:
+    """An FP32 engine folder ({f}/engine) of a copy of the tiny bundle ({f}/enginebundle)."""
+    from msvit_edge.build import BuildConfig, build
+
+    shutil.copytree(bundle.path, root / "enginebundle", ignore=shutil.ignore_patterns("engines", "precision"))
+    build(BuildConfig(str(root / "enginebundle"), "fp32", "onnxruntime", out=str(root / "engine")))
 
 
 CASES = [
@@ -141,7 +150,17 @@ CASES = [
     (["build", "--bundle", "{f}/nograph"], FAILED, "encoder.onnx"),
     (["build", "--bundle", "{f}/noref"], FAILED, "no reference.npz"),
     (["build", "--bundle", "{f}/truncated"], FAILED, "tokenizer.onnx"),
+    (
+        ["build", "--bundle", "{f}/engine"],
+        FAILED,
+        "{f}/engine: this is an engine folder; pass its bundle ({f}/enginebundle) or use it as a bench source",
+    ),
     (["build", "--bundle", "{b}", "--precision", "int8", "--calib", "{f}/few.npz"], FAILED, "calibration images"),
+    (
+        ["build", "--bundle", "{b}", "--precision", "int8", "--calib-images", "100"],
+        USAGE,
+        "--calib-images must be >= 128",
+    ),
     # bench
     (["bench", "{b}", "--device", "jetson"], FAILED, "/etc/nv_tegra_release"),
     (["bench", "{b}", "--device", "tpu"], USAGE, "'--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'"),

@@ -273,3 +273,24 @@ def test_int8_calibration_renders_the_default_scenes_at_the_model_size(bundle):
     size = bundle.record.preprocessing.size
     images, _ = load_images(bundle, "fashion-mnist-scenes", n=4)  # a 224 px DeiT-S bundle calibrates the same way
     assert images.shape == (4, size, size, 3) and images.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def latency_only(tmp_path_factory):
+    """A latency-only bundle, as `msvit-edge export --preset P --random-weights --fine-fraction 0.5` makes one: the
+    demo-sized preset (80 px, depth 6), the smallest with random weights, and its INT8 engine built with defaults."""
+    from msvit_edge.export import ExportConfig, export
+
+    root = tmp_path_factory.mktemp("latency-only")
+    cfg = ExportConfig(str(root / "bundle"), preset="vit_demo_patch8_80", random_weights=True, fine_fraction=0.5)
+    bundle = export(dataclasses.replace(cfg, buckets=3))
+    return bundle, build(BuildConfig(str(bundle.path), "int8", "onnxruntime"))
+
+
+def test_a_latency_only_bundle_calibrates_few_images_spread_over_every_bucket(latency_only):
+    bundle, engine = latency_only
+    calibration = engine.record.calibration["calibration"]
+    assert bundle.record.latency_only and len(bundle.reference().images) == 32
+    assert calibration["images"] == 32 and engine.record.calibration["token_counts"] == "spread"
+    assert len(calibration["coverage"]) == 3 and all(c["images"] > 0 for c in calibration["coverage"])
+    assert calibration["missed_buckets"] == []

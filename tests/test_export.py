@@ -420,3 +420,22 @@ def test_export_skip_corrupt_plans_and_validates_on_the_readable_images(workdir,
     made = Bundle(tmp_path / "bundle")
     assert sum(made.plan.histogram.values()) == 12 and made.manifest["export"]["skip_corrupt"]
     assert not (tmp_path / "stopped").exists()
+
+
+def test_a_latency_only_export_plans_on_fewer_images_and_stores_fewer_answers_unless_told():
+    latency = ExportConfig(preset="vit_tiny_patch16_224", random_weights=True)
+    trained = ExportConfig()
+    told = ExportConfig(preset="vit_tiny_patch16_224", random_weights=True, calib_images=500, val_images=64)
+    assert (latency.calib_images, latency.val_images) == (256, 32)
+    assert (trained.calib_images, trained.val_images) == (2000, 128)  # a checkpoint's bundle: as before
+    assert (told.calib_images, told.val_images) == (500, 64)
+
+
+def test_batched_reference_answers_are_the_image_by_image_ones_within_float_rounding(workdir):
+    model, _ = export_module.load_checkpoint(workdir / "tiny.safetensors")
+    args = (model, str(workdir / "fmnist.npz"), 24, model.config.threshold)
+    one, batched = export_module.make_reference(*args), export_module.make_reference(*args, batched=True)
+    assert len(set(one.counts.tolist())) > 1  # mixed counts: the batched call pads and masks
+    np.testing.assert_array_equal(batched.images, one.images)
+    np.testing.assert_array_equal(batched.counts, one.counts)
+    np.testing.assert_allclose(batched.logits, one.logits, rtol=0, atol=1e-5)

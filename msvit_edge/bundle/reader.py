@@ -14,6 +14,7 @@ DIR/reference.npz        validation images (uint8 NHWC), labels, and PyTorch's l
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from msvit_edge.bundle.buckets import BucketPlan
+from msvit_edge.bundle.engine_manifest import KIND as ENGINE_KIND
+from msvit_edge.bundle.engine_manifest import EngineManifest
 from msvit_edge.bundle.manifest import GRAPHS, MISSING, SCHEMA_VERSION, BundleManifest, Graph
 from msvit_edge.bundle.preprocess import check_images, load_images, preprocess
 from msvit_edge.errors import MsvitEdgeError
@@ -67,6 +70,13 @@ class Bundle:
     def __init__(self, path: str | Path, document: JsonFile | None = None):
         self.path = Path(path)
         document = document or load_json(self.path / "manifest.json", MISSING)
+        if isinstance(document.content, dict) and document.content.get("kind") == ENGINE_KIND:
+            source = EngineManifest.from_dict(document.content, document.path).bundle.path
+            raise MsvitEdgeError(
+                f"this is an engine folder; pass its bundle ({os.path.normpath(self.path / source)}) or use it as a "
+                "bench source",
+                self.path,
+            )
         self.record = BundleManifest.from_dict(document.content, document.path)
         self.id = document.sha256  # the bundle's identity: the sha256 of its manifest, as read
         missing = [f for name, entry in self.record.graphs.items() for f in self._files(name, entry)]

@@ -82,7 +82,7 @@ def export(cfg: ExportConfig) -> Bundle:
     log.info(f"export: {source} ({params:.2f}M params), threshold {threshold:.4g}")
     plan, calib_sha256 = plan_for(model, cfg, threshold)
     log.info(describe_plan(plan))
-    reference = make_reference(model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt)
+    reference = make_reference(model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt, cfg.random_weights)
     with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
         graphs = export_graphs(model, tmp, cfg)
         reference.save(tmp / "reference.npz")

@@ -8,6 +8,10 @@ from msvit_edge.errors import require
 
 OPSET = 20  # ModelOpt calibrates at 20; TensorRT 10.x parses it; no ONNX Attention op (opset 23) to trip ORT
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
+# Images that plan the buckets and validation images, by default: a latency-only bundle (random weights) has no
+# accuracy to keep, and at 224 px every image costs (docs/deit-s.md)
+CALIB_IMAGES, VAL_IMAGES = 2000, 128
+LATENCY_ONLY_CALIB_IMAGES, LATENCY_ONLY_VAL_IMAGES = 256, 32
 
 
 @dataclass
@@ -19,8 +23,8 @@ class ExportConfig:
     fine_fraction: float | None = None  # set the threshold so this share of calibration regions is fine
     buckets: int = 5  # one TensorRT profile each; why 5: docs/measurements.md
     calib: str = "fashion-mnist-scenes"  # images whose token counts plan the buckets (training split)
-    calib_images: int = 2000
-    val_images: int = 128  # validation images (test split) stored with PyTorch's answers
+    calib_images: int | None = None  # None: CALIB_IMAGES (LATENCY_ONLY_CALIB_IMAGES with random weights)
+    val_images: int | None = None  # validation images (test split) stored with PyTorch's answers; None: as above
     threshold: float | None = None  # gate threshold baked into the manifest (default: the checkpoint's)
     simplifier: str = "onnxslim"
     max_batch: int = 64
@@ -28,6 +32,10 @@ class ExportConfig:
     skip_corrupt: bool = False  # ImageFolder --calib: report and skip unreadable images and non-image files
 
     def __post_init__(self) -> None:
+        if self.calib_images is None:
+            self.calib_images = LATENCY_ONLY_CALIB_IMAGES if self.random_weights else CALIB_IMAGES
+        if self.val_images is None:
+            self.val_images = LATENCY_ONLY_VAL_IMAGES if self.random_weights else VAL_IMAGES
         checks = {
             f"--simplifier must be one of {', '.join(SIMPLIFIERS)}, got {self.simplifier!r}": self.simplifier
             in SIMPLIFIERS,

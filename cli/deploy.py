@@ -15,9 +15,14 @@ def export(
     calib: str = typer.Option(
         "fashion-mnist-scenes", help="Images whose token counts plan the buckets (training split)."
     ),
-    calib_images: int = typer.Option(2000, min=1, help="Calibration images for the token-count histogram."),
-    val_images: int = typer.Option(
-        128, min=1, help="Validation images stored with PyTorch's answers (from --calib's test split)."
+    calib_images: int | None = typer.Option(
+        None, min=1, help="Images for the token-count histogram (default: 2000; 256 with --random-weights)."
+    ),
+    val_images: int | None = typer.Option(
+        None,
+        min=1,
+        help="Validation images stored with PyTorch's answers, from --calib's test split (default: 128; 32 with "
+        "--random-weights).",
     ),
     threshold: float | None = typer.Option(None, help="Gate threshold (default: the checkpoint's)."),
     preset: str | None = typer.Option(
@@ -73,7 +78,11 @@ def build(
         help="INT8 calibration images: fashion-mnist-scenes, an IDX folder, an ImageFolder or .npz (training "
         "split; default: the data the bundle's buckets were planned on).",
     ),
-    calib_images: int = typer.Option(512, min=1, help="Number of INT8 calibration images."),
+    calib_images: int | None = typer.Option(
+        None,
+        min=1,
+        help="INT8 calibration images (default: 512; 32 for a latency-only bundle, spread over every bucket).",
+    ),
     out: Path | None = typer.Option(
         None, help="Engine folder (default: BUNDLE/engines/<backend>-<precision>-<device>)."
     ),

@@ -135,6 +135,11 @@ CASES = [
         "cannot plan 40 buckets from",
     ),
     (["export", "--preset", "vit_small_patch16_224"], USAGE, "--preset builds a model with random weights"),
+    (
+        ["export", "--preset", "vit_demo_patch8_80", "--random-weights"],
+        FAILED,
+        "the untrained gate gives 1 distinct token count(s) for 5 buckets: pass --fine-fraction",
+    ),
     (["export", "--fine-fraction", "1.5"], USAGE, "--fine-fraction must be in (0, 1), got 1.5"),
     (["export", "--simplifier", "magic"], USAGE, "--simplifier must be one of onnxslim, onnxsim, none, got 'magic'"),
     (["export", "--out", "{f}/existing"], FAILED, "{f}/existing: is not an export bundle that msvit-edge wrote"),

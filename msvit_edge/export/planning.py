@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
 from msvit_edge.data import open_dataset, random_subset
+from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.export.config import ExportConfig
 from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.model.config import MSViTConfig, preset
@@ -68,6 +69,11 @@ def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> tuple[BucketP
     """The bucket plan from the calibration images' token counts, and those images' sha256."""
     counts, digest = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt)
     vit = model.vit_config
+    if cfg.random_weights and cfg.fine_fraction is None and len(set(counts.tolist())) < cfg.buckets:
+        raise MsvitEdgeError(  # an untrained gate decides (nearly) alike for every image: nothing to plan on
+            f"the untrained gate gives {len(set(counts.tolist()))} distinct token count(s) for {cfg.buckets} buckets: "
+            "pass --fine-fraction (e.g. 0.5) to spread a random-weights model's decisions"
+        )
     macs = functools.partial(encoder_macs, vit)
     return plan_buckets(counts, cfg.buckets, macs, *vit.token_range, (1, 1, cfg.max_batch)), digest
 

@@ -60,17 +60,27 @@ def loadtest(
     bundle: Path = typer.Option(..., help="Bundle whose reference images are sent and whose answers are the truth."),
     concurrency: str = typer.Option("1,8,32", help="Concurrent closed-loop clients, comma-separated levels."),
     requests: int = typer.Option(1000, min=1, help="Requests per concurrency level."),
+    out: Path | None = typer.Option(None, help="Also write report.json/.csv/.md to this folder."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it is a load-test report."),
 ) -> None:
     """Closed-loop load test of a running server: req/s, latency percentiles, errors, batches formed, top-1."""
     from msvit_edge.bundle import Bundle
+    from msvit_edge.io import check_output
     from msvit_edge.serve.loadtest import loadtest as run  # lazy: imports tritonclient
+    from msvit_edge.serve.loadtest_report import FOLDER, write_report
 
+    if out is not None:
+        check_output(out, FOLDER, force)  # before the load, not after it
     reference = Bundle(bundle).reference()
     levels = numbers(concurrency, int, "--concurrency")
-    for r in run(url, reference.images, levels, requests, reference.logits):
+    results = run(url, reference.images, levels, requests, reference.logits)
+    for r in results:
         agreement = "-" if r.top1_agreement is None else f"{r.top1_agreement:.2%}"
         typer.echo(
             f"concurrency {r.concurrency}: {r.per_second:.0f} req/s, p50/p90/p99 {r.p50_ms:.2f}/{r.p90_ms:.2f}/"
             f"{r.p99_ms:.2f} ms, answered {r.answered}/{r.requests}, errors {r.errors}, batches {r.batches}, "
             f"top-1 vs reference {agreement}"
         )
+    if out is not None:
+        settings = {"url": url, "bundle": Path(bundle).name, "concurrency": list(levels), "requests": requests}
+        typer.echo(f"report: {write_report(results, out, settings, force)}")

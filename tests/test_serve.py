@@ -391,3 +391,18 @@ def test_the_triton_repo_command_writes_the_repository_and_keeps_a_users_folder(
     refused = subprocess.run([*cli, str(tmp_path / "mine"), "--force"], capture_output=True, text=True)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_the_loadtest_command_answers_every_request_and_writes_the_report(server, bundle, tmp_path):
+    cli = [sys.executable, "-m", "msvit_edge", "loadtest", server.grpc_url, "--bundle", str(bundle.path)]
+    ran = subprocess.run([*cli, "--concurrency", "1,4", "--requests", "24", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    levels = report["levels"]
+    assert [(r["concurrency"], r["answered"], r["errors"]) for r in levels] == [(1, 24, 0), (4, 24, 0)]
+    assert all(r["top1_agreement"] == 1.0 for r in levels)  # FP32 engine: PyTorch's stored top-1 on every image
+    assert sum(int(size) * n for size, n in levels[0]["batches"].items()) == 24  # concurrency 1: batches of 1
+    assert (tmp_path / "r" / "report.csv").read_text().count("\n") == 3 and "| 4 | 24 | 24 | 0 |" in (
+        tmp_path / "r" / "report.md"
+    ).read_text()

@@ -152,3 +152,15 @@ def test_format_report_says_what_the_cpu_int8_kernels_do():
     vnni = int8_report_line({"kernels": "avx512-vnni", "u8s8_saturates": False})
     assert vnni.startswith("CPU int8 kernels: avx512-vnni") and "saturate" not in vnni and "VNNI" not in vnni
     assert int8_report_line(None).startswith("CPU int8 kernels: unknown")
+
+
+def test_doctor_says_whether_serve_can_run_here_and_what_it_lacks():
+    from msvit_edge.machine.doctor import serving_line
+    from msvit_edge.machine.environment import serving
+
+    assert serving_line({"tritonserver": "/x", "shared_libpython": True}).startswith("ready")
+    assert "--enable-shared" in serving_line({"tritonserver": "/x", "shared_libpython": False})
+    assert "nvidia-pytriton==0.7.0" in serving_line({"tritonserver": None, "shared_libpython": True})
+    facts = serving()  # this machine's, as environment() records them
+    assert set(facts) == {"tritonserver", "shared_libpython"} and isinstance(facts["shared_libpython"], bool)
+    assert f"Triton serving: {serving_line(facts)}" in format_report(diagnose())

@@ -25,7 +25,8 @@ from msvit_edge.machine.environment import (
 )
 
 H200 = {"name": "NVIDIA H200", "driver_version": "570.124.06", "compute_cap": "9.0", "memory.total": 143771}
-KEYS = {"msvit_edge", "os", "python", "packages", "onnxruntime_providers", "torch_cuda", "tensorrt", "cpu", "gpus"}
+KEYS = {"msvit_edge", "os", "python", "packages", "onnxruntime_providers", "torch_cuda", "tensorrt", "cpu", "gpus",
+        "serving"}  # fmt: skip
 
 
 EPYC_CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n"

@@ -13,6 +13,7 @@ carries (``build --graphs-only`` on a workstation). The matrix calls that state 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -203,6 +204,23 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+NO_SHARED_LIBPYTHON = (
+    "this Python ({python}) has no shared libpython, which Triton's python backend embeds: use a Python built with "
+    "--enable-shared (Debian's python3, or pyenv with PYTHON_CONFIGURE_OPTS=--enable-shared)"
+)
+
+
+def serving_line(facts: dict | None) -> str:
+    """``serve`` here: ready, or what it lacks and how to get it."""
+    if not facts:
+        return "not checked"
+    if not facts["shared_libpython"]:
+        return NO_SHARED_LIBPYTHON.format(python=sys.executable)
+    if not facts["tritonserver"]:
+        return "no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (or serve --tritonserver PATH)"
+    return "ready (tritonserver from nvidia-pytriton; this Python embeds: shared libpython)"
+
+
 def format_report(report: Report) -> str:
     """Plain text for the terminal: device, packages, providers, the matrix, the reasons and hints."""
     env = report.environment
@@ -210,6 +228,7 @@ def format_report(report: Report) -> str:
     lines += _table([[p.name, p.version or "missing", p.purpose if p.version else p.install] for p in report.packages])
     lines += ["", f"ONNX Runtime providers: {', '.join(env['onnxruntime_providers'] or ['none'])}"]
     lines += [f"CPU int8 kernels: {int8_line(env['cpu'].get('int8'))}"]
+    lines += [f"Triton serving: {serving_line(env.get('serving'))}"]
     gpus = ", ".join(f"{g['name']} (driver {g['driver_version']})" for g in env["gpus"])
     lines += [f"GPU: {gpus or 'none found by nvidia-smi'}", f"torch CUDA: {env['torch_cuda'] or 'none (CPU build)'}"]
     matrix = [[b, *(report.capability(b, p).status for p in PRECISIONS)] for b in BACKENDS]

@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import sys
+import sysconfig
 from functools import cache
 from pathlib import Path
 
@@ -165,6 +166,26 @@ def os_info(root: Path = Path("/")) -> dict:
     }
 
 
+def pytriton_server() -> Path | None:
+    """The ``tritonserver`` folder inside the installed nvidia-pytriton wheel (found, not imported: it pins numpy<2)."""
+    spec = importlib.util.find_spec("pytriton")
+    folder = None if spec is None or spec.origin is None else Path(spec.origin).parent / "tritonserver"
+    return folder if folder is not None and (folder / "bin" / "tritonserver").is_file() else None
+
+
+def shared_libpython() -> Path | None:
+    """This Python's LIBDIR where it holds a shared libpython (what Triton's python backend stub embeds), else None."""
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
+    library = sysconfig.get_config_var("LDLIBRARY") or ""
+    return libdir if sysconfig.get_config_var("Py_ENABLE_SHARED") and (libdir / library).is_file() else None
+
+
+def serving() -> dict:
+    """What ``serve`` needs here: nvidia-pytriton's tritonserver and a Python its python backend can embed."""
+    server, libdir = pytriton_server(), shared_libpython()
+    return {"tritonserver": None if server is None else str(server), "shared_libpython": libdir is not None}
+
+
 def environment(root: Path = Path("/"), run: Run = run_command) -> dict:
     """Everything a report records about the machine; stable keys, JSON-serialisable values.
 
@@ -184,6 +205,7 @@ def environment(root: Path = Path("/"), run: Run = run_command) -> dict:
         "cpu": cpu(root),
         "gpus": gpus(run),
         "jetson": jetson.to_dict() if jetson else None,
+        "serving": serving(),
     }
 
 

@@ -12,7 +12,6 @@ gets a prefix of its own, removed when it stops.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import shutil
 import signal
@@ -20,7 +19,6 @@ import site
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -32,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.machine import environment as environment_facts
+from msvit_edge.machine.doctor import NO_SHARED_LIBPYTHON
 from msvit_edge.serve.repository import triton_repo
 
 PR_SET_PDEATHSIG = 1
@@ -58,9 +58,8 @@ def free_ports(host: str = "127.0.0.1") -> Ports:
 
 def pytriton_server() -> Path:
     """The ``tritonserver`` folder inside the installed nvidia-pytriton wheel (not imported: it pins numpy<2)."""
-    spec = importlib.util.find_spec("pytriton")
-    folder = None if spec is None or spec.origin is None else Path(spec.origin).parent / "tritonserver"
-    if folder is None or not (folder / "bin" / "tritonserver").is_file():
+    folder = environment_facts.pytriton_server()
+    if folder is None:
         raise MsvitEdgeError(
             "serve needs a tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (it ships one; --no-deps keeps "
             "numpy 2), or pass --tritonserver PATH"
@@ -70,13 +69,9 @@ def pytriton_server() -> Path:
 
 def check_python() -> Path:
     """This Python's LIBDIR, refusing an interpreter the python backend's stub cannot embed."""
-    libdir = Path(sysconfig.get_config_var("LIBDIR") or "")
-    library = sysconfig.get_config_var("LDLIBRARY") or ""
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED") or not (libdir / library).is_file():
-        raise MsvitEdgeError(
-            f"this Python ({sys.executable}) has no shared libpython, which Triton's python backend embeds: use a "
-            "Python built with --enable-shared (Debian's python3, or pyenv with PYTHON_CONFIGURE_OPTS=--enable-shared)"
-        )
+    libdir = environment_facts.shared_libpython()
+    if libdir is None:
+        raise MsvitEdgeError(NO_SHARED_LIBPYTHON.format(python=sys.executable))
     return libdir
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from msvit_edge.bundle.metrics import boundary_recall, confusion_matrix, segmentation_scores
 from msvit_edge.data import IGNORE_INDEX, boundary_regions
 from msvit_edge.model.config import SEGMENTATION
-from msvit_edge.model.flops import encoder_macs, msvit_macs, patch_embed_macs, vit_macs
+from msvit_edge.model.flops import coarse_pool_macs, encoder_macs, msvit_macs, patch_embed_macs, vit_macs
 from msvit_edge.model.msvit import MSViT
 
 
@@ -99,7 +99,7 @@ def _macs(model: MSViT, name: str, tokens: float) -> float:
     if name == "all-fine":
         return vit_macs(vit, task=task)
     if name == "all-coarse":
-        return patch_embed_macs(vit, model.num_regions) + encoder_macs(vit, tokens, task)
+        return patch_embed_macs(vit, model.num_regions) + coarse_pool_macs(vit) + encoder_macs(vit, tokens, task)
     return msvit_macs(vit, model.config.gate, tokens, task)
 
 

@@ -34,6 +34,11 @@ def patch_embed_macs(cfg: ViTConfig, patches: int) -> float:
     return patches * cfg.in_chans * cfg.patch_size**2 * cfg.embed_dim
 
 
+def coarse_pool_macs(cfg: ViTConfig) -> float:
+    """The 2x2 mean before the coarse embedding: a depthwise stride-2 conv, one MAC per input pixel and channel."""
+    return cfg.in_chans * cfg.img_size**2
+
+
 def gate_macs(cfg: ViTConfig, gate: GateConfig) -> float:
     per_region = (
         cfg.in_chans * (2 * cfg.patch_size) ** 2 * gate.hidden + (gate.layers - 2) * gate.hidden**2 + gate.hidden
@@ -53,5 +58,5 @@ def msvit_macs(cfg: ViTConfig, gate: GateConfig, tokens: float, task: str = CLAS
     The tokenizer embeds every candidate (all fine patches and all coarse regions: that is what the deployed static
     tokenizer graph computes) and runs the gate on every region; the encoder sees only the selected tokens.
     """
-    embed = patch_embed_macs(cfg, cfg.num_patches + cfg.num_regions)
+    embed = patch_embed_macs(cfg, cfg.num_patches + cfg.num_regions) + coarse_pool_macs(cfg)
     return embed + gate_macs(cfg, gate) + encoder_macs(cfg, tokens, task)

@@ -29,7 +29,7 @@ from msvit_edge import __version__
 from msvit_edge.bundle import GRAPHS, Bundle, validation
 from msvit_edge.bundle.engine_folder import FOLDER, EngineDir, default_engine_dir, file_digests, relative_to
 from msvit_edge.bundle.engine_manifest import Device, EngineManifest, SourceBundle
-from msvit_edge.calibration.facts import PrecisionFacts
+from msvit_edge.calibration.facts import PRECISIONS, PrecisionFacts
 from msvit_edge.calibration.images import default_data, load_images
 from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
 from msvit_edge.calibration.precision import precision_graphs as make_precision_graphs
@@ -50,7 +50,6 @@ from msvit_edge.machine.environment import (
 )
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
 

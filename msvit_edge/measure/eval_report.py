@@ -139,11 +139,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, s in report["settings"].items():
-        p = "/".join(f"{v:.0f}" for v in s["tokens_p10_p50_p90"])
-        lines.append(
-            f"| {name} | {100 * s['top1']:.2f}% | {s['tokens_mean']:.1f} (sd {s['tokens_std']:.1f}) | {p} "
-            f"| {s['token_ratio']:.3f} | {s['gmacs']:.4f} |"
-        )
+        lines.append(f"| {name} | {100 * s['top1']:.2f}% | {_token_cells(s)} |")
     if "object" in report:
         o = report["object"]
         lines += ["", "| gate | object recall | object precision |", "|---|---|---|"]
@@ -164,10 +160,9 @@ def _segmentation_lines(report: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in report["settings"].items():
-        p = "/".join(f"{v:.0f}" for v in s["tokens_p10_p50_p90"])
         lines.append(
             f"| {name} | {_percent(s['miou'])} | {_percent(s['pixel_accuracy'])} | {_share(s['boundary_recall'])} "
-            f"| {s['tokens_mean']:.1f} (sd {s['tokens_std']:.1f}) | {p} | {s['token_ratio']:.3f} | {s['gmacs']:.4f} |"
+            f"| {_token_cells(s)} |"
         )
     b, main = report["boundary"], [n for n in ("msvit", "all-fine", "all-coarse", "random") if n in report["settings"]]
     lines += [
@@ -182,6 +177,12 @@ def _segmentation_lines(report: dict) -> list[str]:
     for k, name in enumerate(report["classes"]):
         lines.append(f"| {name} | " + " | ".join(_percent(report["settings"][n]["iou"][k]) for n in main) + " |")
     return lines
+
+
+def _token_cells(s: dict) -> str:
+    """The token and cost cells both settings tables end in: mean tokens, p10/p50/p90, token ratio, GMACs/image."""
+    p = "/".join(f"{v:.0f}" for v in s["tokens_p10_p50_p90"])
+    return f"{s['tokens_mean']:.1f} (sd {s['tokens_std']:.1f}) | {p} | {s['token_ratio']:.3f} | {s['gmacs']:.4f}"
 
 
 def _percent(value: float | None) -> str:

@@ -11,7 +11,6 @@ import typer
 from msvit_edge.cli.options import DATA, SKIP_CORRUPT, numbers
 from msvit_edge.demo import DemoConfig
 from msvit_edge.demo import demo as run_demo
-from msvit_edge.machine.doctor import diagnose, format_report
 
 
 def eval_(
@@ -114,6 +113,8 @@ def bench(
 
 def doctor(as_json: bool = typer.Option(False, "--json", help="The report as JSON, for scripts.")) -> None:
     """What is installed, which backends and precisions work here, and how to install what is missing."""
+    from msvit_edge.machine.doctor import diagnose, format_report  # lazy: importlib.metadata and the Jetson probes
+
     report = diagnose()
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 

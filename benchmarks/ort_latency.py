@@ -138,7 +138,7 @@ def profile_encoder(bundle: Bundle, threads: int | None, repeats: int, tmp: Path
 
 
 def tokenize_and_select(pipe: OnnxRuntimePipeline, image: np.ndarray, threshold: float) -> list[np.ndarray]:
-    tokens, counts, _ = pipe.tokenize(image, threshold)
+    tokens, counts, *_ = pipe.tokenize(image, threshold)
     return [pipe.cut(tokens, call) for call in select(counts)]
 
 

@@ -124,13 +124,14 @@ class OnnxRuntimePipeline(Pipeline):
 
     def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
-        return Tokenized(*self.sessions["tokenizer"].run(["tokens", "counts", "probs"], feed))
+        names = ["tokens", "counts", "probs", *(["cells"] if self.bundle.dense else [])]
+        return Tokenized(*self.sessions["tokenizer"].run(names, feed))
 
-    def encode(self, tokens: np.ndarray, selection: Selection) -> np.ndarray:
+    def encode(self, tokens: np.ndarray, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
         mask = selection.mask()
-        if mask is None:
-            return self.sessions["encoder"].run(["logits"], {"tokens": tokens})[0]
-        return self.sessions["encoder_masked"].run(["logits"], {"tokens": tokens, "mask": mask})[0]
+        feed = {"tokens": tokens} | ({} if mask is None else {"mask": mask})
+        feed |= {} if cells is None else {"cells": cells}
+        return self.sessions["encoder" if mask is None else "encoder_masked"].run(["logits"], feed)[0]
 
     def tokenize_and_encode(self, images: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
         feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
@@ -182,7 +183,10 @@ def batch1_graph(tokenizer: Path, encoder: Path) -> ComposedGraph | None:
     compose.add_prefix(enc, "encoder/", inplace=True)
     g = tok.graph
     outputs = {o.name: o for o in g.output}
-    nodes = [*g.node, *_selected_rows(g), *enc.graph.node, helper.make_node("Identity", ["encoder/logits"], ["logits"])]
+    # a segmenter's encoder also reads the tokenizer's cell index (rows of the selected tokens: valid as they are)
+    cells = [helper.make_node("Identity", ["cells"], ["encoder/cells"])] if "cells" in outputs else []
+    answer = helper.make_node("Identity", ["encoder/logits"], ["logits"])
+    nodes = [*g.node, *_selected_rows(g), *cells, *enc.graph.node, answer]
     del g.node[:]
     g.node.extend(_used(nodes, ["logits", "counts", "probs"]))
     weights = _placeholders(g, [*g.initializer, *enc.graph.initializer])

@@ -4,9 +4,13 @@ A backend provides three steps on its OWN array type (numpy for ONNX Runtime on 
 PyTorch backend, device buffers for TensorRT), so tokens never leave the device between the stages; only token
 counts and gate probabilities (after the tokenizer) and logits (at the end) come to the host as numpy:
 
-    tokenize(images, threshold) -> Tokenized(tokens [B, M, D] backend array, counts [B], probs [B, R])
-    cut(tokens, selection)      -> tokens [b, rows, D] backend array, contiguous
-    encode(tokens, selection)   -> logits [b, K] numpy
+    tokenize(images, threshold)      -> Tokenized(tokens [B, M, D] backend array, counts [B], probs [B, R][, cells])
+    cut(tokens, selection)           -> tokens [b, rows, D] backend array, contiguous
+    encode(tokens, selection, cells) -> logits [b, K] numpy
+
+A segmentation bundle's tokenizer also returns ``cells`` [B, G*G] (host int64: the row covering each fine cell),
+which the encoder takes for the selection's images, and its logits are per fine cell [b, K, G, G]; nothing else
+changes (``msvit_edge.bundle.dense`` turns them into pixel labels).
 
 The glue lives here once: ``msvit_edge.bundle.selection.select`` decides the encoder calls (rows, bucket, mask) from the
 counts. Pipelines are context managers, like Polygraphy's runners: ``activate`` acquires sessions or devices.
@@ -39,11 +43,12 @@ class Tokenized(NamedTuple):
     tokens: Any  # [B, M, D] every candidate, the selected ones first; the backend's array type
     counts: np.ndarray  # int64 [B] selected tokens per image (CLS included)
     probs: np.ndarray  # float32 [B, R] gate probability of FINE per region
+    cells: np.ndarray | None = None  # int64 [B, G*G] segmentation: row covering each fine cell; None: a classifier
 
 
 @dataclass
 class PipelineOutput:
-    logits: np.ndarray  # float32 [B, K]
+    logits: np.ndarray  # float32 [B, K]; segmentation: [B, K, G, G]
     counts: np.ndarray  # int64 [B]
     probs: np.ndarray  # float32 [B, R]
     calls: list[Selection]  # the encoder calls that produced the logits
@@ -101,8 +106,9 @@ class Pipeline(ABC):
         return np.ascontiguousarray(rows[:, : selection.rows])
 
     @abstractmethod
-    def encode(self, tokens: Any, selection: Selection) -> np.ndarray:
-        """Tokens [b, rows, D] (masked with ``selection.mask()`` where it is not None) -> logits [b, K] on the host."""
+    def encode(self, tokens: Any, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
+        """Tokens [b, rows, D] (masked with ``selection.mask()`` where it is not None) -> logits [b, K] on the host.
+        ``cells``: a segmenter's [b, G*G] for the selection's images (logits [b, K, G, G])."""
 
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         """The plain ViT of the same weights (every token fine, no gate) on this backend: images -> logits.
@@ -157,7 +163,8 @@ class Pipeline(ABC):
             calls = select(tok.counts, self.plan, self.pad_to_bucket, self.batching)
             cut = [self.cut(tok.tokens, c) for c in calls]
         with self._stage("encoder"):
-            parts = [self.encode(tokens, call) for call, tokens in zip(calls, cut, strict=True)]
+            cells = [None if tok.cells is None else tok.cells[call.index] for call in calls]
+            parts = [self.encode(t, call, c) for call, t, c in zip(calls, cut, cells, strict=True)]
         logits = parts[0] if len(calls) == 1 else _scatter(parts, calls, len(tok.counts))
         return PipelineOutput(logits, tok.counts, tok.probs, calls)
 
@@ -174,7 +181,7 @@ class Pipeline(ABC):
 
 def _scatter(parts: list[np.ndarray], calls: list[Selection], batch: int) -> np.ndarray:
     """Logits of sub-batches back in the batch's image order."""
-    logits = np.empty((batch, parts[0].shape[1]), dtype=parts[0].dtype)
+    logits = np.empty((batch, *parts[0].shape[1:]), dtype=parts[0].dtype)
     for part, call in zip(parts, calls, strict=True):
         logits[call.index] = part
     return logits

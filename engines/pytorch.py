@@ -20,13 +20,15 @@ from msvit_edge.bundle import Bundle
 from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.bundle.engine_folder import EngineDir
 from msvit_edge.bundle.selection import Selection
-from msvit_edge.bundle.validation import TOLERANCES
+from msvit_edge.bundle.validation import tolerance
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
 from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
 from msvit_edge.model.config import MSViTConfig
+from msvit_edge.model.factory import create_model
 from msvit_edge.model.msvit import MSViT
+from msvit_edge.model.segmenter import MSViTSegmenter
 
 
 class TorchPipeline(Pipeline):
@@ -45,7 +47,17 @@ class TorchPipeline(Pipeline):
     @torch.no_grad()
     def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         out = self.model.tokenize(torch.from_numpy(images).to(self.device), threshold=threshold)
-        return Tokenized(out.tokens, out.counts.cpu().numpy(), out.probs.cpu().numpy())
+        cells = self.model.cell_index(out).cpu().numpy() if self.dense else None
+        return Tokenized(out.tokens, out.counts.cpu().numpy(), out.probs.cpu().numpy(), cells)
+
+    @property
+    def dense(self) -> bool:
+        """A segmenter: its encoder takes the cell index and returns logits per fine cell (as the bundle's graphs)."""
+        return isinstance(self.model, MSViTSegmenter)
+
+    def _encode(self, tokens: Tensor, mask: Tensor | None, cells: Tensor | None) -> Tensor:
+        """The encoder as the bundle's graphs compute it: class logits, or a segmenter's cell logits."""
+        return self.model.encode_cells(tokens, mask, cells) if self.dense else self.model.encode(tokens, mask)
 
     def cut(self, tokens: Tensor, selection: Selection) -> Tensor:
         index = torch.from_numpy(selection.index).to(tokens.device)
@@ -53,10 +65,11 @@ class TorchPipeline(Pipeline):
         return rows.contiguous()
 
     @torch.no_grad()
-    def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
+    def encode(self, tokens: Tensor, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
         mask = selection.mask()
         mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)
-        return self.model.encode(tokens, mask_t).float().cpu().numpy()
+        cells_t = None if cells is None else torch.from_numpy(cells).to(self.device)
+        return self._encode(tokens, mask_t, cells_t).float().cpu().numpy()
 
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         """The plain ViT of the same weights on this device: every patch fine, no gate (images -> logits)."""
@@ -69,12 +82,12 @@ class TorchPipeline(Pipeline):
 
     def _vit(self, images: Tensor) -> Tensor:
         """Images [b, C, H, W] -> logits [b, K] through every fine token (``PlainViTGraph`` of the export)."""
-        return self.model.encode(self.model.embed(images))
+        return self._encode(self.model.embed(images), None, None)
 
 
 class _Graph(NamedTuple):
     graph: torch.cuda.CUDAGraph
-    inputs: tuple[Tensor, ...]  # the graph's static inputs: (tokens [b, bucket max, D], bool mask) or (images,)
+    inputs: tuple[Tensor, ...]  # static inputs: (tokens [b, bucket max, D], bool mask[, cells]) or (images,)
     logits: Tensor  # [b, K], the graph's static output
 
 
@@ -109,13 +122,17 @@ class CudaGraphTorchPipeline(TorchPipeline):
         self.graphs, self.vit_graphs, self.pool = {}, {}, None
 
     @torch.no_grad()
-    def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
+    def encode(self, tokens: Tensor, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
         key = (selection.bucket, len(selection.index))
         if key not in self.graphs:
             static = (torch.zeros_like(tokens), torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device))
-            self.graphs[key] = self._capture(self.model.encode, static)
+            if cells is not None:
+                static += (torch.zeros(cells.shape, dtype=torch.int64, device=self.device),)
+            self.graphs[key] = self._capture(self._encode if cells is not None else self.model.encode, static)
         graph = self.graphs[key]
         graph.inputs[0].copy_(tokens)
+        if cells is not None:
+            graph.inputs[2].copy_(torch.from_numpy(cells))
         mask = selection.mask()
         if mask is None:
             graph.inputs[1].fill_(True)
@@ -201,7 +218,7 @@ def bundle_model(bundle: Bundle, ckpt: str | Path | None = None) -> MSViT:
     source = bundle.record.source
     if "random_weights" in source:
         torch.manual_seed(0)  # as export built it
-        model = MSViT(MSViTConfig.from_dict(bundle.record.model)).eval()
+        model = create_model(MSViTConfig.from_dict(bundle.record.model)).eval()
     else:
         model = load_checkpoint(_checkpoint(source, [*([Path(ckpt)] if ckpt else []), demo_checkpoint()]))[0]
     _check_reproduces(model, bundle)
@@ -229,5 +246,5 @@ def _check_reproduces(model, bundle: Bundle) -> None:
     stored = bundle.reference()
     logits, counts, _ = answers(model, bundle, bundle.preprocess(stored.images[:16]))
     diff = float(np.abs(logits - stored.logits[:16]).max())
-    if not (np.array_equal(counts, stored.counts[:16]) and diff <= TOLERANCES["fp32"].atol):  # the same weights
+    if not (np.array_equal(counts, stored.counts[:16]) and diff <= tolerance("fp32").atol):  # the same weights
         raise MsvitEdgeError(f"the model found for this bundle does not reproduce its reference (max abs {diff:.2e})")

@@ -148,3 +148,58 @@ def count_macs():
         return counter.get_total_flops() / 2  # the counter's FLOPs are 2 per multiply-accumulate
 
     return count
+
+
+SEG_TINY = ViTConfig(
+    img_size=32, patch_size=4, num_classes=11, embed_dim=32, depth=2, num_heads=2, mean=(0.5,) * 3, std=(0.5,) * 3
+)  # the scenes' 11 classes (background + 10 items) on an 8x8 fine grid, 16 regions
+
+
+@pytest.fixture(scope="session")
+def seg_workdir(tmp_path_factory) -> Path:
+    """A checkpoint of a tiny MSViT segmenter trained briefly (all fine) on 300 real Fashion-MNIST scenes at 32 px,
+    its untrained gate centred so that its decisions vary."""
+    import torch
+
+    from msvit_edge.data import FashionMNISTSceneMasks, SceneConfig
+    from msvit_edge.model.checkpoint import save_checkpoint
+    from msvit_edge.model.config import SEGMENTATION, MSViTConfig
+    from msvit_edge.model.factory import create_model
+
+    root = tmp_path_factory.mktemp("seg-tiny")
+    scenes = FashionMNISTSceneMasks.from_split("train", config=SceneConfig(canvas=32))
+    x, y = (torch.stack(t) for t in zip(*(scenes[i] for i in range(300)), strict=True))
+    torch.manual_seed(0)
+    model = create_model(MSViTConfig(SEG_TINY, task=SEGMENTATION))
+    with torch.no_grad():  # as ``workdir``: cut halfway between two distinct gate logits
+        logits = model.gate(x)
+        distinct = torch.unique(logits)
+        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))
+        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
+    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("gate.")], lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for _ in range(8):  # separates items from the background: logits far from ties, so FP16/INT8 agreement means
+        for i in torch.randperm(len(x)).split(50):  # something
+            loss = torch.nn.functional.cross_entropy(model.encode(model.embed(x[i])), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.set_num_threads(threads)
+    save_checkpoint(model.eval(), root / "seg.safetensors")
+    return root
+
+
+@pytest.fixture(scope="session")
+def seg_bundle(seg_workdir):
+    """The tiny segmenter exported on the scenes with 3 buckets, planned on 200 images, with 24 validation images."""
+    from msvit_edge.export import ExportConfig, export
+
+    cfg = ExportConfig(
+        out=str(seg_workdir / "bundle"),
+        ckpt=str(seg_workdir / "seg.safetensors"),
+        buckets=3,
+        calib_images=200,
+        val_images=24,
+    )
+    return export(cfg)

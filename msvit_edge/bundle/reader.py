@@ -10,6 +10,10 @@ DIR/encoder.onnx         tokens [B, N, D] -> logits [B, K]; for batch 1 or equal
 DIR/encoder_masked.onnx  tokens [B, N, D], mask [B, N] (True = real token) -> logits; mixed counts
 DIR/vit.onnx             images [B, C, H, W] -> logits: the same weights as a plain ViT (all fine), for comparison
 DIR/reference.npz        validation images (uint8 NHWC), labels, and PyTorch's logits, counts and probs on them
+
+A segmentation bundle (``Bundle.task``, the manifest's model ``task``) differs in three places: the tokenizer also
+returns ``cells`` [B, G*G] (int64: the row covering each fine cell), both encoders take it as their last input, and
+every ``logits`` is per fine cell [B, K, G, G] (``msvit_edge.bundle.dense``: the host upsamples to pixels).
 """
 
 from __future__ import annotations
@@ -43,10 +47,15 @@ class Reference:
     """PyTorch's answers on the bundle's validation images, for machines without PyTorch."""
 
     images: np.ndarray  # uint8 [N, H, W, C]
-    labels: np.ndarray  # int64 [N]
-    logits: np.ndarray  # float32 [N, K]
+    labels: np.ndarray  # int64 [N]; segmentation: label maps [N, H, W], unlabelled pixels ``dense.IGNORED``
+    logits: np.ndarray  # float32 [N, K]; segmentation: per fine cell [N, K, G, G] (``dense.upsample``: pixels)
     counts: np.ndarray  # int64 [N]
     probs: np.ndarray  # float32 [N, R]
+
+    @property
+    def dense(self) -> bool:
+        """Whether these are a segmentation bundle's answers."""
+        return self.logits.ndim == 4
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **self.__dict__)
@@ -104,6 +113,15 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return self.record.threshold
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``segmentation`` (the model's config; bundles before segmentation are classifiers)."""
+        return self.record.model.get("task", "classification")
+
+    @property
+    def dense(self) -> bool:
+        return self.task == "segmentation"
 
     @property
     def resize(self) -> dict:

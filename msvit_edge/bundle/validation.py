@@ -12,6 +12,10 @@ Tolerances (``TOLERANCES``): FP32 must match within ``atol`` 1e-4 with identical
 logits by design, so they are held to top-1 agreement with PyTorch (what a user sees) and a bound on the top-1
 accuracy drop; their max abs diff is reported, not enforced. Token counts must always be identical: the tokenizer
 stays FP32 at every precision, and its gate decides the shapes the encoder engine runs.
+
+A segmentation bundle (``Reference.dense``: cell logits [N, K, G, G], label maps [N, S, S]) is held to
+``DENSE_TOLERANCES`` the same way, per pixel: its agreement is the share of pixels whose class is PyTorch's (labels
+from the upsampled logits, ``msvit_edge.bundle.dense``), its accuracy the mIoU against the reference label maps.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from msvit_edge.bundle import Reference
+from msvit_edge.bundle import Reference, dense
 from msvit_edge.errors import MsvitEdgeError
 
 MODES = ("batch1", "batched")
@@ -41,6 +45,18 @@ TOLERANCES = {
     "fp16": Tolerance(atol=None, min_agreement=0.99, max_accuracy_drop=0.01),
     "int8": Tolerance(atol=None, min_agreement=0.95, max_accuracy_drop=0.03),
 }
+# segmentation: per-pixel agreement with PyTorch's labels, and the mIoU drop (issue 23's acceptance bounds); FP32 may
+# flip a pixel where two classes' logits tie to within its 1e-4
+DENSE_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, min_agreement=0.999, max_accuracy_drop=0.001),
+    "fp16": Tolerance(atol=None, min_agreement=0.99, max_accuracy_drop=0.002),
+    "int8": Tolerance(atol=None, min_agreement=0.98, max_accuracy_drop=0.01),
+}
+
+
+def tolerance(precision: str, is_dense: bool = False) -> Tolerance:
+    """The precision's tolerance for a classifier's answers, or a segmentation bundle's (``is_dense``)."""
+    return (DENSE_TOLERANCES if is_dense else TOLERANCES)[precision]
 
 
 def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
@@ -69,7 +85,7 @@ def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
         "min_atol": float(r.max_absdiff),
         "min_rtol": float(r.max_reldiff),
     }
-    if a.shape[1] > 1:
+    if np.ndim(actual) == 2 and a.shape[1] > 1:  # class logits; dense ones are compared per pixel (``agreement``)
         out["top1_agreement"] = float((a.argmax(1) == e.argmax(1)).mean())
     return out
 
@@ -83,27 +99,37 @@ class Agreement:
     counts_differ: int  # images whose token count differs
     counts_agreement: float  # share of images whose token count is the same
     max_abs: float  # largest absolute logit difference
-    top1: float | None = None  # top-1 accuracy against the labels (with labels)
+    top1: float | None = None  # top-1 accuracy against the labels (with labels); dense: pixel accuracy
     reference_top1: float | None = None  # the expected run's top-1 accuracy against the labels (with labels)
+    miou: float | None = None  # dense, with labels: mIoU of the actual run
+    reference_miou: float | None = None  # and of the expected one
 
     @property
     def counts_equal(self) -> bool:
         return self.counts_differ == 0
 
 
-def agreement(actual, expected, labels: np.ndarray | None = None, where: np.ndarray | None = None) -> Agreement:
+def agreement(
+    actual, expected, labels: np.ndarray | None = None, where: np.ndarray | None = None, size: int | None = None
+) -> Agreement:
     """Top-1 agreement, token-count agreement and the largest logit difference of ``actual`` against ``expected``.
 
     Args:
         actual: Anything with ``logits`` [N, K] and ``counts`` [N] (a pipeline's output, a ``Reference``).
         expected: The same, for the run it is held to.
-        labels: Int [N]: both runs' top-1 accuracy too.
+        labels: Int [N]: both runs' top-1 accuracy too. Dense logits [N, K, G, G]: label maps [N, S, S] (pixel
+            accuracy and mIoU; agreement per pixel at that size).
         where: Bool [N]: only these images (at least one).
+        size: Dense logits without labels: the pixel size their agreement is counted at.
     """
     keep = slice(None) if where is None else where
     a_logits, e_logits = np.asarray(actual.logits)[keep], np.asarray(expected.logits)[keep]
     a_counts, e_counts = np.asarray(actual.counts)[keep], np.asarray(expected.counts)[keep]
-    a_top1, e_top1 = a_logits.argmax(1), e_logits.argmax(1)
+    if a_logits.ndim == 4:
+        size = size or np.shape(labels)[-1]
+        a_top1, e_top1 = dense.pixel_labels(a_logits, size), dense.pixel_labels(e_logits, size)
+    else:
+        a_top1, e_top1 = a_logits.argmax(1), e_logits.argmax(1)
     out = Agreement(
         images=len(a_logits),
         top1_agreement=float((a_top1 == e_top1).mean()),
@@ -114,6 +140,9 @@ def agreement(actual, expected, labels: np.ndarray | None = None, where: np.ndar
     if labels is None:
         return out
     y = np.asarray(labels)[keep]
+    if a_logits.ndim == 4:
+        a, e = (dense.scores(t, y, a_logits.shape[1]) for t in (a_top1, e_top1))
+        return replace(out, top1=a.pixel_accuracy, reference_top1=e.pixel_accuracy, miou=a.miou, reference_miou=e.miou)
     return replace(out, top1=float((a_top1 == y).mean()), reference_top1=float((e_top1 == y).mean()))
 
 
@@ -140,6 +169,13 @@ def validate(pipeline, reference: Reference, images: np.ndarray, threshold: floa
             "probs": compare(out.probs, reference.probs),
             "top1": agree.top1,
         }
+        if reference.dense:
+            report[mode]["logits"]["pixel_agreement"] = agree.top1_agreement
+            report[mode] |= {"pixel_accuracy": agree.top1, "miou": agree.miou, "reference_miou": agree.reference_miou}
+    if reference.dense:  # held to the mIoU
+        accuracy = {"metric": "miou", "reference": report["batch1"]["reference_miou"]}
+        report["accuracy"] = accuracy | {"engine": min(report[mode]["miou"] for mode in MODES)}
+        return report
     report["accuracy"] = {
         "reference": float((reference.logits.argmax(1) == reference.labels).mean()),
         "engine": min(report[mode]["top1"] for mode in MODES),
@@ -165,7 +201,8 @@ def verdict(
         tolerance: The precision's (``TOLERANCES``).
         latency_only: A random-weights bundle, whose near-equal logits make top-1 agreement and accuracy
             meaningless: its logits are held to a cosine similarity with PyTorch's (``LATENCY_ONLY_MIN_COSINE``).
-        top1: (engine, PyTorch) top-1 accuracy against the labels, where the drop is checked.
+        top1: (engine, PyTorch) top-1 accuracy against the labels, where the drop is checked (dense logits, known by
+            ``logits["pixel_agreement"]``: their mIoU).
     """
     if latency_only:
         tolerance = replace(tolerance, min_agreement=0.0, max_accuracy_drop=1.0)
@@ -178,14 +215,18 @@ def verdict(
             f"logits' cosine similarity with PyTorch's falls to {logits['min_cosine']:.4f}, below "
             f"{LATENCY_ONLY_MIN_COSINE} (random weights: top-1 agreement is not checked)"
         )
-    if not logits.get("top1_agreement", 1.0) >= tolerance.min_agreement:
+    is_dense = "pixel_agreement" in logits
+    what = "pixel labels agree with PyTorch's" if is_dense else "top-1 agrees with PyTorch"
+    agree = logits["pixel_agreement"] if is_dense else logits.get("top1_agreement", 1.0)
+    if not agree >= tolerance.min_agreement:
         return (
-            f"top-1 agrees with PyTorch on {100 * logits['top1_agreement']:.2f}% of images, below "
+            f"{what} on {100 * agree:.2f}% of {'pixels' if is_dense else 'images'}, below "
             f"{100 * tolerance.min_agreement:.2f}% (logits max abs diff {logits['max_abs']:.3e})"
         )
+    metric = "mIoU" if is_dense else "top-1"
     if top1 is not None and not top1[1] - top1[0] <= tolerance.max_accuracy_drop + 1e-12:
         return (
-            f"top-1 {100 * top1[0]:.2f}% is {100 * (top1[1] - top1[0]):.2f} points below PyTorch's "
+            f"{metric} {100 * top1[0]:.2f}% is {100 * (top1[1] - top1[0]):.2f} points below PyTorch's "
             f"{100 * top1[1]:.2f}% (allowed {100 * tolerance.max_accuracy_drop:.2f})"
         )
     return None
@@ -201,36 +242,40 @@ def check(report: dict, tolerance: Tolerance, what: str = "engine", latency_only
             raise MsvitEdgeError(f"validation failed ({mode}): {what} {reason}")
 
 
-def criterion(tolerance: Tolerance, latency_only: bool = False) -> str:
+def criterion(tolerance: Tolerance, latency_only: bool = False, is_dense: bool = False) -> str:
     """What ``verdict`` held an engine to, in words (build and bench print it beside a pass)."""
     if latency_only:
         return f"identical token counts and logits' cosine similarity >= {LATENCY_ONLY_MIN_COSINE} (random weights)"
+    agree, metric = ("per-pixel agreement", "mIoU") if is_dense else ("top-1 agreement", "top-1")
     parts = ["identical token counts"]
     if tolerance.atol is not None:
         parts.append(f"logits within {tolerance.atol:g}")
-    parts.append(f"top-1 agreement >= {100 * tolerance.min_agreement:g}%")
+    parts.append(f"{agree} >= {100 * tolerance.min_agreement:g}%")
     if tolerance.max_accuracy_drop:
-        parts.append(f"top-1 drop <= {100 * tolerance.max_accuracy_drop:g} points")
+        parts.append(f"{metric} drop <= {100 * tolerance.max_accuracy_drop:g} points")
     return ", ".join(parts)
 
 
 def describe(report: dict, what: str = "engine") -> str:
     """The report as console lines."""
     acc = report["accuracy"]
+    is_dense = acc.get("metric") == "miou"
+    metric, agree = ("mIoU", "pixel_agreement") if is_dense else ("top-1", "top1_agreement")
     lines = [
         f"validation: {what} vs PyTorch on {report['images']} reference images "
-        f"(top-1 {100 * acc['engine']:.2f}% vs {100 * acc['reference']:.2f}%)"
+        f"({metric} {100 * acc['engine']:.2f}% vs {100 * acc['reference']:.2f}%)"
     ]
     for mode in MODES:
         lg = report[mode]["logits"]
         lines.append(
             f"  {mode}: counts {'identical' if report[mode]['counts_equal'] else 'DIFFER'}; logits max abs "
             f"{lg['max_abs']:.2e}, mean abs {lg['mean_abs']:.2e}, max rel {lg['max_rel']:.2e}, min cosine "
-            f"{lg['min_cosine']:.6f}, top-1 agreement {100 * lg.get('top1_agreement', 1.0):.2f}%; minimum "
-            f"tolerance: atol={lg['min_atol']:.2e} OR rtol={lg['min_rtol']:.2e}"
+            f"{lg['min_cosine']:.6f}, {metric.replace('mIoU', 'per-pixel')} agreement "
+            f"{100 * lg.get(agree, 1.0):.2f}%; minimum tolerance: atol={lg['min_atol']:.2e} OR "
+            f"rtol={lg['min_rtol']:.2e}"
         )
     return "\n".join(lines)
 
 
-def tolerance_dict(precision: str) -> dict:
-    return asdict(TOLERANCES[precision])
+def tolerance_dict(precision: str, is_dense: bool = False) -> dict:
+    return asdict(tolerance(precision, is_dense))

@@ -82,7 +82,9 @@ def export(cfg: ExportConfig) -> Bundle:
     log.info(f"export: {source} ({params:.2f}M params), threshold {threshold:.4g}")
     plan, calib_sha256 = plan_for(model, cfg, threshold)
     log.info(describe_plan(plan))
-    reference = make_reference(model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt, cfg.random_weights)
+    reference = make_reference(
+        model, cfg.calib, cfg.val_images, threshold, cfg.skip_corrupt, cfg.random_weights, cfg.ignore_index
+    )
     with atomic_dir(cfg.out, FOLDER, cfg.force) as tmp:
         graphs = export_graphs(model, tmp, cfg)
         reference.save(tmp / "reference.npz")
@@ -91,6 +93,6 @@ def export(cfg: ExportConfig) -> Bundle:
         report = validate_bundle(Bundle(tmp), reference)
         dataclasses.replace(manifest, validation=report).write(tmp / "manifest.json")
         log.info(validation.describe(report, "ONNX Runtime"))
-        validation.check(report, validation.TOLERANCES["fp32"], "ONNX Runtime")
+        validation.check(report, validation.tolerance("fp32", reference.dense), "ONNX Runtime")
     log.info(f"bundle: {cfg.out}")
     return Bundle(cfg.out)

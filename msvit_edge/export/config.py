@@ -12,6 +12,7 @@ SIMPLIFIERS = ("onnxslim", "onnxsim", "none")
 # accuracy to keep, and at 224 px every image costs (docs/deit-s.md)
 CALIB_IMAGES, VAL_IMAGES = 2000, 128
 LATENCY_ONLY_CALIB_IMAGES, LATENCY_ONLY_VAL_IMAGES = 256, 32
+ADE20K_CLASSES = 150  # a random-weights segmenter's head: the paper's segmentation data set (ADE20k)
 
 
 @dataclass
@@ -30,12 +31,17 @@ class ExportConfig:
     max_batch: int = 64
     force: bool = False
     skip_corrupt: bool = False  # ImageFolder --calib: report and skip unreadable images and non-image files
+    task: str | None = None  # with random_weights: classification (default) or segmentation
+    num_classes: int | None = None  # with random_weights: the head's classes (default: the preset's; segmentation 150)
+    ignore_index: int | None = None  # segmentation masks: the unlabelled value (default 255)
 
     def __post_init__(self) -> None:
         if self.calib_images is None:
             self.calib_images = LATENCY_ONLY_CALIB_IMAGES if self.random_weights else CALIB_IMAGES
         if self.val_images is None:
             self.val_images = LATENCY_ONLY_VAL_IMAGES if self.random_weights else VAL_IMAGES
+        if self.random_weights and self.task == "segmentation" and self.num_classes is None:
+            self.num_classes = ADE20K_CLASSES
         checks = {
             f"--simplifier must be one of {', '.join(SIMPLIFIERS)}, got {self.simplifier!r}": self.simplifier
             in SIMPLIFIERS,
@@ -48,6 +54,12 @@ class ExportConfig:
             "--preset builds a model with random weights: add --random-weights (or pass --ckpt)": self.preset is None
             or self.random_weights,
             "--ckpt and --random-weights exclude each other": not (self.ckpt and self.random_weights),
+            "--task and --num-classes build a random-weights model: add --random-weights (a checkpoint says both)": (
+                self.random_weights or (self.task is None and self.num_classes is None)
+            ),
+            f"--task must be classification or segmentation, got {self.task!r}": self.task
+            in (None, "classification", "segmentation"),
+            f"--num-classes must be >= 2, got {self.num_classes}": self.num_classes is None or self.num_classes >= 2,
             "--fine-fraction and --threshold exclude each other": self.fine_fraction is None or self.threshold is None,
             f"--fine-fraction must be in (0, 1), got {self.fine_fraction}": self.fine_fraction is None
             or 0 < self.fine_fraction < 1,

@@ -3,6 +3,10 @@
 Two graphs, because data-dependent token selection inside a TensorRT engine breaks its transformer fusion and CUDA
 graphs: a static-shape tokenizer (the gate's decision is a TopK partition, not a NonZero) and a dynamic-N encoder
 (with and without a mask); and the same weights as a plain ViT, for ``bench``'s comparison.
+
+A segmenter's graphs (``MSViTSegmenter``) add one static-shape input: the tokenizer also returns ``cells`` [B, G*G],
+the row covering each fine cell, which both encoders take last; every graph's ``logits`` are per fine cell
+[B, K, G, G] (``msvit_edge.bundle.dense`` upsamples them to pixels on the host).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.export.config import OPSET, SIMPLIFIERS, ExportConfig
 from msvit_edge.io import sha256
 from msvit_edge.model.msvit import MSViT
+from msvit_edge.model.segmenter import MSViTSegmenter
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +33,15 @@ PROTOBUF_LIMIT = 2**31 - 2**24  # an ONNX file is one protobuf (2 GiB at most); 
 
 
 class TokenizerGraph(nn.Module):
-    """MSViT.tokenize as a graph: (images, threshold) -> (tokens, counts, probs, order)."""
+    """MSViT.tokenize as a graph: (images, threshold) -> (tokens, counts, probs, order[, cells])."""
 
     def __init__(self, model: MSViT):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor, threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return tuple(self.model.tokenize(images, threshold=threshold))
+    def forward(self, images: Tensor, threshold: Tensor) -> tuple[Tensor, ...]:
+        out = self.model.tokenize(images, threshold=threshold)
+        return (*out, self.model.cell_index(out)) if isinstance(self.model, MSViTSegmenter) else tuple(out)
 
 
 class PlainViTGraph(nn.Module):
@@ -47,6 +53,8 @@ class PlainViTGraph(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> Tensor:
+        if isinstance(self.model, MSViTSegmenter):
+            return self.model.encode_cells(self.model.embed(images))
         return self.model.encode(self.model.embed(images))
 
 
@@ -59,6 +67,24 @@ class EncoderGraph(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.model.encode(tokens, mask)
+
+
+class DenseEncoderGraph(nn.Module):
+    """MSViTSegmenter.encode_cells as a graph: tokens, cells -> logits per fine cell."""
+
+    def __init__(self, model: MSViTSegmenter):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, cells: Tensor) -> Tensor:
+        return self.model.encode_cells(tokens, None, cells)
+
+
+class MaskedDenseEncoderGraph(DenseEncoderGraph):
+    """The same with the key mask: tokens, mask, cells -> logits per fine cell."""
+
+    def forward(self, tokens: Tensor, mask: Tensor, cells: Tensor) -> Tensor:
+        return self.model.encode_cells(tokens, mask, cells)
 
 
 def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig) -> dict[str, Graph]:
@@ -87,6 +113,8 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig) -> dict[str, Gr
             {"tokens": {0: B, 1: N}, "mask": {0: B, 1: N}},
         ),
     }
+    if isinstance(model, MSViTSegmenter):
+        specs = _dense_specs(specs, model, vit.num_patches, B)
     # weights beside each graph (name.onnx.data) only when they cannot fit in one protobuf
     external = sum(t.numel() * t.element_size() for t in model.state_dict().values()) >= PROTOBUF_LIMIT
     graphs = {}
@@ -102,6 +130,17 @@ def export_graphs(model: MSViT, folder: Path, cfg: ExportConfig) -> dict[str, Gr
         size = sum((folder / f).stat().st_size for f in files)
         log.info(f"  {' + '.join(files)}: {nodes} nodes, {size / 1e6:.2f} MB ({cfg.simplifier})")
     return graphs
+
+
+def _dense_specs(specs: dict, model: MSViTSegmenter, cells: int, B: Dim) -> dict:
+    """A segmenter's graphs: the tokenizer also returns ``cells``, both encoders take it last (rows 0..1, inside any
+    traced token count)."""
+    index = torch.zeros(2, cells, dtype=torch.int64)
+    tok, enc, vit, masked = (specs[k] for k in ("tokenizer", "encoder", "vit", "encoder_masked"))
+    out = {"tokenizer": (*tok[:3], [*tok[3], "cells"], tok[4]), "vit": vit}
+    for name, spec, graph in (("encoder", enc, DenseEncoderGraph), ("encoder_masked", masked, MaskedDenseEncoderGraph)):
+        out[name] = (graph(model), (*spec[1], index), [*spec[2], "cells"], spec[3], spec[4] | {"cells": {0: B}})
+    return out
 
 
 def onnx_export(

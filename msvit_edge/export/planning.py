@@ -12,11 +12,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from msvit_edge.bundle.buckets import BucketPlan, plan_buckets
-from msvit_edge.data import open_dataset, random_subset
+from msvit_edge.data import open_dataset, open_segmentation_dataset, random_subset
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.export.config import ExportConfig
 from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
-from msvit_edge.model.config import MSViTConfig, preset
+from msvit_edge.model.config import SEGMENTATION, MSViTConfig, preset
+from msvit_edge.model.factory import create_model
 from msvit_edge.model.flops import encoder_macs
 from msvit_edge.model.msvit import MSViT, check_threshold
 
@@ -25,7 +26,9 @@ def load_model(cfg: ExportConfig) -> tuple[MSViT, Path | str]:
     """The model to export and where it came from: a checkpoint, the demo, or a random-weights preset."""
     if cfg.random_weights:
         torch.manual_seed(0)
-        return MSViT(MSViTConfig(preset(cfg.preset))).eval(), f"random weights ({cfg.preset})"
+        overrides = {"num_classes": cfg.num_classes} if cfg.num_classes else {}
+        config = MSViTConfig(preset(cfg.preset, **overrides), task=cfg.task or "classification")
+        return create_model(config).eval(), f"random weights ({cfg.preset})"
     ckpt = Path(cfg.ckpt) if cfg.ckpt else demo_checkpoint()
     return load_checkpoint(ckpt)[0], ckpt
 
@@ -35,29 +38,45 @@ def choose_threshold(model: MSViT, cfg: ExportConfig) -> float:
     images' regions fine (a random-weights model has no trained threshold)."""
     if cfg.fine_fraction is None:
         return check_threshold(model.config.threshold if cfg.threshold is None else cfg.threshold)
-    probs = gate_probs(model, cfg.calib, cfg.calib_images, cfg.skip_corrupt)
+    probs = gate_probs(model, cfg.calib, cfg.calib_images, cfg.skip_corrupt, cfg.ignore_index)
     return float(np.quantile(probs, 1 - cfg.fine_fraction))
 
 
-def dataset(model: MSViT, data: str, split: str, n: int, skip_corrupt: bool = False) -> Dataset:
-    """``n`` images of ``data`` drawn at random, at the model's size (scenes are rendered at it)."""
+def dataset(
+    model: MSViT, data: str, split: str, n: int, skip_corrupt: bool = False, ignore_index: int | None = None
+) -> Dataset:
+    """``n`` images of ``data`` drawn at random, at the model's size (scenes are rendered at it); a segmenter's come
+    with their label maps (``ignore_index``: the masks' unlabelled value, default 255)."""
     vit = model.vit_config
-    return random_subset(open_dataset(data, split, vit.img_size, vit.mean, vit.std, skip_corrupt=skip_corrupt), n)
+    if model.config.task == SEGMENTATION:
+        extra = {} if ignore_index is None else {"ignore_index": ignore_index}
+        data_set = open_segmentation_dataset(data, split, vit.img_size, vit.mean, vit.std, vit.num_classes, **extra)
+    else:
+        data_set = open_dataset(data, split, vit.img_size, vit.mean, vit.std, skip_corrupt=skip_corrupt)
+    return random_subset(data_set, n)
 
 
 @torch.no_grad()
-def gate_probs(model: MSViT, data: str, n: int, skip_corrupt: bool = False) -> np.ndarray:
+def gate_probs(
+    model: MSViT, data: str, n: int, skip_corrupt: bool = False, ignore_index: int | None = None
+) -> np.ndarray:
     """The gate's fine probabilities [n, R] on ``n`` training images."""
-    loader = DataLoader(dataset(model, data, "train", n, skip_corrupt), batch_size=250)
+    loader = DataLoader(dataset(model, data, "train", n, skip_corrupt, ignore_index), batch_size=250)
     return torch.cat([model.gate(x).sigmoid() for x, _ in loader]).numpy()
 
 
 @torch.no_grad()
 def token_counts(
-    model: MSViT, data: str, split: str, n: int, threshold: float, skip_corrupt: bool = False
+    model: MSViT,
+    data: str,
+    split: str,
+    n: int,
+    threshold: float,
+    skip_corrupt: bool = False,
+    ignore_index: int | None = None,
 ) -> tuple[np.ndarray, str]:
     """The gate's token counts on ``n`` images of a data set, drawn at random, and the sha256 of those images."""
-    loader = DataLoader(dataset(model, data, split, n, skip_corrupt), batch_size=250)
+    loader = DataLoader(dataset(model, data, split, n, skip_corrupt, ignore_index), batch_size=250)
     digest, counts = hashlib.sha256(), []
     for x, _ in loader:
         digest.update(x.numpy().tobytes())
@@ -67,7 +86,9 @@ def token_counts(
 
 def plan_for(model: MSViT, cfg: ExportConfig, threshold: float) -> tuple[BucketPlan, str]:
     """The bucket plan from the calibration images' token counts, and those images' sha256."""
-    counts, digest = token_counts(model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt)
+    counts, digest = token_counts(
+        model, cfg.calib, "train", cfg.calib_images, threshold, cfg.skip_corrupt, cfg.ignore_index
+    )
     vit = model.vit_config
     if cfg.random_weights and cfg.fine_fraction is None and len(set(counts.tolist())) < cfg.buckets:
         raise MsvitEdgeError(  # an untrained gate decides (nearly) alike for every image: nothing to plan on

@@ -3,38 +3,56 @@ held to them (``msvit_edge.bundle.validation``)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from msvit_edge.bundle import Bundle, Reference, validation
+from msvit_edge.bundle.dense import IGNORED
 from msvit_edge.bundle.preprocess import preprocess, to_uint8
+from msvit_edge.data import IGNORE_INDEX, unwrap
 from msvit_edge.engines.ort import OnnxRuntimePipeline
 from msvit_edge.export.planning import dataset
-from msvit_edge.model.msvit import MSViT
+from msvit_edge.model.msvit import MSViT, pack
+from msvit_edge.model.segmenter import MSViTSegmenter
 
 
 @torch.no_grad()
 def make_reference(
-    model: MSViT, data: str, n: int, threshold: float, skip_corrupt: bool = False, batched: bool = False
+    model: MSViT,
+    data: str,
+    n: int,
+    threshold: float,
+    skip_corrupt: bool = False,
+    batched: bool = False,
+    ignore_index: int | None = None,
 ) -> Reference:
     """PyTorch's answers on ``n`` test-split images, stored as uint8 so every backend starts from the same pixels.
 
     Each image's logits come from the encoder on that image's tokens alone; ``batched``: from one call on all
     images, padded to the largest count with the key mask (the same answers to within float rounding, which the
     FP32 tolerance allows; for a latency-only bundle, where DeiT-S's image-by-image calls were the export's slowest
-    step).
+    step). A segmenter's answers are its cell logits and label maps (``msvit_edge.bundle.dense``).
     """
     vit = model.vit_config
-    images, labels = next(iter(DataLoader(dataset(model, data, "test", n, skip_corrupt), batch_size=n)))
+    data_set = dataset(model, data, "test", n, skip_corrupt, ignore_index)
+    images, labels = next(iter(DataLoader(data_set, batch_size=n)))
     pixels = to_uint8(images.numpy(), vit.mean, vit.std)
     x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
     out = model.tokenize(x, threshold=threshold)
-    if batched:
-        logits = model.encode_selection(out)
+    labels = labels.numpy().astype(np.int64)
+    if isinstance(model, MSViTSegmenter):  # cell logits; unlabelled pixels marked as every bundle marks them
+        labels[labels == getattr(unwrap(data_set)[0], "ignore_index", IGNORE_INDEX)] = IGNORED
+        cells = model.cell_index(out)
+        encode = functools.partial(model.encode_cells, cells=cells)
+        rows = [out.tokens[i : i + 1, : out.counts[i]] for i in range(len(x))]
+        one = [model.encode_cells(r, None, cells[i : i + 1]) for i, r in enumerate(rows)]
     else:
-        logits = torch.cat([model.encode(out.tokens[i : i + 1, : out.counts[i]]) for i in range(len(x))])
-    return Reference(pixels, labels.numpy().astype(np.int64), logits.numpy(), out.counts.numpy(), out.probs.numpy())
+        encode, one = model.encode, [model.encode(out.tokens[i : i + 1, : out.counts[i]]) for i in range(len(x))]
+    logits = encode(*pack(out.tokens, out.counts)) if batched else torch.cat(one)
+    return Reference(pixels, labels, logits.numpy(), out.counts.numpy(), out.probs.numpy())
 
 
 def validate_bundle(bundle: Bundle, reference: Reference) -> dict:

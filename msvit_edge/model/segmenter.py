@@ -49,10 +49,17 @@ class LinearDecoder(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # as the ViT's own linear layers
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, cells: Tensor) -> Tensor:
+    def cell_logits(self, cells: Tensor) -> Tensor:
+        """Dense features [B, G*G, D] -> class logits per fine cell [B, K, G, G] (row-major grid)."""
         B, G = cells.shape[0], self.grid
-        logits = self.head(cells).transpose(1, 2).reshape(B, -1, G, G)  # [B, K, G, G], row-major fine grid
+        return self.head(cells).transpose(1, 2).reshape(B, -1, G, G)
+
+    def upsample(self, logits: Tensor) -> Tensor:
+        """Cell logits [B, K, G, G] -> pixel logits [B, K, S, S] (``msvit_edge.bundle.dense.upsample`` in numpy)."""
         return F.interpolate(logits, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+
+    def forward(self, cells: Tensor) -> Tensor:
+        return self.upsample(self.cell_logits(cells))
 
 
 def cell_rows(order: Tensor, counts: Tensor, patch_region: Tensor) -> Tensor:
@@ -101,10 +108,15 @@ class MSViTSegmenter(MSViT):
             cells: Row covering each fine cell [B, G*G] (``cell_index``); None: ``tokens`` is the plain ViT's all-fine
                 sequence (``embed``).
         """
+        return self.decoder.upsample(self.encode_cells(tokens, mask, cells))
+
+    def encode_cells(self, tokens: Tensor, mask: Tensor | None = None, cells: Tensor | None = None) -> Tensor:
+        """As ``encode``, without the upsampling: logits per fine cell [B, K, G, G], what the exported graphs return
+        (the upsampling is linear and fixed: the host does it, 64x less to bring back from a device)."""
         features = self.features(tokens, mask)
         if cells is None:
-            cells = self.all_fine_cells.expand(len(tokens), -1)
-        return self.decoder(dense_features(features, cells))
+            cells = self.all_fine_cells.expand(tokens.shape[0], -1)  # shape, not len(): a symbolic batch in export
+        return self.decoder.cell_logits(dense_features(features, cells))
 
     def encode_selection(self, out: TokenizerOutput) -> Tensor:
         """Pixel logits [B, K, S, S] from the tokenizer's selection (packed, with its cell index)."""

@@ -39,8 +39,22 @@ def export(
     skip_corrupt: bool = typer.Option(
         False, "--skip-corrupt", help="Report and skip unreadable images and non-image files in --calib."
     ),
+    task: Literal["classification", "segmentation"] | None = typer.Option(
+        None,
+        case_sensitive=False,
+        help="With --random-weights: the model's task (default classification); a checkpoint says its own.",
+    ),
+    num_classes: int | None = typer.Option(
+        None, min=2, help="With --random-weights: the head's classes (default: the preset's; segmentation: 150)."
+    ),
+    ignore_index: int | None = typer.Option(
+        None, help="Segmentation: the mask label of unlabelled pixels in --calib's masks (default 255)."
+    ),
 ) -> None:
-    """Export ONNX graphs (tokenizer + encoder) with bucketed token-count profiles, validated against PyTorch."""
+    """Export ONNX graphs (tokenizer + encoder) with bucketed token-count profiles, validated against PyTorch.
+
+    A segmentation checkpoint exports the same way: its graphs also carry the cell index and return per-cell logits.
+    """
     from msvit_edge.export import ExportConfig  # lazy: imports torch
     from msvit_edge.export import export as run  # lazy: imports torch
 
@@ -59,6 +73,9 @@ def export(
             simplifier=simplifier,
             force=force,
             skip_corrupt=skip_corrupt,
+            task=task.lower() if task else None,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
         )
     )
 

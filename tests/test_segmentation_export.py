@@ -104,3 +104,22 @@ def test_a_random_weights_segmenter_exports_with_the_papers_class_count(tmp_path
     assert model.config.task == "segmentation" and model.vit_config.num_classes == 150 and "random" in source
     with pytest.raises(MsvitEdgeError, match="--task and --num-classes build a random-weights model"):
         ExportConfig(task="segmentation")
+
+
+def test_serving_a_segmentation_bundle_is_refused_and_writes_nothing(seg_bundle, tmp_path):
+    from msvit_edge.serve.repository import triton_repo
+
+    with pytest.raises(MsvitEdgeError, match="serving a segmentation bundle is not built yet"):
+        triton_repo(seg_bundle, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_export_command_takes_the_task_only_with_random_weights(seg_workdir, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bundle"
+    argv = ["export", "--ckpt", str(seg_workdir / "seg.safetensors"), "--task", "Segmentation", "--out", str(out)]
+    result = subprocess.run([sys.executable, "-m", "msvit_edge", *argv], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--task and --num-classes build a random-weights model" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()

@@ -92,6 +92,12 @@ def triton_repo(source: str | Path | Bundle | EngineDir, out: str | Path, force:
     if stages not in ("inline", "bls") or (stages == "inline" and backend != "onnxruntime"):
         raise MsvitEdgeError(f"stages must be bls, or inline for ONNX Runtime engines; got {stages} ({backend})")
     bundle = source.bundle if isinstance(source, EngineDir) else source
+    if bundle.dense:  # the router's outputs (logits [B, K], class, tokens) are a classifier's
+        raise MsvitEdgeError(
+            "serving a segmentation bundle is not built yet (the Triton router answers classes): run it with "
+            "`msvit-edge bench` or the Python pipeline (msvit_edge.engines.open_pipeline)",
+            source.path,
+        )
     spec = _router_spec(bundle, queue_delay_us, instances, stages, source, threads)
     texts = {ROUTER: router_config(ROUTER, spec)}
     texts |= {} if stages == "inline" else _stage_texts(source, bundle, backend)

@@ -55,29 +55,11 @@ def export(
 
     A segmentation checkpoint exports the same way: its graphs also carry the cell index and return per-cell logits.
     """
+    options = locals() | {"out": str(out), "task": task.lower() if task else None}  # the options are its fields
     from msvit_edge.export import ExportConfig  # lazy: imports torch
     from msvit_edge.export import export as run  # lazy: imports torch
 
-    run(
-        ExportConfig(
-            out=str(out),
-            ckpt=ckpt,
-            buckets=buckets,
-            calib=calib,
-            calib_images=calib_images,
-            val_images=val_images,
-            threshold=threshold,
-            preset=preset,
-            random_weights=random_weights,
-            fine_fraction=fine_fraction,
-            simplifier=simplifier,
-            force=force,
-            skip_corrupt=skip_corrupt,
-            task=task.lower() if task else None,
-            num_classes=num_classes,
-            ignore_index=ignore_index,
-        )
-    )
+    run(ExportConfig(**options))
 
 
 def build(

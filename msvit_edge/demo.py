@@ -1,5 +1,9 @@
 """``msvit-edge demo``: the whole chain on the embedded demo checkpoint, offline, on a laptop's CPU.
 
+``task="segmentation"`` (``demo --task segmentation``) runs the same chain on the second embedded checkpoint, the
+segmenter (``assets/demo-segmentation.md``): engines held per pixel and by mIoU, overlays with the predicted and
+the ground-truth masks.
+
 export (buckets planned on real scenes, validated against PyTorch) -> build ONNX Runtime FP32 and INT8 (and
 TensorRT FP16 and INT8 where it and a GPU exist) -> bench every engine against PyTorch and the plain ViT -> a
 report folder with the Markdown report, its plots and gate overlays. One progress line per stage: what it started
@@ -42,6 +46,15 @@ class DemoConfig:
     force: bool = False
     calib_images: int = 1000  # bucket planning; enough for a stable histogram, quick on 2 cores
     min_seconds: float = 2.0  # timed seconds per batch size in bench
+    task: str = "classification"  # or segmentation: the embedded segmenter
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise MsvitEdgeError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+
+
+TASKS = ("classification", "segmentation")
+CHECKPOINTS = {"classification": "demo.safetensors", "segmentation": "demo-segmentation.safetensors"}
 
 
 def demo(cfg: DemoConfig) -> BenchReport:
@@ -57,14 +70,19 @@ def demo(cfg: DemoConfig) -> BenchReport:
         shutil.rmtree(out)  # --force on a demo folder: a fresh run (check_output refused anything else)
     write_json(out / "demo.json", asdict(cfg))  # first, so that a demo stopped half way is still known as one
     data, why = demo_data()
-    log.info(f"demo: the embedded demo checkpoint on {why}")
+    log.info(f"demo: the embedded {'segmentation ' if cfg.task == 'segmentation' else ''}demo checkpoint on {why}")
     bundle = _stage("export", lambda: export(_export_cfg(out, data, cfg)), _exported)
     engines = [_stage(f"build {b} {p}", lambda b=b, p=p: _build(bundle, b, p, data), _built) for b, p in engine_plan()]
     sources = tuple(str(e.path) for e in engines)
     settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
     report = _stage("bench", lambda: bench(settings), lambda r: _folder(out / "report", "report.md"))
-    overlays = partial(gate_overlays, bundle, out / "report" / "overlays", class_names=FASHION_MNIST_CLASSES)
-    _stage("overlays", overlays, lambda p: _folder(p[0], "captioned with class and token count"))
+    folder = out / "report" / "overlays"
+    if bundle.dense:
+        overlays = partial(segmentation_overlays, bundle, folder)
+        _stage("overlays", overlays, lambda p: _folder(folder, "gate decisions, predicted and ground-truth masks"))
+    else:
+        overlays = partial(gate_overlays, bundle, folder, class_names=FASHION_MNIST_CLASSES)
+        _stage("overlays", overlays, lambda p: _folder(p[0], "captioned with class and token count"))
     log.info(table(report))
     log.info(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
     return report
@@ -111,9 +129,33 @@ def _built(engine) -> tuple[Path, int, str]:
     from msvit_edge.measure.sources import engine_bytes  # lazy: numpy and Pillow (CLI startup)
 
     v, random = engine.manifest["validation"]["batched"]["logits"], bool(engine.bundle.manifest.get("latency_only"))
-    held = validation.criterion(validation.TOLERANCES[engine.precision], random)
-    got = f"cosine >= {v['min_cosine']:.4f}" if random else f"top-1 agreement {100 * v['top1_agreement']:.2f}%"
+    is_dense = engine.bundle.dense
+    held = validation.criterion(validation.tolerance(engine.precision, is_dense), random, is_dense)
+    if random:
+        got = f"cosine >= {v['min_cosine']:.4f}"
+    elif is_dense:
+        got = f"per-pixel agreement {100 * v['pixel_agreement']:.2f}%"
+    else:
+        got = f"top-1 agreement {100 * v['top1_agreement']:.2f}%"
     return engine.path, engine_bytes(engine), f"validated: {got}; held to: {held}"
+
+
+def segmentation_overlays(bundle, folder: Path, n: int = 8) -> list[Path]:
+    """The first ``n`` validation images of a segmentation bundle: the gate's decisions, ONNX Runtime's predicted mask
+    and the ground truth, side by side."""
+    from msvit_edge.bundle.dense import IGNORED, pixel_labels  # lazy: numpy (CLI startup)
+    from msvit_edge.engines.ort import OnnxRuntimePipeline  # lazy: numpy (CLI startup)
+    from msvit_edge.measure.overlay import write_segmentation_overlays  # lazy: numpy and Pillow (CLI startup)
+
+    ref = bundle.reference()
+    with OnnxRuntimePipeline(bundle) as pipe:
+        out = pipe(bundle.preprocess(ref.images[:n]), bundle.threshold)
+    vit = bundle.record.model["vit"]
+    predicted = pixel_labels(out.logits, vit["img_size"])
+    region = 2 * vit["patch_size"]
+    return write_segmentation_overlays(
+        ref.images[:n], out.probs > bundle.threshold, predicted, ref.labels[:n], region, folder, IGNORED
+    )
 
 
 def _folder(path: Path, words: str) -> tuple[Path, int, str]:
@@ -123,7 +165,8 @@ def _folder(path: Path, words: str) -> tuple[Path, int, str]:
 def _export_cfg(out: Path, data: str, cfg: DemoConfig):
     from msvit_edge.export import ExportConfig  # lazy: imports torch
 
-    return ExportConfig(out=str(out / "bundle"), calib=data, calib_images=cfg.calib_images)
+    ckpt = str(Path(__file__).parent / "assets" / CHECKPOINTS[cfg.task])
+    return ExportConfig(out=str(out / "bundle"), ckpt=ckpt, calib=data, calib_images=cfg.calib_images)
 
 
 def _stage(name: str, run: Callable, outcome: Callable):

@@ -1,7 +1,9 @@
 """Run precision graphs in ONNX Runtime and compare them with the bundle's FP32 graphs. Torch-free.
 
 What every precision is judged by (``docs/precision.md``): top-1 accuracy, top-1 agreement with FP32, and token
-counts identical to FP32's (the gate decides the encoder's shapes and must not move).
+counts identical to FP32's (the gate decides the encoder's shapes and must not move). A segmentation bundle's are
+the same per pixel: its cell logits [N, K, G, G] are upsampled to the images' size (``validation.agreement``), its
+accuracy is the mIoU against label maps.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ class GraphsPipeline(OnnxRuntimePipeline):
 
 @dataclass(frozen=True)
 class Outputs:
-    logits: np.ndarray  # float32 [N, K]
+    logits: np.ndarray  # float32 [N, K]; segmentation: [N, K, G, G]
     counts: np.ndarray  # int64 [N]
+    size: int | None = None  # the images' pixel size, where dense logits are compared per pixel
 
 
 def run_graphs(
@@ -45,12 +48,17 @@ def run_graphs(
     """Logits and token counts of uint8 ``images`` [N, H, W, C] through the bundle with ``graphs`` swapped in."""
     with GraphsPipeline(bundle, graphs, threads) as pipe:
         out = pipe.run_batched(images, bundle.threshold, batch, prepare=bundle.preprocess)
-    return Outputs(out.logits, out.counts.astype(np.int64))
+    return Outputs(out.logits, out.counts.astype(np.int64), images.shape[1])
 
 
 def compare_outputs(actual: Outputs, reference: Outputs, labels: np.ndarray | None = None) -> dict:
-    """Top-1 agreement, counts identical, logit error and (with labels) both accuracies, as plain floats."""
-    agree = agreement(actual, reference, labels)
+    """Top-1 agreement, counts identical, logit error and (with labels) both accuracies, as plain floats.
+
+    Dense logits: ``top1_agreement`` is the share of pixels whose class is the reference's, the accuracies are pixel
+    accuracies, and with labels (label maps [N, S, S]) both runs' mIoU are added.
+    """
+    size = getattr(actual, "size", None) or getattr(reference, "size", None)
+    agree = agreement(actual, reference, labels, size=size)
     report = {
         "images": agree.images,
         "top1_agreement": agree.top1_agreement,
@@ -61,4 +69,6 @@ def compare_outputs(actual: Outputs, reference: Outputs, labels: np.ndarray | No
     if labels is not None:
         report["accuracy"] = agree.top1
         report["reference_accuracy"] = agree.reference_top1
+    if agree.miou is not None:
+        report |= {"miou": agree.miou, "reference_miou": agree.reference_miou}
     return report

@@ -8,6 +8,11 @@ AutoCast (ModelOpt 0.47) leaves ``value_info`` shapes whose unknown dims all sha
 Runtime then takes unrelated dims as equal and fails at run time ("Shape mismatch attempting to re-use buffer"), so
 ``repair_value_info`` re-derives them. The same holds for ModelOpt's INT8 pass with an FP16 rest.
 
+AutoCast finds those nodes on a reference run of random inputs in [-1, 1] (every dynamic dim 1). A segmenter's encoders
+take ``cells``, rows of the tokens: a random 1 indexes past the one row and ONNX Runtime's GatherElements fails, so
+their reference run gets the same kind of inputs with every cell on row 0 (``reference_feed``). ``cells`` stays
+int64: AutoCast converts float tensors only, and ``keep_io_types`` keeps every input's type.
+
 Run as ``python -m msvit_edge.calibration.fp16 --job GRAPH OUT - ... --keep-fp32 OPS`` by ``to_fp16_graphs``, in a
 process of its own (see ``calibration.isolated``).
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from msvit_edge.calibration.isolated import Job, child_args, run_isolated
 from msvit_edge.errors import MsvitEdgeError
@@ -62,12 +69,38 @@ def repair_value_info(path: Path) -> None:
     onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
 
 
+def reference_feed(graph: Path) -> dict[str, np.ndarray] | None:
+    """Inputs for AutoCast's reference run of a graph that takes ``cells`` (None for any other: AutoCast's random
+    ones): floats uniform in [-1, 1], every dynamic dim 1 (as AutoCast's), the key mask True, every cell on row 0."""
+    import onnx
+
+    inputs = onnx.load(str(graph), load_external_data=False).graph.input
+    if "cells" not in {i.name for i in inputs}:
+        return None
+    rng, feed = np.random.default_rng(1), {}
+    for i in inputs:
+        shape = [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+        floats = np.issubdtype(dtype, np.floating)
+        feed[i.name] = rng.uniform(-1, 1, shape).astype(dtype) if floats else np.full(shape, i.name == "mask", dtype)
+    return feed
+
+
 def _to_fp16_here(graph: Path, out: Path, keep_fp32: list[str]) -> None:
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
+    feed, data = reference_feed(graph), None
+    if feed is not None:  # a folder of .npz files, one per run: handed to AutoCast as they are
+        data = out.with_name(f"{out.stem}.reference")
+        data.mkdir()
+        np.savez(data / "0.npz", **feed)
     model = convert_to_mixed_precision(
-        str(graph), low_precision_type="fp16", op_types_to_exclude=keep_fp32, keep_io_types=True
+        str(graph),
+        low_precision_type="fp16",
+        op_types_to_exclude=keep_fp32,
+        keep_io_types=True,
+        calibration_data=None if data is None else str(data),
     )
     onnx.save(model, str(out))
     repair_value_info(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msvit_edge.bundle import Bundle
+from msvit_edge.bundle import Bundle, dense
 from msvit_edge.bundle.preprocess import to_uint8
 from msvit_edge.errors import MsvitEdgeError
 
@@ -39,7 +39,8 @@ def default_data(bundle: Bundle) -> str:
 def load_images(
     bundle: Bundle, data: str | None = None, n: int = 512, offset: int = 0, split: str = "train", seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` images of a data set at the bundle's size, as uint8 [n, H, W, 3], and their labels [n].
+    """Up to ``n`` images of a data set at the bundle's size, as uint8 [n, H, W, 3], and their labels [n] (a
+    segmentation bundle's: label maps [n, H, W]).
 
     A split with fewer than ``offset + n`` images gives what it has (``check_images`` refuses too few).
 
@@ -54,10 +55,8 @@ def load_images(
     import torch  # lazy: torch is heavy, and optional (a Jetson has none)
     from torch.utils.data import DataLoader, Subset  # lazy: torch
 
-    from msvit_edge.data import open_dataset  # lazy: msvit_edge.data imports torch
-
     pre = bundle.record.preprocessing
-    dataset = open_dataset(data or default_data(bundle), split, pre.size, pre.mean, pre.std)
+    dataset = _open(bundle, data or default_data(bundle), split)
     if offset >= len(dataset):
         raise MsvitEdgeError(f"the {split} split has {len(dataset)} images, none from image {offset} on")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[offset : offset + n]
@@ -65,4 +64,21 @@ def load_images(
     for x, y in DataLoader(Subset(dataset, order.tolist()), batch_size=256):
         images.append(to_uint8(x.numpy(), pre.mean, pre.std))
         labels.append(y.numpy())
-    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+    labels = np.concatenate(labels).astype(np.int64)
+    if bundle.dense:
+        labels[labels == dataset.ignore_index] = dense.IGNORED
+    return np.concatenate(images), labels
+
+
+def _open(bundle: Bundle, data: str, split: str):
+    """The data set as the bundle's task reads it (a segmenter's with label maps, its masks' unlabelled value the
+    one its export was told)."""
+    from msvit_edge.data import open_dataset, open_segmentation_dataset  # lazy: msvit_edge.data imports torch
+
+    pre = bundle.record.preprocessing
+    if not bundle.dense:
+        return open_dataset(data, split, pre.size, pre.mean, pre.std)
+    ignore = (bundle.record.export or {}).get("ignore_index")
+    extra = {} if ignore is None else {"ignore_index": ignore}
+    classes = bundle.record.model["vit"]["num_classes"]
+    return open_segmentation_dataset(data, split, pre.size, pre.mean, pre.std, classes, **extra)

@@ -6,12 +6,21 @@ vary in token count from feed to feed: it takes any ``CalibrationDataReader``, s
 needed. ``high_precision_dtype``: "fp32" leaves the unquantized rest FP32 (ONNX Runtime on the CPU has no faster
 FP16); "fp16" casts it to FP16 in the same pass for TensorRT, with LayerNormalization kept FP32.
 
+A segmenter's graphs (logits [B, K, G, G]) keep the nodes that carry its cell index out of Q/DQ (``cell_nodes``): the
+int64 index ops (Unsqueeze/Expand into the GatherElements; ModelOpt's defaults already skip Gather*, Scatter* and
+Where, this holds whatever its defaults become) and the linear decoder after the gather (MatMul + Add), which stays in
+the high precision. Why the decoder: its logits ARE the per-pixel answer (their argmax after the host's upsampling),
+one per-tensor activation scale over every cell's features costs pixels where two classes are close, the classifier's
+head is not quantized either, and it is small (G*G*D*K MACs: 0.2% of the demo's encoder). ModelOpt would skip it
+anyway where K < 16 (the scenes' 11 classes); this keeps it so at any K.
+
 Run as ``python -m msvit_edge.calibration.int8 --job GRAPH OUT FEEDS ... --method M --high-precision P`` by
 ``quantize_modelopt``, in a process of its own (see ``calibration.isolated``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +54,27 @@ def quantize_modelopt(
     return run_isolated("msvit_edge.calibration.int8", jobs, args)
 
 
+def cell_nodes(graph: Path) -> list[str]:
+    """Names of a segmenter's graph's nodes that read its cell index (the ``cells`` input, or the plain ViT's own
+    gather's output) through data, not shapes: the cell-index ops and the decoder after the gather. Empty for a
+    classifier's graph (its logits are [B, K], not [B, K, G, G])."""
+    import onnx  # lazy: onnx is heavy
+
+    g = onnx.load(str(graph), load_external_data=False).graph
+    logits = next((o for o in g.output if o.name == "logits"), None)
+    if logits is None or len(logits.type.tensor_type.shape.dim) != 4:
+        return []
+    gathers = [n for n in g.node if n.op_type == "GatherElements"]  # the cell gather is the last
+    reached = {i.name for i in g.input if i.name == "cells"} | (set(gathers[-1].output) if gathers else set())
+    names = [gathers[-1].name] if gathers else []
+    for node in g.node:  # ONNX graphs are topologically sorted
+        # a shape is no data: the exporter may read the batch size off ``cells`` for every block's reshapes
+        if node.op_type not in ("Shape", "Size") and reached.intersection(node.input):
+            reached.update(node.output)
+            names.append(node.name)
+    return [name for name in dict.fromkeys(names) if name]  # the export names every node: an unnamed one stays
+
+
 def _quantize_here(graph: Path, feeds: list[Feed], out: Path, method: str, high_precision: str) -> None:
     from modelopt.onnx.quantization import quantize
 
@@ -60,6 +90,7 @@ def _quantize_here(graph: Path, feeds: list[Feed], out: Path, method: str, high_
         # the masked one, and a per-tensor INT8 softmax output alone cost the batch-1 graph its agreement with FP32
         # (81% vs 98% for the masked graph on the tiny test model). Both encoders now quantize the same layers.
         disable_mha_qdq=True,
+        nodes_to_exclude=[f"^{re.escape(name)}$" for name in cell_nodes(graph)],  # regexes to ModelOpt
         output_path=str(out),
         log_level="WARNING",
     )

@@ -12,9 +12,14 @@ neither. Choices (measured in docs/precision.md):
   ModelOpt's graph beat ONNX Runtime's own ``quantize_static`` on the CPU in top-1 agreement and in speed
   (``calibration.ort_int8`` remains only for ``benchmarks/precision.py``'s comparison).
 - INT8 for ONNX Runtime: uint8 Q/DQ (``calibration.qdq``), whose x86 kernels cannot saturate; TensorRT's: int8.
+- A segmentation bundle: the same passes. Its encoders' ``cells`` input (int64) stays int64 in FP16 (AutoCast casts
+  floats only) and is fed to INT8 calibration from the same tokenizer run as the tokens (``calibration.tokens``); the
+  cell-index ops and the decoder after them stay out of Q/DQ (``calibration.int8``).
 
 Results are cached in a folder named by ``cache_key``: the same bundle graphs, images and settings give the same
 graphs, so a second call copies them instead of calibrating again. Any difference in those gives another key.
+A segmenter's graph files differ from any classifier's (their inputs do), so the key never serves one's graphs to
+the other.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ bucket of the bundle's plan is represented.
   ``tokens [b, max, D]`` (padding rows are the image's unselected candidates, as at run time) and ``mask [b, max]``.
 - A feed holds at most ``FEED_BATCH`` images, fewer where its activations would be large (``feed_batch``): ModelOpt's
   calibrator keeps every calibrated activation of one feed in memory at once.
+- A segmentation bundle's encoders also take ``cells`` [b, G*G] (int64: the row covering each fine cell): every feed
+  carries the rows of its images from the same tokenizer run as its tokens, so each index stays below the image's
+  own count, inside the rows fed (the exact count, or the bucket's padded maximum), as at run time.
 - A latency-only bundle (random weights) has no accuracy to keep, so its images' own token counts matter less than
   covering every bucket: ``spread=True`` tokenizes each image at a threshold of its own (``spread_thresholds``), so
   that the images' counts go round the buckets.
@@ -49,8 +52,8 @@ Feed = dict[str, np.ndarray]
 class CalibrationFeeds:
     """Encoder inputs made from calibration images, and how they cover the bucket plan."""
 
-    encoder: list[Feed]  # one exact token count per feed: {"tokens": [b, n, D]}
-    encoder_masked: list[Feed]  # one bucket per feed: {"tokens": [b, max, D], "mask": [b, max]}
+    encoder: list[Feed]  # one exact token count per feed: {"tokens": [b, n, D]} (segmentation: + "cells" [b, G*G])
+    encoder_masked: list[Feed]  # one bucket per feed: {"tokens": [b, max, D], "mask": [b, max]} (and "cells")
     counts: np.ndarray  # int64 [N] token count of each image (CLS included)
     coverage: list[int]  # images per bucket of the plan
 
@@ -99,7 +102,7 @@ def encoder_feeds(
     plan = bundle.plan
     sess = session(bundle.graph("tokenizer"), threads)
     thresholds = spread_thresholds(bundle, sess, images) if spread else None
-    tokens, counts = _tokenize(bundle, sess, images, thresholds)
+    tokens, counts, cells = _tokenize(bundle, sess, images, thresholds)
     buckets = np.array([plan.index(int(c)) for c in counts])
     coverage = [int((buckets == i).sum()) for i in range(len(plan.buckets))]
     log.info(describe_coverage(plan, coverage))
@@ -109,8 +112,10 @@ def encoder_feeds(
                 f"calibration misses bucket {i} (tokens {b.min}..{b.max}): no image has that many tokens, "
                 "so its activation ranges come from the other buckets' images"
             )
-    exact = [f for n in np.unique(counts) for f in _exact_feeds(bundle, tokens, counts, int(n))]
-    padded = [f for i, b in enumerate(plan.buckets) for f in _bucket_feeds(bundle, tokens, counts, buckets == i, b.max)]
+    exact = [f for n in np.unique(counts) for f in _exact_feeds(bundle, tokens, counts, cells, int(n))]
+    padded = [
+        f for i, b in enumerate(plan.buckets) for f in _bucket_feeds(bundle, tokens, counts, cells, buckets == i, b.max)
+    ]
     return CalibrationFeeds(exact, padded, counts, coverage)
 
 
@@ -144,19 +149,23 @@ def describe_coverage(plan: BucketPlan, coverage: list[int]) -> str:
     return f"calibration: {sum(coverage)} images over {len(coverage)} buckets (tokens: images) {cells}"
 
 
-def _tokenize(bundle: Bundle, sess, images: np.ndarray, thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Every candidate token [N, M, D] (selected first) and counts [N] from the FP32 tokenizer: at the bundle's
-    threshold, or image by image at ``thresholds`` [N] (a graph input, one value per call)."""
+def _tokenize(
+    bundle: Bundle, sess, images: np.ndarray, thresholds: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every candidate token [N, M, D] (selected first), counts [N] and, for a segmenter, cells [N, G*G] (rows of
+    those tokens: each below its image's count) from the FP32 tokenizer: at the bundle's threshold, or image by image
+    at ``thresholds`` [N] (a graph input, one value per call). A classifier's cells are None."""
     if thresholds is None:
         runs = [(chunk, bundle.threshold) for chunk in _batches(images)]
     else:
         runs = [(images[i : i + 1], t) for i, t in enumerate(thresholds)]
-    tokens, counts = [], []
-    for chunk, threshold in runs:
-        t, c = sess.run(["tokens", "counts"], _feed(bundle, chunk, threshold))
-        tokens.append(t)
-        counts.append(c)
-    return np.concatenate(tokens), np.concatenate(counts).astype(np.int64)
+    names = ["tokens", "counts", *(["cells"] if bundle.dense else [])]
+    outs = [sess.run(names, _feed(bundle, chunk, threshold)) for chunk, threshold in runs]
+    tokens, counts = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.int64)
+    cells = np.concatenate([o[2] for o in outs]).astype(np.int64) if bundle.dense else None
+    if cells is not None and not (cells < counts[:, None]).all():  # the export's contract, relied on by every feed
+        raise MsvitEdgeError("the tokenizer's cells index rows past the image's token count", bundle.graph("tokenizer"))
+    return tokens, counts, cells
 
 
 def _batches(images: np.ndarray) -> list[np.ndarray]:
@@ -174,17 +183,29 @@ def feed_batch(bundle: Bundle, rows: int) -> int:
     return max(1, min(FEED_BATCH, FEED_BYTES // (rows * vit.embed_dim * vit.depth * 4)))
 
 
-def _exact_feeds(bundle: Bundle, tokens: np.ndarray, counts: np.ndarray, n: int) -> list[Feed]:
+def _exact_feeds(
+    bundle: Bundle, tokens: np.ndarray, counts: np.ndarray, cells: np.ndarray | None, n: int
+) -> list[Feed]:
     index = np.flatnonzero(counts == n)
-    return [{"tokens": np.ascontiguousarray(tokens[c, :n])} for c in _chunks(index, feed_batch(bundle, n))]
+    return [
+        {"tokens": np.ascontiguousarray(tokens[c, :n]), **_cells(cells, c)}
+        for c in _chunks(index, feed_batch(bundle, n))
+    ]
 
 
-def _bucket_feeds(bundle: Bundle, tokens: np.ndarray, counts: np.ndarray, members: np.ndarray, rows: int) -> list[Feed]:
+def _bucket_feeds(
+    bundle: Bundle, tokens: np.ndarray, counts: np.ndarray, cells: np.ndarray | None, members: np.ndarray, rows: int
+) -> list[Feed]:
     feeds = []
     for c in _chunks(np.flatnonzero(members), feed_batch(bundle, rows)):
         mask = np.arange(rows)[None, :] < counts[c, None]
-        feeds.append({"tokens": np.ascontiguousarray(tokens[c, :rows]), "mask": mask})
+        feeds.append({"tokens": np.ascontiguousarray(tokens[c, :rows]), "mask": mask, **_cells(cells, c)})
     return feeds
+
+
+def _cells(cells: np.ndarray | None, index: np.ndarray) -> Feed:
+    """A segmenter's ``cells`` input for the feed's images (none for a classifier)."""
+    return {} if cells is None else {"cells": np.ascontiguousarray(cells[index])}
 
 
 def _chunks(index: np.ndarray, batch: int) -> list[np.ndarray]:

@@ -9,8 +9,8 @@ Two steps, separable on purpose:
    engines for TensorRT. A Jetson without PyTorch or ModelOpt builds from the precision graphs the bundle carries.
 
 Every engine directory is validated against the bundle's PyTorch reference with the precision's tolerance
-(``msvit_edge.bundle.validation``) before it appears, and is keyed by everything that went into it: a second build with
-identical inputs reuses it and says so.
+(``msvit_edge.bundle.validation``; a segmentation bundle's per pixel and by mIoU, ``DENSE_TOLERANCES``) before it
+appears, and is keyed by everything that went into it: a second build with identical inputs reuses it and says so.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def _manifest(
         files={},
         build=options,
         calibration=facts.engine_entry() if facts else {},  # fp32: the bundle's own graphs, nothing to say
-        tolerance=validation.tolerance_dict(cfg.precision),
+        tolerance=validation.tolerance_dict(cfg.precision, bundle.dense),
         key=key,
         msvit_edge=__version__,
     )
@@ -267,8 +267,8 @@ def _validate(engine: EngineDir, precision: str) -> dict:
         report = validation.validate(pipe, reference, engine.preprocess(reference.images), engine.threshold)
     what = f"{engine.backend} {precision}"
     log.info(validation.describe(report, what))
-    latency_only = engine.bundle.record.latency_only
-    tolerance = validation.TOLERANCES[precision]
+    latency_only, is_dense = engine.bundle.record.latency_only, engine.bundle.dense
+    tolerance = validation.tolerance(precision, is_dense)
     validation.check(report, tolerance, what, latency_only)
-    log.info(f"validation passed: {validation.criterion(tolerance, latency_only)}")
+    log.info(f"validation passed: {validation.criterion(tolerance, latency_only, is_dense)}")
     return report

@@ -374,3 +374,12 @@ def test_calibration_feeds_need_neither_pytorch_nor_modelopt(bundle, images, tmp
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [str(CALIB)]
+
+
+def test_a_segmenters_graphs_never_share_a_classifiers_cache_key(bundle, seg_bundle, images):
+    """The key hashes the bundle's graph files: a segmenter's (they take and return cells) differ from any
+    classifier's, at every precision and backend, so neither's cache entry is served to the other."""
+    for backend in ("onnxruntime", "tensorrt"):
+        for kind, calib in (("fp16", None), ("int8", images["calib"])):
+            settings = settings_for(kind, backend)
+            assert cache_key(bundle, calib, settings) != cache_key(seg_bundle, calib, settings)

@@ -7,6 +7,10 @@ precision lives in the ONNX graphs (AutoCast FP16, ModelOpt Q/DQ INT8), built as
 path that TensorRT 10.x (JetPack 6: 10.3) and 11.x share. The 10.x builder flags survive only as an explicit
 fallback (``strongly_typed=False``) where a feature probe finds them.
 
+A segmentation bundle builds and runs through the same code: its tokenizer engine also returns ``cells`` [B, G*G]
+(int64, as in the graphs: TensorRT 10+ binds int64), its encoder engines take it as one more input, ranged over the
+batch in every bucket's profile, and return logits per fine cell [b, K, G, G].
+
 The modules, lowest first (each imports only those above it):
 
 - ``trt_boundary``: ``import_tensorrt`` (the one lazy import of TensorRT), ``capabilities`` and ``family`` (feature

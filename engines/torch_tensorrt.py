@@ -11,6 +11,10 @@ precision pass's graphs, with their precision read back and validated; nothing h
 
 x86 with CUDA only in practice: torch-tensorrt pins one torch minor and one TensorRT minor, and has no Jetson Orin
 release after 2.8.
+
+Classifiers only: a segmenter (``MSViTSegmenter``) is refused in one line. Its encoders take the tokenizer's
+``cells`` and return cell logits; the tensorrt backend builds those from the bundle's graphs, with profiles that hold
+``cells``, and ONNX Runtime runs them anywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from msvit_edge.engines.pytorch import TorchPipeline
 from msvit_edge.engines.trt_shapes import EngineShapes, ProfileShapes
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.model.msvit import MSViT
+from msvit_edge.model.segmenter import MSViTSegmenter
 
 
 def import_torch_tensorrt() -> ModuleType:
@@ -97,6 +102,11 @@ class TorchTensorRTPipeline(TorchPipeline):
     """
 
     def __init__(self, model: MSViT, plan: BucketPlan, device: str = "cuda", pad_to_bucket: bool = False, **kw):
+        if isinstance(model, MSViTSegmenter):  # first: no GPU is needed to know
+            raise MsvitEdgeError(
+                f"torch-tensorrt compiles classifiers only, not this segmenter ({model.vit_config.num_classes} classes "
+                "per fine cell): use the tensorrt or onnxruntime backend"
+            )
         if torch.device(device).type != "cuda" or not torch.cuda.is_available():
             raise MsvitEdgeError(f"torch-tensorrt needs a CUDA GPU (device {device!r}); use the torch backend")
         if plan is None:
@@ -135,8 +145,8 @@ class TorchTensorRTPipeline(TorchPipeline):
         return self.compiled_vit(images)
 
     @torch.no_grad()
-    def encode(self, tokens: Tensor, selection: Selection) -> np.ndarray:
-        mask = selection.mask()
+    def encode(self, tokens: Tensor, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
+        mask = selection.mask()  # cells: always None here (a segmenter is refused)
         if mask is None:
             mask_t = torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device)
         else:

@@ -1,7 +1,7 @@
 """Execution contexts of a deserialized TensorRT engine: one per optimisation profile, each bound to its profile
 once (switching a context's profile can stall), none with scratch memory of its own (``USER_MANAGED``: the pipeline
-points them all at one buffer). Choosing the profile that holds a call's shapes, and refusing inputs of another
-dtype than the engine's, are pure and tested without TensorRT.
+points them all at one buffer). Choosing the profile that holds a call's shapes, and refusing inputs other than the
+engine's (a segmenter's encoders take ``cells`` too) or of another dtype, are pure and tested without TensorRT.
 """
 
 from __future__ import annotations
@@ -81,7 +81,14 @@ def _within(shape: tuple[int, ...], ranges: tuple) -> bool:
 
 
 def check_dtypes(stage: str, given: dict[str, np.dtype], expected: dict[str, np.dtype]) -> None:
-    """Refuse inputs whose dtype is not the engine's: TensorRT reads raw bytes, so a mismatch is a wrong answer."""
+    """Refuse inputs other than the engine's, or of another dtype: TensorRT reads raw bytes, so a mismatch is a wrong
+    answer, and an input left unbound (a segmenter's ``cells``) fails deep inside TensorRT without its name."""
+    if set(given) != set(expected):
+        raise MsvitEdgeError(
+            f"the {stage} engine takes {', '.join(expected)}, not {', '.join(given)}: the engine and the pipeline's "
+            "inputs disagree (a segmentation engine needs the cells its tokenizer returns; rebuild an engine that "
+            "does not match its bundle with msvit-edge build --backend tensorrt --force)"
+        )
     for name, dtype in given.items():
         if np.dtype(dtype) != expected[name]:
             raise MsvitEdgeError(

@@ -7,6 +7,10 @@ runs the encoder engine in the execution context of the selection's bucket (one 
 its profile once, because switching a context's profile can stall) and brings the logits back. ``plain_vit`` runs
 ``vit.plan``, the plain ViT of the same weights, in a context and buffers of its own, for ``bench``'s speedup.
 
+A segmentation engine directory differs by what its engines declare, not by a flag: the tokenizer's ``cells``
+[B, G*G] int64 comes to the host with the counts, ``encode`` uploads the selection's rows of it as the encoders'
+``cells`` input, and the logits come back in whatever shape the engine reports ([b, K, G, G]).
+
 Every execution context shares one scratch buffer (``USER_MANAGED`` contexts and ``set_device_memory``, TensorRT
 10.1+): a default (STATIC) context reserves its engine's largest scratch, so an encoder with K buckets would hold K
 times it, on a Jetson whose 8 GB the CPU shares. Sharing is safe because every context runs on the pipeline's one
@@ -127,8 +131,9 @@ class TensorRTPipeline(Pipeline):
         feed = {"images": np.ascontiguousarray(images, np.float32), "threshold": np.asarray(threshold, np.float32)}
         inputs = {name: self._upload(("tokenizer", name), array) for name, array in feed.items()}
         out = self._execute("tokenizer", inputs, None)
-        counts, probs = (self._download(out[name]) for name in ("counts", "probs"))
-        return Tokenized(out["tokens"], counts.astype(np.int64), probs)
+        names = ["counts", "probs", *(["cells"] if "cells" in out else [])]  # cells: a segmenter's, for the encoders
+        counts, probs, *cells = self._download(*(out[name] for name in names))
+        return Tokenized(out["tokens"], counts.astype(np.int64), probs, *(c.astype(np.int64) for c in cells))
 
     def cut(self, tokens: DeviceTensor, selection: Selection) -> DeviceTensor:
         """The selection's images and rows of the candidates, copied on the device into a contiguous buffer."""
@@ -151,13 +156,16 @@ class TensorRTPipeline(Pipeline):
             cudart.check(status)
         return out
 
-    def encode(self, tokens: DeviceTensor, selection: Selection) -> np.ndarray:
+    def encode(self, tokens: DeviceTensor, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
         mask = selection.mask()
         stage = "encoder" if mask is None else "encoder_masked"
         inputs = {"tokens": tokens}
         if mask is not None:
             inputs["mask"] = self._upload((stage, "mask"), mask)
-        return self._download(self._execute(stage, inputs, selection.bucket)["logits"])
+        if cells is not None:  # valid rows in any bucket: each is below its image's count
+            inputs["cells"] = self._upload((stage, "cells"), np.asarray(cells, np.int64))
+        (logits,) = self._download(self._execute(stage, inputs, selection.bucket)["logits"])
+        return logits
 
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         """``vit.plan`` (loaded on first use, in an execution context and device buffers of its own): images ->
@@ -171,7 +179,8 @@ class TensorRTPipeline(Pipeline):
 
     def _run_vit(self, images: np.ndarray) -> np.ndarray:
         buf = self._upload((COMPARISON, "images"), np.ascontiguousarray(images, np.float32))
-        return self._download(self._execute(COMPARISON, {"images": buf}, None)["logits"])
+        (logits,) = self._download(self._execute(COMPARISON, {"images": buf}, None)["logits"])
+        return logits
 
     def _why_no_vit(self) -> str:
         """The build's reason for skipping vit.plan (``build_engines``' ``skipped``), or the likely one."""
@@ -208,13 +217,15 @@ class TensorRTPipeline(Pipeline):
         return DeviceTensor(self.buffers[key].resize(shape), np.dtype(dtype))
 
     def _upload(self, key: Any, array: np.ndarray) -> DeviceTensor:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # not ascontiguousarray: it makes the scalar threshold [1], not []
         buf = self._buffer(key, array.shape, array.dtype)
         buf.array.copy_from(array, self.stream)
         return buf
 
-    def _download(self, buf: DeviceTensor) -> np.ndarray:
-        host = np.empty(buf.shape, buf.dtype)
-        buf.array.copy_to(host, self.stream)
+    def _download(self, *bufs: DeviceTensor) -> list[np.ndarray]:
+        """Host copies of device tensors, after one synchronisation for all of them."""
+        hosts = [np.empty(buf.shape, buf.dtype) for buf in bufs]
+        for buf, host in zip(bufs, hosts, strict=True):
+            buf.array.copy_to(host, self.stream)
         self.stream.synchronize()
-        return host
+        return hosts

@@ -3,6 +3,10 @@
 ``EngineShapes.profiles`` is the one function that turns a bundle's inputs and bucket plan into (min, opt, max)
 shapes: the Python build (``trt_build``), its trtexec lines (``trt_trtexec``) and torch-tensorrt's per-bucket
 inputs (``torch_tensorrt``) all take them from here, and the ranges themselves from ``BucketPlan.ranges``.
+
+The inputs come from the bundle's manifest (``from_bundle``), so a segmentation bundle's ``cells`` [batch, G*G]
+(int64, the encoders' last input) gets its batch range in every bucket's profile, beside the tokens, with no rule
+of its own: an input whose only dynamic dim is the batch is ranged like the tokens' batch.
 """
 
 from __future__ import annotations

@@ -268,6 +268,15 @@ def test_the_name_lists_hold_what_nvidia_documents_as_kept_and_removed():
     assert {"Builder", "Runtime", "Logger", "INT8", "__version__"} <= v10 & v11
 
 
+def test_both_versions_bind_int64_as_a_segmentation_engines_cells_need():
+    """A segmenter's tokenizer returns, and its encoders take, ``cells`` as int64 (as in the graphs, no cast). The
+    runtime reads each binding's dtype through ``trt.nptype(engine.get_tensor_dtype(name))``, whose mapping in the
+    bindings' ``tensorrt/__init__.py`` (NVIDIA/TensorRT, 10.x and 11.x) holds ``int64: np.int64``: both name lists
+    must hold the data type, or a segmentation engine could not be bound on that version."""
+    for version in VERSIONS.values():
+        assert {"int64", "INT64", "nptype", "get_tensor_dtype"} <= names(version), version
+
+
 # ---- Polygraphy --------------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,16 @@ from msvit_edge.cli.options import DATA, SKIP_CORRUPT, numbers
 from msvit_edge.demo import DemoConfig
 from msvit_edge.demo import demo as run_demo
 
+BENCH_DATA = (
+    "Labelled test images (any form eval takes; a segmentation bundle's: images with label maps, e.g. "
+    "fashion-mnist-scenes; default: the bundle's validation images)."
+)
+MIN_ACCURACY = "Exit 1 if an engine's top-1 (a segmentation bundle's: mIoU) is below this (0..1)."
+MIN_AGREEMENT = (
+    "Exit 1 if an engine's top-1 agreement with PyTorch (a segmentation bundle's: per-pixel agreement) is below this "
+    "(0..1)."
+)
+
 
 def eval_(
     ckpt: str | None = typer.Option(None, help="msvit-edge checkpoint (default: the embedded demo checkpoint)."),
@@ -62,9 +72,7 @@ def bench(
     device: Literal["auto", "cpu", "cuda", "jetson"] = typer.Option(
         "auto", case_sensitive=False, help="jetson adds power (jtop, tegrastats, sysfs)."
     ),
-    data: str | None = typer.Option(
-        None, help="Labelled test images (any form eval takes; default: the bundle's validation images)."
-    ),
+    data: str | None = typer.Option(None, help=BENCH_DATA),
     limit: int = typer.Option(500, min=1, help="With --data: measure N randomly drawn images (seeded, as eval)."),
     ckpt: str | None = typer.Option(
         None, help="The bundle's checkpoint, for PyTorch's answers on --data and torch: sources (found by sha256)."
@@ -80,12 +88,11 @@ def bench(
     threads: int | None = typer.Option(None, min=1, help="ONNX Runtime intra-op threads (default: ORT's)."),
     out: Path = typer.Option(Path("runs/bench"), help="Report folder (report.json/.csv/.md and plots)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    min_accuracy: float | None = typer.Option(None, help="Exit 1 if an engine's top-1 is below this (0..1)."),
-    min_agreement: float | None = typer.Option(
-        None, help="Exit 1 if an engine's top-1 agreement with PyTorch is below this (0..1)."
-    ),
+    min_accuracy: float | None = typer.Option(None, help=MIN_ACCURACY),
+    min_agreement: float | None = typer.Option(None, help=MIN_AGREEMENT),
 ) -> None:
-    """Accuracy, latency (and power on Jetson) of engines against PyTorch and the plain ViT."""
+    """Accuracy (a segmenter's mIoU, boundary recall and overlays), latency (and power on Jetson) of engines against
+    PyTorch and the plain ViT."""
     from msvit_edge.measure.bench import BenchConfig  # lazy: imports numpy and Pillow (startup)
     from msvit_edge.measure.bench import bench as run  # lazy: imports numpy and Pillow (startup)
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.measure import plots
 from msvit_edge.measure.accuracy import accuracy_line
 from msvit_edge.measure.config import BenchConfig
 from msvit_edge.measure.latency import ideal_speedup, interval, latency_line
 from msvit_edge.measure.overlay import caption
 from msvit_edge.measure.record import BenchReport, SourceResult
-from msvit_edge.measure.report import markdown, table
+from msvit_edge.measure.report import check_gates, csv_text, markdown, table
 from msvit_edge.model.config import GateConfig, MSViTConfig, preset
 from msvit_edge.model.flops import msvit_macs, vit_macs
 
@@ -160,3 +161,56 @@ def test_the_interval_covers_the_speedup_and_widens_with_noise():
     vit, msvit = 2.0 + 0.3 * rng.standard_normal(40), 1.0 + 0.15 * rng.standard_normal(40)
     low, high = interval(list(vit), list(msvit))
     assert low < np.median(vit) / np.median(msvit) < high and high - low > 0.1
+
+
+def segmentation(precision: str = "fp32", **accuracy) -> SourceResult:
+    """A made-up segmentation source's result: its scores where a classifier's top-1 is."""
+    scores = {"miou": 0.412, "pixel_accuracy": 0.873, "boundary_recall": 0.64, "iou": [0.9, None, 0.3]}
+    reference = {f"reference_{k}": v for k, v in scores.items()}
+    acc = {"metric": "miou", "images": "24 bundle validation images", "n": 24, **scores, **reference}
+    acc |= {"boundary_fine": 16, "boundary_regions": 25, "agreement": 0.9995} | accuracy
+    out = result(precision)
+    out.source, out.accuracy = f"seg/engines/onnxruntime-{precision}", acc
+    return out
+
+
+def test_a_segmentation_row_shows_miou_pixel_accuracy_and_boundary_recall_where_a_classifier_shows_top1():
+    text = table(report(result("fp32"), segmentation()))
+    head, _, classifier, dense = text.splitlines()[:4]
+    assert "| images | top-1 | mIoU | pixel acc. | boundary recall | agreement |" in head
+    assert "| 128 | 80.00% | - | - | - | 100.00% |" in classifier
+    assert "| 24 | - | 41.20% | 87.30% | 64.00% | 99.95% |" in dense
+    only = table(report(segmentation())).splitlines()[0]
+    assert "top-1" not in only and "| mIoU | pixel acc. | boundary recall |" in only
+    lines = csv_text(report(result("fp32"), segmentation())).splitlines()
+    assert lines[0].endswith(",error,miou,pixel_accuracy,boundary_recall") and len(lines) == 3
+    assert csv_text(report(result("fp32"))).splitlines()[0].endswith(",efficiency,error")  # a classifier's as before
+
+
+def test_a_segmentation_section_lists_per_class_iou_and_gates_read_miou():
+    md = markdown(report(segmentation()), {0: "overlays/onnxruntime-fp32"})
+    assert "accuracy: mIoU 41.20% (PyTorch 41.20%), pixel accuracy 87.30% (PyTorch 87.30%)" in md
+    assert "16 of 25 boundary regions fine; per-pixel agreement with PyTorch 99.95%" in md
+    assert "| 1 | - | - |" in md and "| 2 | 30.00% | 30.00% |" in md  # a class without IoU: neither labelled nor found
+    assert "\n\noverlays: overlays/onnxruntime-fp32/ (the gate's decisions" in md
+    with pytest.raises(MsvitEdgeError, match=r"onnxruntime-fp32 mIoU 41\.20% < 50\.00%; .* per-pixel agreement"):
+        check_gates(report(segmentation()), 0.5, 0.9999)
+
+
+def test_a_segmentation_console_line_names_its_scores_and_the_dense_criterion():
+    acc = segmentation().accuracy | {"miou": 0.41, "logits": {"min_cosine": 0.999}}
+    line = accuracy_line(acc, {"latency_only": False, "precision": "int8"})
+    assert line.startswith("  accuracy: mIoU 41.00% (PyTorch 41.20%), pixel accuracy 87.30% (PyTorch 87.30%)")
+    assert "boundary recall 64.00% (PyTorch 64.00%) on 24 images; per-pixel agreement with PyTorch 99.95%" in line
+    assert "held to: identical token counts, per-pixel agreement >= 98%, mIoU drop <= 1 points" in line
+
+
+def test_a_segmentation_sweep_is_plotted_by_its_miou(tmp_path):
+    points = [{"threshold": t, "miou": m, "pixel_accuracy": 0.8, "boundary_recall": b, "mean_tokens": n, "p50_ms": ms}
+              for t, m, b, n, ms in ((0.0, 0.42, 1.0, 65, 2.0), (1.0, 0.35, 0.0, 17, 1.0))]  # fmt: skip
+    seg = segmentation()
+    seg.thresholds = points
+    (series,) = plots.threshold_figure([seg]).series
+    assert series.x == (1.0, 2.0) and series.y == pytest.approx((35.0, 42.0)) and series.points == ("1", "0")
+    plots.plots([seg], tmp_path)
+    assert (tmp_path / "thresholds.png").is_file()

@@ -1,9 +1,11 @@
 """How fast a source is: MSViT end to end per batch size (stages split out), timed interleaved with the plain ViT
 of the same weights on the same backend and precision so that machine noise hits both alike, with the measured
-speedup beside the ideal one from MACs; the encoder alone per token count; batch-1 latency per gate threshold."""
+speedup beside the ideal one from MACs (each model's head included: a segmenter's decoder on both sides); the encoder
+alone per token count; batch-1 latency per gate threshold."""
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -14,6 +16,7 @@ import numpy as np
 from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pipeline import StageTimes
 from msvit_edge.errors import MsvitEdgeError
+from msvit_edge.measure.accuracy import scores
 from msvit_edge.measure.config import Timing
 from msvit_edge.measure.images import Images
 from msvit_edge.measure.record import HIGH_CV, spread
@@ -61,9 +64,10 @@ def time_batch(pipe, vit, source: Source, x: np.ndarray, counts: np.ndarray, bat
 def ideal_speedup(model: MSViTConfig, counts: list[int]) -> float:
     """The plain ViT's MACs over MSViT's, per image, on images with these token counts: the speedup if time were
     MACs. MSViT's are the mean of each image's (attention's N^2 term makes the MACs at the mean count a little
-    less), tokenizer and gate included, padding not (what the token counts allow, not what a batch runs)."""
-    msvit = np.mean([msvit_macs(model.vit, model.gate, n) for n in counts])
-    return float(vit_macs(model.vit) / msvit)
+    less), tokenizer and gate included, padding not (what the token counts allow, not what a batch runs). Both
+    sides count the model's head (a segmenter's decoder: per fine cell, as large for MSViT as for the plain ViT)."""
+    msvit = np.mean([msvit_macs(model.vit, model.gate, n, model.task) for n in counts])
+    return float(vit_macs(model.vit, task=model.task) / msvit)
 
 
 def interval(vit: list[float], msvit: list[float], draws: int = 1000) -> list[float]:
@@ -112,24 +116,28 @@ def _stats(seconds: list[float], batch: int) -> dict:
 
 
 def token_curve(pipe, vit, source: Source, x: np.ndarray, timing: Timing) -> list[dict]:
-    """The encoder alone at batch 1 at each bucket's maximum and all-fine, on real all-fine tokens of one image."""
+    """The encoder alone at batch 1 at each bucket's maximum and all-fine, on real all-fine tokens of one image.
+
+    A segmenter's encoder also gathers each fine cell's row (``cells``); all-fine, cell c is row c + 1, past the first
+    n rows for most n, so each call's cells are clipped to its rows: the same gather, timed alike."""
     plan = source.plan
     counts = sorted({b.max for b in plan.buckets})
-    tokens = pipe.tokenize(x[:1], 0.0).tokens  # every region fine: the first n rows are real tokens for any n
+    tok = pipe.tokenize(x[:1], 0.0)  # every region fine: the first n rows are real tokens for any n
     calls = {n: Selection(np.array([0]), np.array([n]), n, plan.index(n)) for n in counts}
-    inputs = {n: pipe.cut(tokens, call) for n, call in calls.items()}
-    candidates: dict = {n: (lambda i, n=n: pipe.encode(inputs[n], calls[n])) for n in counts}
+    inputs = {n: pipe.cut(tok.tokens, call) for n, call in calls.items()}
+    cells = {n: None if tok.cells is None else np.minimum(tok.cells, n - 1) for n in counts}
+    candidates: dict = {n: (lambda i, n=n: pipe.encode(inputs[n], calls[n], cells[n])) for n in counts}
     if vit is not None:  # in the same interleaved run, so that the plot's lines are comparable
         candidates["vit"] = lambda i: vit(x[:1])
     repeats = _repeats(candidates, timing.short(), pipe.synchronize)
     times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    vit_cfg = source.config.vit
+    macs = functools.partial(encoder_macs, source.config.vit, task=source.config.task)
     return [
         {
             "tokens": n,
             "encoder_ms": ms[n],
-            "ideal_ms": ms[counts[-1]] * encoder_macs(vit_cfg, n) / encoder_macs(vit_cfg, counts[-1]),
+            "ideal_ms": ms[counts[-1]] * macs(n) / macs(counts[-1]),
             "vit_ms": ms.get("vit"),
         }
         for n in counts
@@ -137,15 +145,21 @@ def token_curve(pipe, vit, source: Source, x: np.ndarray, timing: Timing) -> lis
 
 
 def sweep_point(pipe, images: Images, threshold: float, timing: Timing) -> dict:
-    """Accuracy, mean tokens and batch-1 latency at one gate threshold."""
+    """Accuracy (top-1; a segmenter's mIoU, pixel accuracy and boundary recall), mean tokens and batch-1 latency at
+    one gate threshold."""
     out = pipe.run_batched(images.x, threshold, SWEEP_BATCH)
     calls = batches(images.x, 1)
     candidates = {"msvit": lambda i: pipe(calls[i % len(calls)], threshold)}
     repeats = _repeats(candidates, timing.short(), pipe.synchronize)
     times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
+    if images.dense:
+        s = scores(out.logits, images.labels, out.probs > threshold, images.boundary)
+        accuracy = {k: s[k] for k in ("miou", "pixel_accuracy", "boundary_recall")}
+    else:
+        accuracy = {"top1": float((out.logits.argmax(1) == images.labels).mean())}
     return {
         "threshold": threshold,
-        "top1": float((out.logits.argmax(1) == images.labels).mean()),
+        **accuracy,
         "mean_tokens": float(out.counts.mean()),
         "p50_ms": 1e3 * statistics.median(times["msvit"]),
     }

@@ -1,20 +1,25 @@
 """Gate overlays: an image with its coarse regions dimmed and its fine regions split 2x2. Torch-free (Pillow).
 
 ``write_overlays`` is the one writer (the demo's sheet through ``gate_overlays``, ``eval``'s per-image PNGs);
-``write_segmentation_overlays`` puts a segmenter's predicted and ground-truth masks beside the gate's decisions.
+``write_segmentation_overlays`` puts a segmenter's predicted and ground-truth masks beside the gate's decisions
+(``eval``'s, and ``bench``'s from an ``OverlaySample`` of each segmentation source's run).
 
 The picture that explains MSViT: plain background stays coarse, the object gets fine tokens.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from msvit_edge.bundle import Bundle
+from msvit_edge.bundle import Bundle, dense
+from msvit_edge.bundle.preprocess import to_uint8
 from msvit_edge.engines.ort import OnnxRuntimePipeline
+from msvit_edge.engines.pipeline import PipelineOutput
+from msvit_edge.measure.images import Images
 from msvit_edge.model.config import MSViTConfig
 
 FINE = (255, 60, 60)
@@ -22,6 +27,7 @@ SCALE = 4  # the demo's 80 px scenes are small on screen
 CAPTION = 18  # px: the strip under a tile that names its class and token count
 IGNORED = (255, 255, 255)  # mask pixels labelled the ignore index
 GAP = 4  # px between the panels of a segmentation overlay
+OVERLAYS = 8  # images per segmentation source that bench draws into its report's overlays/
 
 
 def _voc_palette() -> np.ndarray:
@@ -172,3 +178,24 @@ def caption(label: int, predicted: int, tokens: int, class_names: tuple[str, ...
 
     wrong = "" if predicted == label else f", predicted {name(predicted)}"
     return f"{name(label)}: {tokens} tokens{wrong}"
+
+
+@dataclass(frozen=True)
+class OverlaySample:
+    """What one dense source's overlays draw (``overlay.write_segmentation_overlays``): a few images, the gate's
+    decisions on them, the predicted and the ground-truth label maps."""
+
+    images: np.ndarray  # uint8 [n, S, S, C]
+    fine: np.ndarray  # bool [n, R]
+    predicted: np.ndarray  # [n, S, S]
+    truth: np.ndarray  # [n, S, S], unlabelled pixels dense.IGNORED
+    region: int  # px side of a coarse region
+
+
+def overlay_sample(out: PipelineOutput, images: Images, threshold: float, mean, std, region: int) -> OverlaySample:
+    """The first ``OVERLAYS`` images of a dense source's run, as its overlays draw them."""
+    n = min(OVERLAYS, len(out.logits))
+    truth = images.labels[:n]
+    pixels = to_uint8(images.x[:n], mean, std)
+    predicted = dense.pixel_labels(out.logits[:n], truth.shape[-1])
+    return OverlaySample(pixels, out.probs[:n] > threshold, predicted, truth, region)

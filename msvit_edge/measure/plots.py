@@ -149,18 +149,21 @@ def plots(results: list[SourceResult], folder: Path) -> None:
         draw(counts, folder / "tokens_histogram.png", axes, histogram=True)
     sweep = threshold_figure(results)
     if sweep.series:
-        axes = {"xlabel": "p50 latency, batch 1 (ms)", "ylabel": "top-1 (%)", "title": "Gate threshold"}
+        metrics = " / ".join(dict.fromkeys("mIoU" if r.dense else "top-1" for r in results if r.thresholds))
+        axes = {"xlabel": "p50 latency, batch 1 (ms)", "ylabel": f"{metrics} (%)", "title": "Gate threshold"}
         draw(sweep, folder / "thresholds.png", axes)
 
 
 def threshold_figure(results: list[SourceResult]) -> Figure:
-    """thresholds.png: accuracy against batch-1 latency at each swept gate threshold (beside its point), per
-    engine."""
+    """thresholds.png: accuracy (a segmentation source's mIoU) against batch-1 latency at each swept gate threshold
+    (beside its point), per engine."""
     series = []
     for i, (r, label) in enumerate(zip(results, engine_labels(results), strict=True)):
         points = sorted(r.thresholds, key=lambda p: p["p50_ms"])
+        key = "miou" if r.dense else "top1"
         if points:
-            x, y = tuple(p["p50_ms"] for p in points), tuple(100 * p["top1"] for p in points)
+            x = tuple(p["p50_ms"] for p in points)
+            y = tuple(math.nan if p[key] is None else 100 * p[key] for p in points)
             color, marker = _style(i)
             series.append(Series(label, x, y, color, "-", marker, tuple(f"{p['threshold']:g}" for p in points)))
     return dedupe(series)

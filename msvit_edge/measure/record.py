@@ -5,6 +5,11 @@ and names the file in any error). The fields are documented in docs/bench-report
 Schema versions: 1 wrote the same keys, unchecked; 2 is the typed record; 3 adds ``n`` to the row and each batch
 size's ``speedup_interval`` and ``efficiency_interval``, and measures ``size_mb`` and ``ideal_speedup`` as
 docs/bench-report.md says. All three are read.
+
+A segmentation source (``accuracy["metric"]`` is ``DENSE_METRIC``; schema 3 as well: keys added, none changed) has
+mIoU, pixel accuracy, per-class IoU and boundary recall in ``accuracy`` instead of top-1 (PyTorch's as
+``reference_<key>``; ``agreement`` is per pixel), and its row ``miou``, ``pixel_accuracy`` and ``boundary_recall``
+where a classifier's has ``top1``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ SCHEMA_VERSION = 3
 READABLE = (1, 2, 3)
 HIGH_CV = 0.05  # trtexec warns when timings vary more than a few percent: the numbers are then not repeatable
 STATUSES = ("passed", "validation failed", "failed")
+DENSE_METRIC = "miou"  # a segmentation source's accuracy["metric"]
+DENSE_SCORES = ("miou", "pixel_accuracy", "boundary_recall")  # what its row shows where a classifier's has top1
 _TYPES = {  # JSON type of each field of a source's result, for the reader's checks
     "source": str,
     "status": str,
@@ -53,10 +60,16 @@ class SourceResult:
     counts: list[int] = field(default_factory=list)  # token count per image, for the histogram
 
     @property
+    def dense(self) -> bool:
+        """Whether this is a segmentation source's result (scored by mIoU)."""
+        return self.accuracy.get("metric") == DENSE_METRIC
+
+    @property
     def row(self) -> dict:
-        """The status-table row (None where not measured)."""
+        """The status-table row (None where not measured); a segmentation source's has ``DENSE_SCORES`` for top1."""
         lat, acc, info = self.latency, self.accuracy, self.info
         smallest, largest = (lat[min(lat, key=int)], lat[max(lat, key=int)]) if lat else ({}, {})
+        scores = DENSE_SCORES if self.dense else ("top1",)
         return {
             "source": self.source,
             "status": self.status,
@@ -64,7 +77,7 @@ class SourceResult:
             "precision": info.get("precision"),
             "size_mb": info.get("size_mb"),
             "n": acc.get("n"),
-            "top1": None if info.get("latency_only") else acc.get("top1"),
+            **{k: None if info.get("latency_only") else acc.get(k) for k in scores},
             "agreement": acc.get("agreement"),
             "p50_ms": smallest.get("p50_ms"),
             "images_per_s": largest.get("images_per_s"),

@@ -3,7 +3,8 @@
 ``bench --data`` compares engines with PyTorch on images the bundle does not carry. The bundle records where its
 weights came from: a checkpoint (its name and sha256; found as ``--ckpt`` or the embedded demo, by sha256) or a
 random-weights preset (rebuilt from the same seed). Whatever is found must reproduce the bundle's stored reference
-logits before it is trusted.
+logits before it is trusted. A segmentation bundle's answers are cell logits [N, K, G, G] beside the label maps, as its
+stored reference holds them (``msvit_edge.bundle.dense``: small at any image size).
 """
 
 from __future__ import annotations

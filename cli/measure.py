@@ -90,6 +90,7 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     min_accuracy: float | None = typer.Option(None, help=MIN_ACCURACY),
     min_agreement: float | None = typer.Option(None, help=MIN_AGREEMENT),
+    ignore_index: int = typer.Option(255, help="Segmentation --data: the mask label of unlabelled pixels."),
 ) -> None:
     """Accuracy (a segmenter's mIoU, boundary recall and overlays), latency (and power on Jetson) of engines against
     PyTorch and the plain ViT."""
@@ -114,6 +115,7 @@ def bench(
             force=force,
             min_accuracy=min_accuracy,
             min_agreement=min_agreement,
+            ignore_index=ignore_index,
         )
     )
 
@@ -129,6 +131,9 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="The report as JSO
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the bundle, engines and report."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    task: Literal["classification", "segmentation"] = typer.Option(
+        "classification", case_sensitive=False, help="segmentation: the embedded segmenter (mIoU, mask overlays)."
+    ),
 ) -> None:
     """The whole chain on the embedded demo checkpoint: export, build (FP32, INT8), bench, report. CPU, offline."""
-    run_demo(DemoConfig(out=str(out), force=force))
+    run_demo(DemoConfig(out=str(out), force=force, task=task.lower()))

@@ -1,5 +1,6 @@
 """Segmentation scores from label maps, with numpy only: a confusion matrix, then mIoU and pixel accuracy; and the
-gate's boundary recall. Import-free, so training, ``eval`` and the torch-free engine validation share one home.
+gate's boundary recall and the regions holding a class boundary. Import-free, so training, ``eval``, bench and the
+torch-free engine validation share one home.
 
 The conventions are MMSegmentation's: pixels labelled ``ignore_index`` are left out; a class's IoU is
 ``TP / (TP + FP + FN)`` over the whole evaluated set (not per image); a class that is neither labelled nor predicted
@@ -47,3 +48,32 @@ def boundary_recall(fine: np.ndarray, boundary: np.ndarray) -> tuple[int, int]:
     if fine.shape != boundary.shape:
         raise ValueError(f"fine decisions {fine.shape} and boundary regions {boundary.shape} differ in shape")
     return int((fine & boundary).sum()), int(boundary.sum())
+
+
+def boundary_regions(labels: np.ndarray, region: int, ignore_index: int = 255) -> np.ndarray:
+    """Which coarse regions of label maps hold a class boundary.
+
+    A boundary is a pair of 4-neighbouring pixels with different labels, neither of them ``ignore_index``; both pixels
+    of the pair count, so a boundary along a region's edge marks the regions on either side.
+
+    Args:
+        labels: Integer labels [..., H, W] (one map or a batch).
+        region: Side of a coarse region, px; pixels past the last whole region are ignored.
+        ignore_index: Label of unlabelled pixels.
+
+    Returns:
+        bool [..., H // region, W // region], row-major as ``msvit_edge.data.region_overlap``'s.
+    """
+    if region <= 0:
+        raise ValueError(f"region must be positive, got {region}")
+    labels = np.asarray(labels)
+    labelled, edge = labels != ignore_index, np.zeros(labels.shape, bool)
+    for axis in (-2, -1):
+        a = tuple(slice(None, -1) if k == labels.ndim + axis else slice(None) for k in range(labels.ndim))
+        b = tuple(slice(1, None) if k == labels.ndim + axis else slice(None) for k in range(labels.ndim))
+        differ = (labels[a] != labels[b]) & labelled[a] & labelled[b]
+        edge[a] |= differ
+        edge[b] |= differ
+    *lead, height, width = labels.shape
+    gh, gw = height // region, width // region
+    return edge[..., : gh * region, : gw * region].reshape(*lead, gh, region, gw, region).any((-3, -1))

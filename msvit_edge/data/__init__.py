@@ -14,7 +14,8 @@ set's label is an int64 label map [S, S] and it exposes ``.ignore_index`` too. P
 - ``subsets``: seeded random subsets and held-out splits.
 """
 
-from msvit_edge.data.boxes import boundary_regions, region_overlap
+from msvit_edge.bundle.metrics import boundary_regions
+from msvit_edge.data.boxes import region_overlap
 from msvit_edge.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
 from msvit_edge.data.image_folder import IMAGE_EXTENSIONS, ImageFolderDataset
 from msvit_edge.data.mask_folder import MaskFolderDataset

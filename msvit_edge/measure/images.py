@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from msvit_edge.bundle import Bundle, Reference, dense
+from msvit_edge.bundle.metrics import boundary_regions
 from msvit_edge.bundle.preprocess import folder_samples
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.measure.config import BenchConfig
@@ -53,7 +54,7 @@ def load_images(source: Source, cfg: BenchConfig) -> Images:
     if cfg.data is None:
         ref = bundle.reference()
         return Images(bundle.preprocess(ref.images), ref.labels, ref, f"{len(ref.labels)} bundle validation images")
-    x, labels = _read_data(source, cfg.data, cfg.limit)
+    x, labels = _read_data(source, cfg.data, cfg.limit, cfg.ignore_index)
     ref, why = reference_on(bundle, x, labels, cfg.ckpt)
     return Images(x, labels, ref, f"{len(x)} images of {cfg.data} (test split); reference: {why}")
 
@@ -65,7 +66,7 @@ def with_boundaries(images: Images, source: Source) -> Images:
     return images
 
 
-def _read_data(source: Source, data: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_data(source: Source, data: str, limit: int, ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
     """Preprocessed images and labels of ``data``'s test split, ``limit`` drawn at random (as ``eval --limit``); a
     segmentation bundle's with label maps (``open_segmentation_dataset``)."""
     segmenting = source.config.task == SEGMENTATION
@@ -80,11 +81,13 @@ def _read_data(source: Source, data: str, limit: int) -> tuple[np.ndarray, np.nd
         return _read_folder(source.bundle, Path(data), limit)
     from torch.utils.data import DataLoader
 
-    from msvit_edge.data import open_dataset, open_segmentation_dataset, random_subset, unwrap  # lazy: imports torch
+    from msvit_edge.data import open_dataset, open_segmentation_dataset, random_subset  # lazy: imports torch
 
     vit = source.config.vit
     if segmenting:
-        dataset = open_segmentation_dataset(data, "test", vit.img_size, vit.mean, vit.std, vit.num_classes)
+        dataset = open_segmentation_dataset(
+            data, "test", vit.img_size, vit.mean, vit.std, vit.num_classes, ignore_index
+        )
     else:
         dataset = open_dataset(data, "test", vit.img_size, vit.mean, vit.std)
     dataset = random_subset(dataset, limit)  # never empty
@@ -92,7 +95,7 @@ def _read_data(source: Source, data: str, limit: int) -> tuple[np.ndarray, np.nd
     x, labels = torch.cat([x for x, _ in batches]).numpy(), torch.cat([y for _, y in batches]).numpy()
     labels = labels.astype(np.int64, copy=False)
     if segmenting:  # unlabelled pixels marked as every bundle's reference marks them
-        labels[labels == unwrap(dataset)[0].ignore_index] = dense.IGNORED
+        labels[labels == ignore_index] = dense.IGNORED
     return x, labels
 
 
@@ -107,25 +110,10 @@ def _read_folder(bundle: Bundle, root: Path, limit: int, seed: int = 0) -> tuple
 
 
 def boundary_map(labels: np.ndarray, region: int) -> np.ndarray:
-    """Which coarse regions of each label map [N, S, S] hold a class boundary: bool [N, R], row-major.
-
-    The rule of ``msvit_edge.data.boundary_regions`` (which comes with the data sets, and so with PyTorch): a
-    boundary is a pair of 4-neighbouring pixels with different labels, neither of them ``dense.IGNORED``; both pixels
-    of the pair count. Whole arrays at once, ``dense.CHUNK`` images at a time.
-    """
+    """Which coarse regions of each label map [N, S, S] hold a class boundary: bool [N, R], row-major
+    (``bundle.metrics.boundary_regions``, ``dense.IGNORED`` unlabelled), ``dense.CHUNK`` images at a time."""
     labels = np.asarray(labels)
-    n, height, width = labels.shape
-    gh, gw = height // region, width // region
-    out = np.empty((n, gh * gw), bool)
-    for i in range(0, n, dense.CHUNK):
-        part = labels[i : i + dense.CHUNK]
-        labelled, edge = part != dense.IGNORED, np.zeros(part.shape, bool)
-        for axis in (1, 2):
-            a = tuple(slice(None, -1) if k == axis else slice(None) for k in range(3))
-            b = tuple(slice(1, None) if k == axis else slice(None) for k in range(3))
-            differ = (part[a] != part[b]) & labelled[a] & labelled[b]
-            edge[a] |= differ
-            edge[b] |= differ
-        cropped = edge[:, : gh * region, : gw * region].reshape(len(part), gh, region, gw, region)
-        out[i : i + dense.CHUNK] = cropped.any((2, 4)).reshape(len(part), -1)
-    return out
+    parts = [
+        boundary_regions(labels[i : i + dense.CHUNK], region, dense.IGNORED) for i in range(0, len(labels), dense.CHUNK)
+    ]
+    return np.concatenate(parts).reshape(len(labels), -1)

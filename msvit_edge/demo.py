@@ -76,12 +76,8 @@ def demo(cfg: DemoConfig) -> BenchReport:
     sources = tuple(str(e.path) for e in engines)
     settings = BenchConfig(sources, out=str(out / "report"), min_seconds=cfg.min_seconds, warmup=0.5)
     report = _stage("bench", lambda: bench(settings), lambda r: _folder(out / "report", "report.md"))
-    folder = out / "report" / "overlays"
-    if bundle.dense:
-        overlays = partial(segmentation_overlays, bundle, folder)
-        _stage("overlays", overlays, lambda p: _folder(folder, "gate decisions, predicted and ground-truth masks"))
-    else:
-        overlays = partial(gate_overlays, bundle, folder, class_names=FASHION_MNIST_CLASSES)
+    if not bundle.dense:  # bench draws a segmenter's overlays itself (gate decisions, predicted and true masks)
+        overlays = partial(gate_overlays, bundle, out / "report" / "overlays", class_names=FASHION_MNIST_CLASSES)
         _stage("overlays", overlays, lambda p: _folder(p[0], "captioned with class and token count"))
     log.info(table(report))
     log.info(f"report: {out / 'report' / 'report.md'} (plots and gate overlays beside it)")
@@ -138,24 +134,6 @@ def _built(engine) -> tuple[Path, int, str]:
     else:
         got = f"top-1 agreement {100 * v['top1_agreement']:.2f}%"
     return engine.path, engine_bytes(engine), f"validated: {got}; held to: {held}"
-
-
-def segmentation_overlays(bundle, folder: Path, n: int = 8) -> list[Path]:
-    """The first ``n`` validation images of a segmentation bundle: the gate's decisions, ONNX Runtime's predicted mask
-    and the ground truth, side by side."""
-    from msvit_edge.bundle.dense import IGNORED, pixel_labels  # lazy: numpy (CLI startup)
-    from msvit_edge.engines.ort import OnnxRuntimePipeline  # lazy: numpy (CLI startup)
-    from msvit_edge.measure.overlay import write_segmentation_overlays  # lazy: numpy and Pillow (CLI startup)
-
-    ref = bundle.reference()
-    with OnnxRuntimePipeline(bundle) as pipe:
-        out = pipe(bundle.preprocess(ref.images[:n]), bundle.threshold)
-    vit = bundle.record.model["vit"]
-    predicted = pixel_labels(out.logits, vit["img_size"])
-    region = 2 * vit["patch_size"]
-    return write_segmentation_overlays(
-        ref.images[:n], out.probs > bundle.threshold, predicted, ref.labels[:n], region, folder, IGNORED
-    )
 
 
 def _folder(path: Path, words: str) -> tuple[Path, int, str]:

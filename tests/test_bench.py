@@ -220,8 +220,9 @@ V1 = Path(__file__).parent / "data" / "reports" / "bench-v1"  # written by bench
 
 
 def test_a_schema_1_report_still_opens_and_renders_in_todays_layout(tmp_path):
-    """Every stored key and number reads back as written; the derived rows gain schema 3's ``n``; the Markdown, CSV
-    and plots render from it (in today's layout: the rendering was never part of the schema)."""
+    """Every stored key and number reads back as written; the derived rows gain schema 3's ``n`` and the settings
+    today's ``ignore_index``; the Markdown, CSV and plots render from it (in today's layout: the rendering was never
+    part of the schema)."""
     from msvit_edge.measure import report as reports
     from msvit_edge.measure.record import BenchReport
 
@@ -231,6 +232,7 @@ def test_a_schema_1_report_still_opens_and_renders_in_todays_layout(tmp_path):
     on_disk, again = json.loads((V1 / "report.json").read_text()), json.loads(json.dumps(old.to_dict()))
     for engine, stored in zip(again["engines"], on_disk["engines"], strict=True):
         assert engine.pop("row") == stored.pop("row") | {"n": stored["accuracy"].get("n")}
+    assert again["settings"].pop("ignore_index") == 255  # added since (segmentation --data), read back as its default
     assert again == on_disk
     md = reports.markdown(old)
     assert (

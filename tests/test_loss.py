@@ -285,6 +285,7 @@ def _ddp_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
         loss.backward()
         grads = {"loss": loss.detach(), "x": local.grad, "mu_logit": gbas.mu_logit.grad, "tau": gbas.tau_logit.grad}
         torch.save(grads, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank leaves while the other is still in a collective: gloo aborts a peer's pending one
     finally:
         dist.destroy_process_group()
 

@@ -41,6 +41,6 @@ def test_demo_task_segmentation_runs_the_chain_and_reports_miou(tmp_path):
         assert row["accuracy"]["metric"] == "miou" and 0 < row["accuracy"]["miou"] <= 1
         assert row["accuracy"]["logits"]["pixel_agreement"] >= 0.98
     assert "mIoU" in (out / "report" / "report.md").read_text()
-    overlay = Image.open(out / "report" / "overlays" / engines[1].rsplit("-", 1)[0] / "000.png")
+    overlay = Image.open(out / "report" / "overlays" / "-".join(engines[1].split("-")[:2]) / "000.png")
     assert overlay.width > 3 * overlay.height  # gate decisions, predicted and ground-truth masks side by side
     assert "per-pixel agreement" in result.stderr and "demo stage" not in result.stderr

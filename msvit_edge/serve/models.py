@@ -70,7 +70,8 @@ class BlsPipeline(Pipeline):
         feed = {"images": images, "threshold": np.asarray([threshold], dtype=np.float32)}
         return Tokenized(*self._call(TOKENIZER, feed, ["tokens", "counts", "probs"]))
 
-    def encode(self, tokens: np.ndarray, selection: Selection) -> np.ndarray:
+    def encode(self, tokens: np.ndarray, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
+        """``cells`` is always None: a segmentation bundle is refused when its repository is written."""
         mask = selection.mask()
         feed = {"tokens": tokens} | ({} if mask is None else {"mask": mask})
         return self._call(encoder_model(selection.bucket, mask is not None), feed, ["logits"])[0]

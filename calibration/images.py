@@ -65,9 +65,7 @@ def load_images(
         images.append(to_uint8(x.numpy(), pre.mean, pre.std))
         labels.append(y.numpy())
     labels = np.concatenate(labels).astype(np.int64)
-    if bundle.dense:
-        labels[labels == dataset.ignore_index] = dense.IGNORED
-    return np.concatenate(images), labels
+    return np.concatenate(images), dense.mark_ignored(labels, dataset.ignore_index) if bundle.dense else labels
 
 
 def _open(bundle: Bundle, data: str, split: str):
@@ -78,7 +76,5 @@ def _open(bundle: Bundle, data: str, split: str):
     pre = bundle.record.preprocessing
     if not bundle.dense:
         return open_dataset(data, split, pre.size, pre.mean, pre.std)
-    ignore = (bundle.record.export or {}).get("ignore_index")
-    extra = {} if ignore is None else {"ignore_index": ignore}
     classes = bundle.record.model["vit"]["num_classes"]
-    return open_segmentation_dataset(data, split, pre.size, pre.mean, pre.std, classes, **extra)
+    return open_segmentation_dataset(data, split, pre.size, pre.mean, pre.std, classes, bundle.ignore_index)

@@ -90,7 +90,9 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     min_accuracy: float | None = typer.Option(None, help=MIN_ACCURACY),
     min_agreement: float | None = typer.Option(None, help=MIN_AGREEMENT),
-    ignore_index: int = typer.Option(255, help="Segmentation --data: the mask label of unlabelled pixels."),
+    ignore_index: int | None = typer.Option(
+        None, help="Segmentation --data: the masks' label of unlabelled pixels (default: what export was told, 255)."
+    ),
 ) -> None:
     """Accuracy (a segmenter's mIoU, boundary recall and overlays), latency (and power on Jetson) of engines against
     PyTorch and the plain ViT."""

@@ -107,8 +107,8 @@ class Pipeline(ABC):
 
     @abstractmethod
     def encode(self, tokens: Any, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
-        """Tokens [b, rows, D] (masked with ``selection.mask()`` where it is not None) -> logits [b, K] on the host.
-        ``cells``: a segmenter's [b, G*G] for the selection's images (logits [b, K, G, G])."""
+        """Tokens [b, rows, D] (masked with ``selection.mask()`` where it is not None) -> logits on the host: [b, K],
+        or with ``cells`` (a segmenter's [b, G*G] for the selection's images) [b, K, G, G]."""
 
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         """The plain ViT of the same weights (every token fine, no gate) on this backend: images -> logits.

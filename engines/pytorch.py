@@ -24,7 +24,7 @@ from msvit_edge.bundle.validation import tolerance
 from msvit_edge.engines.pipeline import Pipeline, Tokenized
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import sha256
-from msvit_edge.model.checkpoint import demo_checkpoint, load_checkpoint
+from msvit_edge.model.checkpoint import EMBEDDED, demo_checkpoint, load_checkpoint
 from msvit_edge.model.config import MSViTConfig
 from msvit_edge.model.factory import create_model
 from msvit_edge.model.msvit import MSViT
@@ -88,7 +88,7 @@ class TorchPipeline(Pipeline):
 class _Graph(NamedTuple):
     graph: torch.cuda.CUDAGraph
     inputs: tuple[Tensor, ...]  # static inputs: (tokens [b, bucket max, D], bool mask[, cells]) or (images,)
-    logits: Tensor  # [b, K], the graph's static output
+    logits: Tensor  # [b, K] (a segmenter's [b, K, G, G]), the graph's static output
 
 
 class CudaGraphTorchPipeline(TorchPipeline):
@@ -213,14 +213,15 @@ def _bundle_only(source: Bundle | EngineDir, backend: str) -> Bundle:
 
 
 def bundle_model(bundle: Bundle, ckpt: str | Path | None = None) -> MSViT:
-    """The ``MSViT`` the bundle was exported from (``ckpt``, or the demo checkpoint when its sha256 matches), checked
-    against the bundle's stored reference."""
+    """The ``MSViT`` the bundle was exported from (``ckpt``, or an embedded demo checkpoint whose sha256 matches),
+    checked against the bundle's stored reference."""
     source = bundle.record.source
     if "random_weights" in source:
         torch.manual_seed(0)  # as export built it
         model = create_model(MSViTConfig.from_dict(bundle.record.model)).eval()
     else:
-        model = load_checkpoint(_checkpoint(source, [*([Path(ckpt)] if ckpt else []), demo_checkpoint()]))[0]
+        embedded = [demo_checkpoint(task) for task in EMBEDDED]
+        model = load_checkpoint(_checkpoint(source, [*([Path(ckpt)] if ckpt else []), *embedded]))[0]
     _check_reproduces(model, bundle)
     return model
 

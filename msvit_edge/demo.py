@@ -54,7 +54,6 @@ class DemoConfig:
 
 
 TASKS = ("classification", "segmentation")
-CHECKPOINTS = {"classification": "demo.safetensors", "segmentation": "demo-segmentation.safetensors"}
 
 
 def demo(cfg: DemoConfig) -> BenchReport:
@@ -142,8 +141,9 @@ def _folder(path: Path, words: str) -> tuple[Path, int, str]:
 
 def _export_cfg(out: Path, data: str, cfg: DemoConfig):
     from msvit_edge.export import ExportConfig  # lazy: imports torch
+    from msvit_edge.model.checkpoint import demo_checkpoint  # lazy: imports torch
 
-    ckpt = str(Path(__file__).parent / "assets" / CHECKPOINTS[cfg.task])
+    ckpt = str(demo_checkpoint(cfg.task)) if cfg.task != "classification" else None  # None: the export's default
     return ExportConfig(out=str(out / "bundle"), ckpt=ckpt, calib=data, calib_images=cfg.calib_images)
 
 

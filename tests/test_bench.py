@@ -232,7 +232,7 @@ def test_a_schema_1_report_still_opens_and_renders_in_todays_layout(tmp_path):
     on_disk, again = json.loads((V1 / "report.json").read_text()), json.loads(json.dumps(old.to_dict()))
     for engine, stored in zip(again["engines"], on_disk["engines"], strict=True):
         assert engine.pop("row") == stored.pop("row") | {"n": stored["accuracy"].get("n")}
-    assert again["settings"].pop("ignore_index") == 255  # added since (segmentation --data), read back as its default
+    assert again["settings"].pop("ignore_index") is None  # added since (segmentation --data): the bundle's, by default
     assert again == on_disk
     md = reports.markdown(old)
     assert (

@@ -15,10 +15,9 @@ from msvit_edge.model.segmenter import MSViTSegmenter
 
 
 def test_the_embedded_segmenter_is_small_and_says_how_it_was_made():
-    from msvit_edge.demo import CHECKPOINTS
     from msvit_edge.model.checkpoint import demo_checkpoint
 
-    path = demo_checkpoint().parent / CHECKPOINTS["segmentation"]
+    path = demo_checkpoint("segmentation")
     model, _ = load_checkpoint(path)
     assert isinstance(model, MSViTSegmenter) and model.vit_config.num_classes == 11
     assert path.stat().st_size < 4e6  # the repository carries it: fp16, as the classifier's
@@ -41,6 +40,9 @@ def test_demo_task_segmentation_runs_the_chain_and_reports_miou(tmp_path):
         assert row["accuracy"]["metric"] == "miou" and 0 < row["accuracy"]["miou"] <= 1
         assert row["accuracy"]["logits"]["pixel_agreement"] >= 0.98
     assert "mIoU" in (out / "report" / "report.md").read_text()
+    from msvit_edge.engines.pytorch import bundle_model
+
+    assert isinstance(bundle_model(bundle), MSViTSegmenter)  # the embedded segmenter is found by its sha256
     overlay = Image.open(out / "report" / "overlays" / "-".join(engines[1].split("-")[:2]) / "000.png")
     assert overlay.width > 2.5 * overlay.height  # three captioned panels side by side: gate, predicted, ground truth
     assert "validated: per-pixel agreement" in result.stdout and "Traceback" not in result.stderr

@@ -83,7 +83,8 @@ def test_a_dense_engine_off_by_pixels_or_miou_fails_with_the_numbers(seg_bundle)
     logits = validation.compare(worse, ref.logits) | {"pixel_agreement": agree.top1_agreement}
     assert "top1_agreement" not in logits  # a dense comparison never reads a class out of the flattened grid
     reason = validation.verdict(logits, 0, len(ref.counts), validation.tolerance("int8", True))
-    assert reason is None or "pixel labels agree with PyTorch's on" in reason
+    want = agree.top1_agreement < validation.tolerance("int8", True).min_agreement  # which side of 98% it fell
+    assert (reason is not None and "pixel labels agree with PyTorch's on" in reason) == want
     strict = validation.Tolerance(atol=None, min_agreement=1.0, max_accuracy_drop=0.0)
     assert "pixel labels agree with PyTorch's on" in validation.verdict(logits, 0, 24, strict)
     lenient = validation.Tolerance(atol=None, min_agreement=0.0, max_accuracy_drop=0.0)
@@ -123,3 +124,15 @@ def test_the_export_command_takes_the_task_only_with_random_weights(seg_workdir,
     result = subprocess.run([sys.executable, "-m", "msvit_edge", *argv], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "--task and --num-classes build a random-weights model" in result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_unlabelled_pixels_and_fine_regions_have_one_rule_each(seg_bundle):
+    labels = np.array([[0, 7, 255], [3, 255, 1]])
+    np.testing.assert_array_equal(dense.mark_ignored(labels, 255), [[0, 7, -1], [3, -1, 1]])
+    np.testing.assert_array_equal(dense.mark_ignored(labels, 0), [[-1, 7, 255], [3, 255, 1]])
+    probs = np.array([[0.0, 0.3, 0.9]], np.float32)  # a gate probability that rounded to 0 is still fine at t = 0
+    assert dense.fine_regions(probs, 0.0).all() and not dense.fine_regions(probs, 1.0).any()
+    np.testing.assert_array_equal(dense.fine_regions(probs, 0.5), [[False, False, True]])
+    assert seg_bundle.ignore_index == 255  # what its export was told (the default)
+    with pytest.raises(ValueError, match="per pixel"):
+        validation.agreement(seg_bundle.reference(), seg_bundle.reference())

@@ -51,6 +51,20 @@ def scores(labels: np.ndarray, target: np.ndarray, num_classes: int) -> Segmenta
     return segmentation_scores(confusion_matrix(labels, target, num_classes, IGNORED))
 
 
+def mark_ignored(labels: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Label maps as bundles store them: int64, the data set's unlabelled value (``ignore_index``) as ``IGNORED``."""
+    labels = np.array(labels, np.int64)
+    labels[labels == ignore_index] = IGNORED
+    return labels
+
+
+def fine_regions(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Which regions the tokenizer made fine, from its gate probabilities [..., R]: above the threshold, and every
+    region at threshold 0 (the tokenizer compares logits with logit(0) = -inf; a probability can round to 0)."""
+    probs = np.asarray(probs)
+    return np.ones(probs.shape, bool) if threshold <= 0 else probs > threshold
+
+
 def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Share of pixels whose predicted class is the same in two label maps of the same images."""
     return float((np.asarray(a) == np.asarray(b)).mean())

@@ -124,6 +124,12 @@ class Bundle:
         return self.task == "segmentation"
 
     @property
+    def ignore_index(self) -> int:
+        """A segmentation bundle's masks' unlabelled value, as its export was told (default 255)."""
+        value = (self.record.export or {}).get("ignore_index")
+        return 255 if value is None else int(value)
+
+    @property
     def resize(self) -> dict:
         """How inputs reach the model's size (see ``msvit_edge.bundle.preprocess.resize_rule``)."""
         return self.record.preprocessing.resize

@@ -28,6 +28,7 @@ from msvit_edge.bundle import Reference, dense
 from msvit_edge.errors import MsvitEdgeError
 
 MODES = ("batch1", "batched")
+DENSE_METRIC = "miou"  # a segmentation report's accuracy["metric"] (validation's, bench's)
 LATENCY_ONLY_MIN_COSINE = 0.95  # random-weight INT8 logits measured 0.995 at DeiT-S size; a broken graph falls far
 
 
@@ -126,6 +127,8 @@ def agreement(
     a_logits, e_logits = np.asarray(actual.logits)[keep], np.asarray(expected.logits)[keep]
     a_counts, e_counts = np.asarray(actual.counts)[keep], np.asarray(expected.counts)[keep]
     if a_logits.ndim == 4:
+        if size is None and labels is None:
+            raise ValueError("dense logits are compared per pixel: pass the label maps or the pixel size")
         size = size or np.shape(labels)[-1]
         a_top1, e_top1 = dense.pixel_labels(a_logits, size), dense.pixel_labels(e_logits, size)
     else:
@@ -173,7 +176,7 @@ def validate(pipeline, reference: Reference, images: np.ndarray, threshold: floa
             report[mode]["logits"]["pixel_agreement"] = agree.top1_agreement
             report[mode] |= {"pixel_accuracy": agree.top1, "miou": agree.miou, "reference_miou": agree.reference_miou}
     if reference.dense:  # held to the mIoU
-        accuracy = {"metric": "miou", "reference": report["batch1"]["reference_miou"]}
+        accuracy = {"metric": DENSE_METRIC, "reference": report["batch1"]["reference_miou"]}
         report["accuracy"] = accuracy | {"engine": min(report[mode]["miou"] for mode in MODES)}
         return report
     report["accuracy"] = {
@@ -198,7 +201,7 @@ def verdict(
         logits: ``compare(engine logits, PyTorch logits)``.
         counts_differ: Images whose token count differs from PyTorch's (always a failure).
         images: How many images were compared.
-        tolerance: The precision's (``TOLERANCES``).
+        tolerance: The precision's (``tolerance(precision, is_dense)``).
         latency_only: A random-weights bundle, whose near-equal logits make top-1 agreement and accuracy
             meaningless: its logits are held to a cosine similarity with PyTorch's (``LATENCY_ONLY_MIN_COSINE``).
         top1: (engine, PyTorch) top-1 accuracy against the labels, where the drop is checked (dense logits, known by
@@ -259,7 +262,7 @@ def criterion(tolerance: Tolerance, latency_only: bool = False, is_dense: bool =
 def describe(report: dict, what: str = "engine") -> str:
     """The report as console lines."""
     acc = report["accuracy"]
-    is_dense = acc.get("metric") == "miou"
+    is_dense = acc.get("metric") == DENSE_METRIC
     metric, agree = ("mIoU", "pixel_agreement") if is_dense else ("top-1", "top1_agreement")
     lines = [
         f"validation: {what} vs PyTorch on {report['images']} reference images "

@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from msvit_edge.bundle import Bundle, Reference, validation
-from msvit_edge.bundle.dense import IGNORED
+from msvit_edge.bundle.dense import mark_ignored
 from msvit_edge.bundle.preprocess import preprocess, to_uint8
-from msvit_edge.data import IGNORE_INDEX, unwrap
+from msvit_edge.data import unwrap
 from msvit_edge.engines.ort import OnnxRuntimePipeline
 from msvit_edge.export.planning import dataset
 from msvit_edge.model.msvit import MSViT, pack
@@ -44,7 +44,7 @@ def make_reference(
     out = model.tokenize(x, threshold=threshold)
     labels = labels.numpy().astype(np.int64)
     if isinstance(model, MSViTSegmenter):  # cell logits; unlabelled pixels marked as every bundle marks them
-        labels[labels == getattr(unwrap(data_set)[0], "ignore_index", IGNORE_INDEX)] = IGNORED
+        labels = mark_ignored(labels, unwrap(data_set)[0].ignore_index)
         cells = model.cell_index(out)
         encode = functools.partial(model.encode_cells, cells=cells)
         rows = [out.tokens[i : i + 1, : out.counts[i]] for i in range(len(x))]

@@ -18,7 +18,6 @@ from msvit_edge.bundle.metrics import boundary_recall
 from msvit_edge.engines.pipeline import PipelineOutput
 from msvit_edge.measure.config import BenchConfig
 from msvit_edge.measure.images import Images
-from msvit_edge.measure.record import DENSE_METRIC
 
 
 def accuracy(out: PipelineOutput, images: Images, plan: BucketPlan, threshold: float) -> dict:
@@ -79,12 +78,12 @@ def dense_accuracy(out: PipelineOutput, images: Images, plan: BucketPlan, thresh
     """A segmentation source's scores against the label maps and, with a reference, PyTorch's (``reference_``),
     per-pixel agreement, logit error and count agreement, overall and per bucket. A region is fine where its gate
     probability exceeds ``threshold``, as the tokenizer decides (logits above logit(threshold))."""
-    result = {"metric": DENSE_METRIC, "n": len(out.logits)}
-    result |= scores(out.logits, images.labels, out.probs > threshold, images.boundary)
+    result = {"metric": validation.DENSE_METRIC, "n": len(out.logits)}
+    result |= scores(out.logits, images.labels, dense.fine_regions(out.probs, threshold), images.boundary)
     ref = images.reference
     if ref is None:
         return result | {"reference": None}
-    theirs = scores(ref.logits, images.labels, ref.probs > threshold, images.boundary)
+    theirs = scores(ref.logits, images.labels, dense.fine_regions(ref.probs, threshold), images.boundary)
     result |= {f"reference_{k}": theirs[k] for k in SCORES}
     agree = validation.agreement(out, ref, size=images.labels.shape[-1])
     buckets = np.array([plan.index(int(c)) for c in ref.counts])
@@ -120,7 +119,7 @@ def _number(value: float | None) -> float | None:
 def verdict(acc: dict, info: dict, cfg: BenchConfig) -> str | None:
     """Why the source fails: its precision's tolerance against PyTorch (``validation.verdict``, as build applies
     it) or a CI gate; None when it passes or there is no PyTorch reference to hold it to."""
-    reason, is_dense = None, acc.get("metric") == DENSE_METRIC
+    reason, is_dense = None, acc.get("metric") == validation.DENSE_METRIC
     metric, score = ("mIoU", "miou") if is_dense else ("top-1", "top1")
     if "logits" in acc:  # compared with PyTorch's answers on the same images
         tolerance = validation.tolerance(info["precision"], is_dense)
@@ -144,7 +143,7 @@ def verdict(acc: dict, info: dict, cfg: BenchConfig) -> str | None:
 def accuracy_line(acc: dict, info: dict) -> str:
     """The console line: top-1 on n images beside PyTorch's (none for random weights, as the table shows none),
     agreement with PyTorch, and the criterion ``verdict`` held the source to."""
-    is_dense = acc.get("metric") == DENSE_METRIC
+    is_dense = acc.get("metric") == validation.DENSE_METRIC
     if info["latency_only"]:
         line = f"  accuracy: none (random weights, a latency-only bundle); {acc['n']} images"
     elif is_dense:

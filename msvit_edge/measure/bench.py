@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+from msvit_edge.bundle.validation import DENSE_METRIC
 from msvit_edge.errors import MsvitEdgeError, first_line
 from msvit_edge.machine import jetson
 from msvit_edge.machine.environment import has_nvidia_gpu
@@ -36,7 +37,7 @@ from msvit_edge.measure.latency import batches as _batches  # noqa: F401 - bench
 from msvit_edge.measure.latency import latency_line, plain_vit, sweep_point, time_batch, token_curve
 from msvit_edge.measure.overlay import OverlaySample, overlay_sample
 from msvit_edge.measure.power import memory, power
-from msvit_edge.measure.record import DENSE_METRIC, BenchReport, SourceResult
+from msvit_edge.measure.record import BenchReport, SourceResult
 from msvit_edge.measure.sources import Source, check_device, describe, open_bench_source, pipeline
 
 __all__ = ["DEVICES", "BenchConfig", "BenchReport", "SourceResult", "bench", "resolve_device"]

@@ -42,7 +42,7 @@ class BenchConfig:
     force: bool = False
     min_accuracy: float | None = None  # CI gate: fail when an engine's top-1 is below (0..1)
     min_agreement: float | None = None  # CI gate: fail when top-1 agreement with PyTorch is below (0..1)
-    ignore_index: int = 255  # segmentation --data: the masks' label of unlabelled pixels
+    ignore_index: int | None = None  # segmentation --data: the masks' unlabelled value (None: the bundle's export's)
 
     def __post_init__(self) -> None:
         require(

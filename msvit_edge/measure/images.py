@@ -54,7 +54,8 @@ def load_images(source: Source, cfg: BenchConfig) -> Images:
     if cfg.data is None:
         ref = bundle.reference()
         return Images(bundle.preprocess(ref.images), ref.labels, ref, f"{len(ref.labels)} bundle validation images")
-    x, labels = _read_data(source, cfg.data, cfg.limit, cfg.ignore_index)
+    ignore = source.bundle.ignore_index if cfg.ignore_index is None else cfg.ignore_index
+    x, labels = _read_data(source, cfg.data, cfg.limit, ignore)
     ref, why = reference_on(bundle, x, labels, cfg.ckpt)
     return Images(x, labels, ref, f"{len(x)} images of {cfg.data} (test split); reference: {why}")
 
@@ -81,7 +82,7 @@ def _read_data(source: Source, data: str, limit: int, ignore_index: int = 255) -
         return _read_folder(source.bundle, Path(data), limit)
     from torch.utils.data import DataLoader
 
-    from msvit_edge.data import open_dataset, open_segmentation_dataset, random_subset  # lazy: imports torch
+    from msvit_edge.data import open_dataset, open_segmentation_dataset, random_subset, unwrap  # lazy: imports torch
 
     vit = source.config.vit
     if segmenting:
@@ -95,7 +96,7 @@ def _read_data(source: Source, data: str, limit: int, ignore_index: int = 255) -
     x, labels = torch.cat([x for x, _ in batches]).numpy(), torch.cat([y for _, y in batches]).numpy()
     labels = labels.astype(np.int64, copy=False)
     if segmenting:  # unlabelled pixels marked as every bundle's reference marks them
-        labels[labels == ignore_index] = dense.IGNORED
+        labels = dense.mark_ignored(labels, unwrap(dataset)[0].ignore_index)
     return x, labels
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from msvit_edge.bundle import dense
 from msvit_edge.bundle.selection import Selection
 from msvit_edge.engines.pipeline import StageTimes
 from msvit_edge.errors import MsvitEdgeError
@@ -153,7 +154,7 @@ def sweep_point(pipe, images: Images, threshold: float, timing: Timing) -> dict:
     repeats = _repeats(candidates, timing.short(), pipe.synchronize)
     times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
     if images.dense:
-        s = scores(out.logits, images.labels, out.probs > threshold, images.boundary)
+        s = scores(out.logits, images.labels, dense.fine_regions(out.probs, threshold), images.boundary)
         accuracy = {k: s[k] for k in ("miou", "pixel_accuracy", "boundary_recall")}
     else:
         accuracy = {"top1": float((out.logits.argmax(1) == images.labels).mean())}

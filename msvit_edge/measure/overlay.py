@@ -167,7 +167,8 @@ def gate_overlays(bundle: Bundle, folder: Path, n: int = 8, class_names: tuple[s
         caption(int(label), int(guess), int(count), class_names)
         for label, guess, count in zip(ref.labels[:n], predicted, out.counts, strict=True)
     ]
-    return write_overlays(ref.images[:n], out.probs > bundle.threshold, 2 * vit.patch_size, folder, captions=captions)
+    fine = dense.fine_regions(out.probs, bundle.threshold)
+    return write_overlays(ref.images[:n], fine, 2 * vit.patch_size, folder, captions=captions)
 
 
 def caption(label: int, predicted: int, tokens: int, class_names: tuple[str, ...] | None = None) -> str:
@@ -198,4 +199,4 @@ def overlay_sample(out: PipelineOutput, images: Images, threshold: float, mean, 
     truth = images.labels[:n]
     pixels = to_uint8(images.x[:n], mean, std)
     predicted = dense.pixel_labels(out.logits[:n], truth.shape[-1])
-    return OverlaySample(pixels, out.probs[:n] > threshold, predicted, truth, region)
+    return OverlaySample(pixels, dense.fine_regions(out.probs[:n], threshold), predicted, truth, region)

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from msvit_edge.bundle.validation import DENSE_METRIC
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import write_json
 from msvit_edge.machine.environment import this_machine
@@ -28,7 +29,6 @@ SCHEMA_VERSION = 3
 READABLE = (1, 2, 3)
 HIGH_CV = 0.05  # trtexec warns when timings vary more than a few percent: the numbers are then not repeatable
 STATUSES = ("passed", "validation failed", "failed")
-DENSE_METRIC = "miou"  # a segmentation source's accuracy["metric"]
 DENSE_SCORES = ("miou", "pixel_accuracy", "boundary_recall")  # what its row shows where a classifier's has top1
 _TYPES = {  # JSON type of each field of a source's result, for the reader's checks
     "source": str,

@@ -213,9 +213,13 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
-def demo_checkpoint() -> Path:
-    """The embedded default: the demo MSViT trained on Fashion-MNIST scenes, shipped inside the package."""
-    path = Path(__file__).parents[1] / "assets" / "demo.safetensors"
+EMBEDDED = {"classification": "demo.safetensors", "segmentation": "demo-segmentation.safetensors"}
+
+
+def demo_checkpoint(task: str = "classification") -> Path:
+    """The embedded default: the demo MSViT trained on Fashion-MNIST scenes, shipped inside the package; ``task``
+    segmentation: the demo segmenter (``assets/demo-segmentation.md``)."""
+    path = Path(__file__).parents[1] / "assets" / EMBEDDED[task]
     if not path.is_file():
         raise MsvitEdgeError("the embedded demo checkpoint is missing from this installation", path)
     return path

@@ -79,6 +79,27 @@ def test_a_replayed_graph_reads_new_tokens_each_call():
     assert not np.allclose(outs[0], outs[1])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("batching", ["pad", "split"])
+def test_cuda_graphs_replay_a_segmenters_cell_index_as_eager_runs_it(seg_bundle, seg_workdir, batching):
+    """The cell index is the graphs' third static input: each replay must read the new images' rows."""
+    from msvit_edge.engines import open_pipeline
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    ref = seg_bundle.reference()
+    images, ckpt = seg_bundle.preprocess(ref.images), str(seg_workdir / "seg.safetensors")
+    eager = open_pipeline(seg_bundle, "torch", device="cuda", batching=batching, ckpt=ckpt)
+    with eager, open_pipeline(seg_bundle, "torch-cudagraphs", model=eager.model, batching=batching) as graphs:
+        for size in (1, 8):
+            got = graphs.run_batched(images, seg_bundle.threshold, size)
+            np.testing.assert_array_equal(got.counts, ref.counts)
+            np.testing.assert_allclose(
+                got.logits, eager.run_batched(images, seg_bundle.threshold, size).logits, atol=1e-4, rtol=1e-4
+            )
+            np.testing.assert_allclose(got.logits, ref.logits, atol=1e-4, rtol=1e-4)  # the bundle's cell logits
+        assert len(graphs.graphs) > 1  # one graph per (bucket, batch size), each replayed with new cells
+
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cuda_graphs.py"
 
 

@@ -68,26 +68,36 @@ def workdir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = MSViT(MSViTConfig(TINY))
     x = torch.nn.functional.interpolate(torch.from_numpy(preprocess(rgb, TINY.mean, TINY.std)), size=32)
-    with torch.no_grad():  # centre the untrained gate on these images so that its decisions vary, cutting
-        logits = model.gate(x)  # halfway between two DISTINCT logits: no region may sit on the threshold, where the
-        distinct = torch.unique(logits)  # last bits of ORT vs PyTorch would decide (black background regions
-        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))  # all share one logit)
-        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
+    _centre_gate(model, x)
     _train_backbone(model, x, torch.from_numpy(labels[:400].astype(np.int64)))
     save_checkpoint(model, root / "tiny.safetensors")
     return root
 
 
-def _train_backbone(model, x, y, epochs: int = 12) -> None:
-    """A few all-fine epochs on the 400 images: an untrained head gives near-equal logits, whose top-1 any rounding
-    flips, so INT8/FP16 agreement with PyTorch would measure nothing. The gate stays as centred."""
+def _centre_gate(model, x) -> None:
+    """Centre the untrained gate on these images so that its decisions vary, cutting halfway between two DISTINCT
+    logits: no region may sit on the threshold, where the last bits of ORT vs PyTorch would decide (black background
+    regions all share one logit)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model.gate(x)
+        distinct = torch.unique(logits)
+        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))
+        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
+
+
+def _train_backbone(model, x, y, epochs: int = 12, batch: int = 100) -> None:
+    """A few all-fine epochs on the images (labels, or a segmenter's label maps): an untrained head gives near-equal
+    logits, whose top-1 any rounding flips, so INT8/FP16 agreement with PyTorch would measure nothing. The gate stays
+    as centred."""
     import torch
 
     opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("gate.")], lr=3e-3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny steps: a second thread costs more in sync than it computes
     for _ in range(epochs):
-        for i in torch.randperm(len(x)).split(100):
+        for i in torch.randperm(len(x)).split(batch):
             loss = torch.nn.functional.cross_entropy(model.encode(model.embed(x[i])), y[i])
             opt.zero_grad()
             loss.backward()
@@ -171,22 +181,9 @@ def seg_workdir(tmp_path_factory) -> Path:
     x, y = (torch.stack(t) for t in zip(*(scenes[i] for i in range(300)), strict=True))
     torch.manual_seed(0)
     model = create_model(MSViTConfig(SEG_TINY, task=SEGMENTATION))
-    with torch.no_grad():  # as ``workdir``: cut halfway between two distinct gate logits
-        logits = model.gate(x)
-        distinct = torch.unique(logits)
-        k = int(torch.searchsorted(distinct, logits.quantile(0.6)))
-        model.gate.mlp[-1].bias -= (distinct[k - 1] + distinct[k]) / 2
-    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.startswith("gate.")], lr=3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for _ in range(8):  # separates items from the background: logits far from ties, so FP16/INT8 agreement means
-        for i in torch.randperm(len(x)).split(50):  # something
-            loss = torch.nn.functional.cross_entropy(model.encode(model.embed(x[i])), y[i])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    torch.set_num_threads(threads)
-    save_checkpoint(model.eval(), root / "seg.safetensors")
+    _centre_gate(model, x)
+    _train_backbone(model, x, y, epochs=8, batch=50)  # separates the items from the background
+    save_checkpoint(model, root / "seg.safetensors")
     return root
 
 

@@ -28,7 +28,6 @@ from msvit_edge.model.checkpoint import EMBEDDED, demo_checkpoint, load_checkpoi
 from msvit_edge.model.config import MSViTConfig
 from msvit_edge.model.factory import create_model
 from msvit_edge.model.msvit import MSViT
-from msvit_edge.model.segmenter import MSViTSegmenter
 
 
 class TorchPipeline(Pipeline):
@@ -47,17 +46,9 @@ class TorchPipeline(Pipeline):
     @torch.no_grad()
     def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         out = self.model.tokenize(torch.from_numpy(images).to(self.device), threshold=threshold)
-        cells = self.model.cell_index(out).cpu().numpy() if self.dense else None
-        return Tokenized(out.tokens, out.counts.cpu().numpy(), out.probs.cpu().numpy(), cells)
-
-    @property
-    def dense(self) -> bool:
-        """A segmenter: its encoder takes the cell index and returns logits per fine cell (as the bundle's graphs)."""
-        return isinstance(self.model, MSViTSegmenter)
-
-    def _encode(self, tokens: Tensor, mask: Tensor | None, cells: Tensor | None) -> Tensor:
-        """The encoder as the bundle's graphs compute it: class logits, or a segmenter's cell logits."""
-        return self.model.encode_cells(tokens, mask, cells) if self.dense else self.model.encode(tokens, mask)
+        cells = self.model.cell_index(out)  # a segmenter's; None for a classifier
+        host = None if cells is None else cells.cpu().numpy()
+        return Tokenized(out.tokens, out.counts.cpu().numpy(), out.probs.cpu().numpy(), host)
 
     def cut(self, tokens: Tensor, selection: Selection) -> Tensor:
         index = torch.from_numpy(selection.index).to(tokens.device)
@@ -69,7 +60,7 @@ class TorchPipeline(Pipeline):
         mask = selection.mask()
         mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)
         cells_t = None if cells is None else torch.from_numpy(cells).to(self.device)
-        return self._encode(tokens, mask_t, cells_t).float().cpu().numpy()
+        return self.model.graph_logits(tokens, mask_t, cells_t).float().cpu().numpy()
 
     def plain_vit(self) -> Callable[[np.ndarray], np.ndarray]:
         """The plain ViT of the same weights on this device: every patch fine, no gate (images -> logits)."""
@@ -82,7 +73,7 @@ class TorchPipeline(Pipeline):
 
     def _vit(self, images: Tensor) -> Tensor:
         """Images [b, C, H, W] -> logits [b, K] through every fine token (``PlainViTGraph`` of the export)."""
-        return self._encode(self.model.embed(images), None, None)
+        return self.model.graph_logits(self.model.embed(images))
 
 
 class _Graph(NamedTuple):
@@ -128,7 +119,7 @@ class CudaGraphTorchPipeline(TorchPipeline):
             static = (torch.zeros_like(tokens), torch.ones(tokens.shape[:2], dtype=torch.bool, device=self.device))
             if cells is not None:
                 static += (torch.zeros(cells.shape, dtype=torch.int64, device=self.device),)
-            self.graphs[key] = self._capture(self._encode if cells is not None else self.model.encode, static)
+            self.graphs[key] = self._capture(self.model.graph_logits, static)
         graph = self.graphs[key]
         graph.inputs[0].copy_(tokens)
         if cells is not None:

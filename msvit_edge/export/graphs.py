@@ -41,7 +41,8 @@ class TokenizerGraph(nn.Module):
 
     def forward(self, images: Tensor, threshold: Tensor) -> tuple[Tensor, ...]:
         out = self.model.tokenize(images, threshold=threshold)
-        return (*out, self.model.cell_index(out)) if isinstance(self.model, MSViTSegmenter) else tuple(out)
+        cells = self.model.cell_index(out)
+        return tuple(out) if cells is None else (*out, cells)
 
 
 class PlainViTGraph(nn.Module):
@@ -53,9 +54,7 @@ class PlainViTGraph(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> Tensor:
-        if isinstance(self.model, MSViTSegmenter):
-            return self.model.encode_cells(self.model.embed(images))
-        return self.model.encode(self.model.embed(images))
+        return self.model.graph_logits(self.model.embed(images))
 
 
 class EncoderGraph(nn.Module):

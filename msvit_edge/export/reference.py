@@ -3,8 +3,6 @@ held to them (``msvit_edge.bundle.validation``)."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -16,7 +14,6 @@ from msvit_edge.data import unwrap
 from msvit_edge.engines.ort import OnnxRuntimePipeline
 from msvit_edge.export.planning import dataset
 from msvit_edge.model.msvit import MSViT, pack
-from msvit_edge.model.segmenter import MSViTSegmenter
 
 
 @torch.no_grad()
@@ -42,16 +39,16 @@ def make_reference(
     pixels = to_uint8(images.numpy(), vit.mean, vit.std)
     x = torch.from_numpy(preprocess(pixels, vit.mean, vit.std))
     out = model.tokenize(x, threshold=threshold)
-    labels = labels.numpy().astype(np.int64)
-    if isinstance(model, MSViTSegmenter):  # cell logits; unlabelled pixels marked as every bundle marks them
+    labels, cells = labels.numpy().astype(np.int64), model.cell_index(out)
+    if cells is not None:  # a segmenter: unlabelled pixels marked as every bundle marks them
         labels = mark_ignored(labels, unwrap(data_set)[0].ignore_index)
-        cells = model.cell_index(out)
-        encode = functools.partial(model.encode_cells, cells=cells)
-        rows = [out.tokens[i : i + 1, : out.counts[i]] for i in range(len(x))]
-        one = [model.encode_cells(r, None, cells[i : i + 1]) for i, r in enumerate(rows)]
+    if batched:
+        logits = model.graph_logits(*pack(out.tokens, out.counts), cells)
     else:
-        encode, one = model.encode, [model.encode(out.tokens[i : i + 1, : out.counts[i]]) for i in range(len(x))]
-    logits = encode(*pack(out.tokens, out.counts)) if batched else torch.cat(one)
+        cut = [out.tokens[i : i + 1, : out.counts[i]] for i in range(len(x))]  # each image's own tokens (and cells)
+        logits = torch.cat(
+            [model.graph_logits(t, None, None if cells is None else cells[i : i + 1]) for i, t in enumerate(cut)]
+        )
     return Reference(pixels, labels, logits.numpy(), out.counts.numpy(), out.probs.numpy())
 
 

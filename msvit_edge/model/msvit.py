@@ -196,6 +196,14 @@ class MSViT(VisionTransformer):
     def forward(self, images: Tensor, threshold: Tensor | float | None = None) -> Tensor:
         return self.encode_selection(self.tokenize(images, threshold))
 
+    def cell_index(self, out: TokenizerOutput) -> Tensor | None:
+        """A dense head's row per fine cell (``MSViTSegmenter``); a classifier has none."""
+        return None
+
+    def graph_logits(self, tokens: Tensor, mask: Tensor | None = None, cells: Tensor | None = None) -> Tensor:
+        """What the exported encoder graphs return for these tokens: a classifier's logits (``cells`` unused)."""
+        return self.encode(tokens, mask)
+
     def fine_regions(self, out: TokenizerOutput) -> Tensor:
         """Which regions were tokenized fine [B, R], read back from the tokenizer's order and counts."""
         rows = torch.argsort(out.order, dim=1)[:, 1 + self.vit_config.num_patches :]  # row of each coarse candidate

@@ -118,6 +118,10 @@ class MSViTSegmenter(MSViT):
             cells = self.all_fine_cells.expand(tokens.shape[0], -1)  # shape, not len(): a symbolic batch in export
         return self.decoder.cell_logits(dense_features(features, cells))
 
+    def graph_logits(self, tokens: Tensor, mask: Tensor | None = None, cells: Tensor | None = None) -> Tensor:
+        """The exported graphs' answer: cell logits (``encode_cells``)."""
+        return self.encode_cells(tokens, mask, cells)
+
     def encode_selection(self, out: TokenizerOutput) -> Tensor:
         """Pixel logits [B, K, S, S] from the tokenizer's selection (packed, with its cell index)."""
         return self.encode(*pack(out.tokens, out.counts), self.cell_index(out))

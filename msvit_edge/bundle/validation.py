@@ -29,6 +29,13 @@ from msvit_edge.errors import MsvitEdgeError
 
 MODES = ("batch1", "batched")
 DENSE_METRIC = "miou"  # a segmentation report's accuracy["metric"] (validation's, bench's)
+
+
+def is_dense(accuracy: dict) -> bool:
+    """Whether a report's ``accuracy`` (validation's or bench's) is a segmentation source's."""
+    return accuracy.get("metric") == DENSE_METRIC
+
+
 LATENCY_ONLY_MIN_COSINE = 0.95  # random-weight INT8 logits measured 0.995 at DeiT-S size; a broken graph falls far
 
 
@@ -46,8 +53,7 @@ TOLERANCES = {
     "fp16": Tolerance(atol=None, min_agreement=0.99, max_accuracy_drop=0.01),
     "int8": Tolerance(atol=None, min_agreement=0.95, max_accuracy_drop=0.03),
 }
-# segmentation: per-pixel agreement with PyTorch's labels, and the mIoU drop (issue 23's acceptance bounds); FP32 may
-# flip a pixel where two classes' logits tie to within its 1e-4
+# segmentation: per-pixel agreement, mIoU drop (issue 23's bounds); FP32 may flip a pixel where two logits tie in 1e-4
 DENSE_TOLERANCES = {
     "fp32": Tolerance(atol=1e-4, min_agreement=0.999, max_accuracy_drop=0.001),
     "fp16": Tolerance(atol=None, min_agreement=0.99, max_accuracy_drop=0.002),
@@ -111,7 +117,12 @@ class Agreement:
 
 
 def agreement(
-    actual, expected, labels: np.ndarray | None = None, where: np.ndarray | None = None, size: int | None = None
+    actual,
+    expected,
+    labels: np.ndarray | None = None,
+    where: np.ndarray | None = None,
+    size: int | None = None,
+    pixels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Agreement:
     """Top-1 agreement, token-count agreement and the largest logit difference of ``actual`` against ``expected``.
 
@@ -122,15 +133,17 @@ def agreement(
             accuracy and mIoU; agreement per pixel at that size).
         where: Bool [N]: only these images (at least one).
         size: Dense logits without labels: the pixel size their agreement is counted at.
+        pixels: Dense logits: both runs' pixel labels of all N images, where the caller has them (upsampling costs).
     """
     keep = slice(None) if where is None else where
     a_logits, e_logits = np.asarray(actual.logits)[keep], np.asarray(expected.logits)[keep]
     a_counts, e_counts = np.asarray(actual.counts)[keep], np.asarray(expected.counts)[keep]
-    if a_logits.ndim == 4:
+    if a_logits.ndim == 4 and pixels is None:
         if size is None and labels is None:
             raise ValueError("dense logits are compared per pixel: pass the label maps or the pixel size")
-        size = size or np.shape(labels)[-1]
-        a_top1, e_top1 = dense.pixel_labels(a_logits, size), dense.pixel_labels(e_logits, size)
+        pixels = (dense.pixel_labels(np.asarray(r.logits), size or np.shape(labels)[-1]) for r in (actual, expected))
+    if a_logits.ndim == 4:
+        a_top1, e_top1 = (np.asarray(p)[keep] for p in pixels)
     else:
         a_top1, e_top1 = a_logits.argmax(1), e_logits.argmax(1)
     out = Agreement(
@@ -162,9 +175,12 @@ def validate(pipeline, reference: Reference, images: np.ndarray, threshold: floa
     plan = getattr(pipeline, "plan", None)
     batch = min(batch, plan.batch[2]) if plan is not None else batch
     report: dict = {"images": len(images), "batch": batch}
-    for mode, size in zip(MODES, (1, batch), strict=True):
-        out = pipeline.run_batched(images, threshold, size)
-        agree = agreement(out, reference, reference.labels)
+    size = reference.labels.shape[-1]
+    theirs = dense.pixel_labels(reference.logits, size) if reference.dense else None  # once, not per mode
+    for mode, calls in zip(MODES, (1, batch), strict=True):
+        out = pipeline.run_batched(images, threshold, calls)
+        pixels = None if theirs is None else (dense.pixel_labels(out.logits, size), theirs)
+        agree = agreement(out, reference, reference.labels, pixels=pixels)
         report[mode] = {
             "counts_equal": agree.counts_equal,
             "counts_differ": agree.counts_differ,
@@ -262,8 +278,8 @@ def criterion(tolerance: Tolerance, latency_only: bool = False, is_dense: bool =
 def describe(report: dict, what: str = "engine") -> str:
     """The report as console lines."""
     acc = report["accuracy"]
-    is_dense = acc.get("metric") == DENSE_METRIC
-    metric, agree = ("mIoU", "pixel_agreement") if is_dense else ("top-1", "top1_agreement")
+    dense_report = is_dense(acc)
+    metric, agree = ("mIoU", "pixel_agreement") if dense_report else ("top-1", "top1_agreement")
     lines = [
         f"validation: {what} vs PyTorch on {report['images']} reference images "
         f"({metric} {100 * acc['engine']:.2f}% vs {100 * acc['reference']:.2f}%)"

@@ -2,7 +2,7 @@
 logit error and token-count agreement, overall and per bucket; and the verdict (its precision's tolerance, as
 ``build`` applies it, then the CI gates).
 
-A segmentation source (``dense_accuracy``) is scored on label maps instead: mIoU, pixel accuracy and per-class IoU,
+A segmentation source is scored on label maps instead: mIoU, pixel accuracy and per-class IoU,
 and the gate's boundary recall (the share of coarse regions holding a class boundary that it tokenized fine), its own
 and PyTorch's; per-pixel agreement with PyTorch; held the same way by its mIoU and per-pixel agreement, to the dense
 tolerance (``validation.DENSE_TOLERANCES``). Cell logits [N, K, G, G] become pixel labels through
@@ -22,34 +22,47 @@ from msvit_edge.measure.images import Images
 
 def accuracy(out: PipelineOutput, images: Images, plan: BucketPlan, threshold: float) -> dict:
     """Top-1 against labels; with a reference, agreement, logit error and count agreement overall and per bucket.
-    Label maps: mIoU, pixel accuracy, per-class IoU and boundary recall instead (``dense_accuracy``; the gate's
-    decisions at ``threshold``)."""
-    if images.dense:
-        return dense_accuracy(out, images, plan, threshold)
-    result = {"top1": float((out.logits.argmax(1) == images.labels).mean()), "n": len(out.logits)}
-    ref = images.reference
+    Label maps: mIoU, pixel accuracy, per-class IoU and boundary recall instead (the gate's decisions at
+    ``threshold``, as the tokenizer decides), PyTorch's as ``reference_<score>``, and per-pixel agreement."""
+    ref, pixels = images.reference, None
+    if images.dense:  # each run's pixel labels once: upsampling is what a dense comparison costs
+        pixels = dense.pixel_labels(out.logits, images.labels.shape[-1]), images.reference_pixels
+        result = {"metric": validation.DENSE_METRIC, "n": len(out.logits)}
+        result |= scores(pixels[0], out.logits.shape[1], images, dense.fine_regions(out.probs, threshold))
+    else:
+        result = {"top1": float((out.logits.argmax(1) == images.labels).mean()), "n": len(out.logits)}
     if ref is None:
         return result | {"reference": None}
-    agree = validation.agreement(out, ref, images.labels)
+    agree = validation.agreement(out, ref, None if images.dense else images.labels, pixels=pixels)
+    logits = validation.compare(out.logits, ref.logits)
+    if images.dense:
+        theirs = scores(pixels[1], ref.logits.shape[1], images, dense.fine_regions(ref.probs, threshold))
+        result |= {f"reference_{k}": theirs[k] for k in SCORES}
+        logits |= {"pixel_agreement": agree.top1_agreement}
+    else:
+        result["reference_top1"] = agree.reference_top1
     buckets = np.array([plan.index(int(c)) for c in ref.counts])
     return result | {
-        "reference_top1": agree.reference_top1,
-        "agreement": agree.top1_agreement,
+        "agreement": agree.top1_agreement,  # a segmenter's: per pixel
         "counts_agreement": agree.counts_agreement,
         "counts_differ": agree.counts_differ,
-        "logits": validation.compare(out.logits, ref.logits),
-        "per_bucket": [_bucket(out, images, buckets == k) for k in range(len(plan.buckets))],
+        "logits": logits,
+        "per_bucket": [_bucket(out, images, buckets == k, pixels) for k in range(len(plan.buckets))],
     }
 
 
-def _bucket(out: PipelineOutput, images: Images, where: np.ndarray) -> dict:
+def _bucket(out: PipelineOutput, images: Images, where: np.ndarray, pixels: tuple | None) -> dict:
     """The images whose reference token count falls in one bucket."""
     if not where.any():
         return {"images": 0}
-    agree = validation.agreement(out, images.reference, images.labels, where)
+    agree = validation.agreement(out, images.reference, images.labels, where, pixels=pixels)
+    if images.dense:
+        score = {"miou": _number(agree.miou), "pixel_accuracy": _number(agree.top1)}
+    else:
+        score = {"top1": agree.top1}
     return {
         "images": agree.images,
-        "top1": agree.top1,
+        **score,
         "agreement": agree.top1_agreement,
         "counts_agreement": agree.counts_agreement,
         "max_abs": agree.max_abs,
@@ -59,11 +72,11 @@ def _bucket(out: PipelineOutput, images: Images, where: np.ndarray) -> dict:
 SCORES = ("miou", "pixel_accuracy", "iou", "boundary_recall")  # each also as reference_<name>, PyTorch's
 
 
-def scores(logits: np.ndarray, labels: np.ndarray, fine: np.ndarray, boundary: np.ndarray) -> dict:
+def scores(pixels: np.ndarray, classes: int, images: Images, fine: np.ndarray) -> dict:
     """One run's mIoU, pixel accuracy, per-class IoU (None: a class neither labelled nor predicted) and boundary
-    recall (None: no region holds a boundary), with the counts the recall comes from."""
-    s = dense.scores(dense.pixel_labels(logits, labels.shape[-1]), labels, logits.shape[1])
-    hits, total = boundary_recall(fine, boundary)
+    recall (None: no region holds a boundary), with the counts the recall comes from, from its pixel labels."""
+    s = dense.scores(pixels, images.labels, classes)
+    hits, total = boundary_recall(fine, images.boundary)
     return {
         "miou": _number(s.miou),
         "pixel_accuracy": _number(s.pixel_accuracy),
@@ -71,43 +84,6 @@ def scores(logits: np.ndarray, labels: np.ndarray, fine: np.ndarray, boundary: n
         "boundary_recall": hits / total if total else None,
         "boundary_fine": hits,
         "boundary_regions": total,
-    }
-
-
-def dense_accuracy(out: PipelineOutput, images: Images, plan: BucketPlan, threshold: float) -> dict:
-    """A segmentation source's scores against the label maps and, with a reference, PyTorch's (``reference_``),
-    per-pixel agreement, logit error and count agreement, overall and per bucket. A region is fine where its gate
-    probability exceeds ``threshold``, as the tokenizer decides (logits above logit(threshold))."""
-    result = {"metric": validation.DENSE_METRIC, "n": len(out.logits)}
-    result |= scores(out.logits, images.labels, dense.fine_regions(out.probs, threshold), images.boundary)
-    ref = images.reference
-    if ref is None:
-        return result | {"reference": None}
-    theirs = scores(ref.logits, images.labels, dense.fine_regions(ref.probs, threshold), images.boundary)
-    result |= {f"reference_{k}": theirs[k] for k in SCORES}
-    agree = validation.agreement(out, ref, size=images.labels.shape[-1])
-    buckets = np.array([plan.index(int(c)) for c in ref.counts])
-    return result | {
-        "agreement": agree.top1_agreement,  # per pixel
-        "counts_agreement": agree.counts_agreement,
-        "counts_differ": agree.counts_differ,
-        "logits": validation.compare(out.logits, ref.logits) | {"pixel_agreement": agree.top1_agreement},
-        "per_bucket": [_dense_bucket(out, images, buckets == k) for k in range(len(plan.buckets))],
-    }
-
-
-def _dense_bucket(out: PipelineOutput, images: Images, where: np.ndarray) -> dict:
-    """A segmentation source's images whose reference token count falls in one bucket."""
-    if not where.any():
-        return {"images": 0}
-    agree = validation.agreement(out, images.reference, images.labels, where)
-    return {
-        "images": agree.images,
-        "miou": _number(agree.miou),
-        "pixel_accuracy": _number(agree.top1),
-        "agreement": agree.top1_agreement,
-        "counts_agreement": agree.counts_agreement,
-        "max_abs": agree.max_abs,
     }
 
 
@@ -119,7 +95,7 @@ def _number(value: float | None) -> float | None:
 def verdict(acc: dict, info: dict, cfg: BenchConfig) -> str | None:
     """Why the source fails: its precision's tolerance against PyTorch (``validation.verdict``, as build applies
     it) or a CI gate; None when it passes or there is no PyTorch reference to hold it to."""
-    reason, is_dense = None, acc.get("metric") == validation.DENSE_METRIC
+    reason, is_dense = None, validation.is_dense(acc)
     metric, score = ("mIoU", "miou") if is_dense else ("top-1", "top1")
     if "logits" in acc:  # compared with PyTorch's answers on the same images
         tolerance = validation.tolerance(info["precision"], is_dense)
@@ -143,7 +119,7 @@ def verdict(acc: dict, info: dict, cfg: BenchConfig) -> str | None:
 def accuracy_line(acc: dict, info: dict) -> str:
     """The console line: top-1 on n images beside PyTorch's (none for random weights, as the table shows none),
     agreement with PyTorch, and the criterion ``verdict`` held the source to."""
-    is_dense = acc.get("metric") == validation.DENSE_METRIC
+    is_dense = validation.is_dense(acc)
     if info["latency_only"]:
         line = f"  accuracy: none (random weights, a latency-only bundle); {acc['n']} images"
     elif is_dense:

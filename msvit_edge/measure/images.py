@@ -8,6 +8,7 @@ reference marks them) and the coarse regions of each that hold a class boundary 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,13 @@ class Images:
     def dense(self) -> bool:
         """Whether these are a segmentation bundle's images (label maps, not labels)."""
         return self.labels.ndim == 3
+
+    @cached_property
+    def reference_pixels(self) -> np.ndarray | None:
+        """PyTorch's pixel labels (dense), upsampled once for every source measured on these images."""
+        if self.reference is None:
+            return None
+        return dense.pixel_labels(self.reference.logits, self.labels.shape[-1])
 
 
 def images_per_source(sources: list[Source], cfg: BenchConfig) -> list[Images]:

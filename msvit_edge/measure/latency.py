@@ -20,7 +20,7 @@ from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.measure.accuracy import scores
 from msvit_edge.measure.config import Timing
 from msvit_edge.measure.images import Images
-from msvit_edge.measure.record import HIGH_CV, spread
+from msvit_edge.measure.record import DENSE_SCORES, HIGH_CV, spread
 from msvit_edge.measure.sources import Source
 from msvit_edge.measure.timing import interleaved
 from msvit_edge.model.config import MSViTConfig
@@ -154,8 +154,9 @@ def sweep_point(pipe, images: Images, threshold: float, timing: Timing) -> dict:
     repeats = _repeats(candidates, timing.short(), pipe.synchronize)
     times = interleaved(candidates, repeats, warmup=0, sync=pipe.synchronize)
     if images.dense:
-        s = scores(out.logits, images.labels, dense.fine_regions(out.probs, threshold), images.boundary)
-        accuracy = {k: s[k] for k in ("miou", "pixel_accuracy", "boundary_recall")}
+        pixels = dense.pixel_labels(out.logits, images.labels.shape[-1])
+        s = scores(pixels, out.logits.shape[1], images, dense.fine_regions(out.probs, threshold))
+        accuracy = {k: s[k] for k in DENSE_SCORES}
     else:
         accuracy = {"top1": float((out.logits.argmax(1) == images.labels).mean())}
     return {

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from msvit_edge.bundle.validation import DENSE_METRIC
+from msvit_edge.bundle.validation import is_dense
 from msvit_edge.errors import MsvitEdgeError
 from msvit_edge.io import write_json
 from msvit_edge.machine.environment import this_machine
@@ -62,7 +62,7 @@ class SourceResult:
     @property
     def dense(self) -> bool:
         """Whether this is a segmentation source's result (scored by mIoU)."""
-        return self.accuracy.get("metric") == DENSE_METRIC
+        return is_dense(self.accuracy)
 
     @property
     def row(self) -> dict:

@@ -41,6 +41,11 @@ def segmentation_scores(confusion: np.ndarray) -> SegmentationScores:
     return SegmentationScores(miou, float(hits.sum() / total) if total else float("nan"), tuple(iou.tolist()))
 
 
+def json_number(value: float | None) -> float | None:
+    """A score as JSON keeps it: JSON has no NaN, so an undefined score is null."""
+    return None if value is None or np.isnan(value) else float(value)
+
+
 def boundary_recall(fine: np.ndarray, boundary: np.ndarray) -> tuple[int, int]:
     """(boundary regions tokenized fine, boundary regions) of bool [..., R] decisions and ``boundary_regions`` maps
     of the same shape; the recall is their ratio (undefined when no region holds a boundary)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from msvit_edge.bundle import dense, validation
 from msvit_edge.bundle.buckets import BucketPlan
-from msvit_edge.bundle.metrics import boundary_recall
+from msvit_edge.bundle.metrics import boundary_recall, json_number
 from msvit_edge.engines.pipeline import PipelineOutput
 from msvit_edge.measure.config import BenchConfig
 from msvit_edge.measure.images import Images
@@ -57,7 +57,7 @@ def _bucket(out: PipelineOutput, images: Images, where: np.ndarray, pixels: tupl
         return {"images": 0}
     agree = validation.agreement(out, images.reference, images.labels, where, pixels=pixels)
     if images.dense:
-        score = {"miou": _number(agree.miou), "pixel_accuracy": _number(agree.top1)}
+        score = {"miou": json_number(agree.miou), "pixel_accuracy": json_number(agree.top1)}
     else:
         score = {"top1": agree.top1}
     return {
@@ -78,18 +78,13 @@ def scores(pixels: np.ndarray, classes: int, images: Images, fine: np.ndarray) -
     s = dense.scores(pixels, images.labels, classes)
     hits, total = boundary_recall(fine, images.boundary)
     return {
-        "miou": _number(s.miou),
-        "pixel_accuracy": _number(s.pixel_accuracy),
-        "iou": [_number(v) for v in s.iou],
+        "miou": json_number(s.miou),
+        "pixel_accuracy": json_number(s.pixel_accuracy),
+        "iou": [json_number(v) for v in s.iou],
         "boundary_recall": hits / total if total else None,
         "boundary_fine": hits,
         "boundary_regions": total,
     }
-
-
-def _number(value: float | None) -> float | None:
-    """JSON has no NaN: an undefined score is null."""
-    return None if value is None or np.isnan(value) else float(value)
 
 
 def verdict(acc: dict, info: dict, cfg: BenchConfig) -> str | None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from msvit_edge.bundle.metrics import boundary_recall, confusion_matrix, segmentation_scores
+from msvit_edge.bundle.metrics import boundary_recall, confusion_matrix, json_number, segmentation_scores
 from msvit_edge.data import IGNORE_INDEX, boundary_regions
 from msvit_edge.model.config import SEGMENTATION
 from msvit_edge.model.flops import coarse_pool_macs, encoder_macs, msvit_macs, patch_embed_macs, vit_macs
@@ -54,7 +54,7 @@ class SegmentationTally(Tally):
         pred, truth = logits.argmax(1).cpu().numpy(), labels.cpu().numpy()  # [B, S, S]
         confusion = confusion_matrix(pred, truth, self.num_classes, self.ignore_index)
         self.confusion = confusion if self.confusion is None else self.confusion + confusion
-        edges = np.stack([boundary_regions(t, self.region, self.ignore_index).ravel() for t in truth])  # [B, R]
+        edges = boundary_regions(truth, self.region, self.ignore_index).reshape(len(truth), -1)  # [B, R]
         hits, total = boundary_recall(fine.cpu().numpy(), edges)
         self.boundary = (self.boundary[0] + hits, self.boundary[1] + total)
         self.predicted += list(pred[: max(0, self.keep - len(self.predicted))])
@@ -63,20 +63,15 @@ class SegmentationTally(Tally):
         s = segmentation_scores(self.confusion)
         (hits, total), fine = self.boundary, int(torch.cat(self.fine).sum())
         return {
-            "miou": _number(s.miou),
-            "pixel_accuracy": _number(s.pixel_accuracy),
-            "iou": [_number(v) for v in s.iou],  # null: a class neither labelled nor predicted
+            "miou": json_number(s.miou),
+            "pixel_accuracy": json_number(s.pixel_accuracy),
+            "iou": [json_number(v) for v in s.iou],  # null: a class neither labelled nor predicted
             "boundary_recall": hits / total if total else None,  # share of boundary regions tokenized fine
             "boundary_precision": hits / fine if fine else None,  # share of fine regions that hold a boundary
             "boundary_fine": hits,
             "boundary_regions": total,
             "confusion": self.confusion.tolist(),
         }
-
-
-def _number(value: float) -> float | None:
-    """JSON has no NaN: an undefined score is null."""
-    return None if np.isnan(value) else float(value)
 
 
 def summary(model: MSViT, name: str, tally: Tally) -> dict:

@@ -181,16 +181,16 @@ def graphs_folder(backend: str, precision: str, key: str) -> str:
     return f"{backend}-{precision}-{key[:12]}"
 
 
-def fewest_images(settings: dict) -> int:
+def fewest_images(spread: bool) -> int:
     """Fewest INT8 calibration images accepted: ``MIN_IMAGES`` so that real images reach every bucket, any number
-    where the token counts are spread over the buckets (a latency-only bundle)."""
-    return 1 if settings.get("token_counts") == "spread" else MIN_IMAGES
+    where the token counts are spread over the buckets (``spread``: a latency-only bundle)."""
+    return 1 if spread else MIN_IMAGES
 
 
 def _check_int8_inputs(bundle: Bundle, images: np.ndarray | None, settings: dict) -> None:
     if images is None:
         raise MsvitEdgeError("INT8 needs calibration images (--calib): none were given")
-    check_images(bundle, images, fewest_images(settings))
+    check_images(bundle, images, fewest_images(settings.get("token_counts") == "spread"))
     fp16.require_modelopt("INT8 quantization with ModelOpt")
 
 
@@ -204,7 +204,7 @@ def _make(bundle: Bundle, settings: dict, images: np.ndarray | None, entry: Path
             fp16.to_fp16_graphs({bundle.graph(n): tmp / f"{n}.onnx" for n in stages}, settings["keep_fp32"])
         else:
             spread = settings.get("token_counts") == "spread"
-            feeds = encoder_feeds(bundle, images, minimum=fewest_images(settings), spread=spread)
+            feeds = encoder_feeds(bundle, images, minimum=fewest_images(spread), spread=spread)
             jobs = [Job(bundle.graph(n), tmp / f"{n}.onnx", feeds.for_graph(n)) for n in ENCODERS]
             if "vit" in stages:  # the plain ViT, for bench's comparison at the same precision: calibrated on images
                 jobs.append(Job(bundle.graph("vit"), tmp / "vit.onnx", image_feeds(bundle, images)))

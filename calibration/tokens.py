@@ -32,7 +32,6 @@ from msvit_edge.bundle.buckets import BucketPlan
 from msvit_edge.bundle.preprocess import check_images as check_pixels
 from msvit_edge.engines.ort import session
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.model.config import MSViTConfig
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +178,8 @@ def _feed(bundle: Bundle, images: np.ndarray, threshold: float) -> Feed:
 def feed_batch(bundle: Bundle, rows: int) -> int:
     """Images per calibration feed of ``rows`` token rows: ``FEED_BATCH``, fewer where their activations would
     pass ``FEED_BYTES``."""
-    vit = MSViTConfig.from_dict(bundle.record.model).vit
-    return max(1, min(FEED_BATCH, FEED_BYTES // (rows * vit.embed_dim * vit.depth * 4)))
+    vit = bundle.record.model["vit"]  # read, not built: this runs once per token count and bucket
+    return max(1, min(FEED_BATCH, FEED_BYTES // (rows * vit["embed_dim"] * vit["depth"] * 4)))
 
 
 def _exact_feeds(

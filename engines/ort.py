@@ -98,6 +98,7 @@ class OnnxRuntimePipeline(Pipeline):
         self.threads, self.providers, self.allow_one_call = threads, providers_for(device), one_call
         self.sessions: dict = {}
         self.batch1_weights: dict[str, np.ndarray] = {}
+        self.tokenizer_outputs = ["tokens", "counts", "probs", *(["cells"] if self.bundle.dense else [])]
 
     @property
     def bundle(self) -> Bundle:
@@ -110,7 +111,9 @@ class OnnxRuntimePipeline(Pipeline):
             name: session(self.source.graph(name), self.threads, self.providers)
             for name in ("tokenizer", "encoder", "encoder_masked")
         }
-        composed = self.allow_one_call and batch1_graph(self.source.graph("tokenizer"), self.source.graph("encoder"))
+        # no fourth session where it could not run (a padding pipeline); one_call checks again if that changes later
+        one = self.allow_one_call and not self.pad_to_bucket
+        composed = one and batch1_graph(self.source.graph("tokenizer"), self.source.graph("encoder"))
         if composed:
             self.batch1_weights = composed.weights  # read in place by the session: alive as long as it
             self.sessions["batch1"] = session(composed.graph, self.threads, self.providers, weights=composed.weights)
@@ -124,8 +127,7 @@ class OnnxRuntimePipeline(Pipeline):
 
     def tokenize(self, images: np.ndarray, threshold: float) -> Tokenized:
         feed = {"images": images, "threshold": np.asarray(threshold, dtype=np.float32)}
-        names = ["tokens", "counts", "probs", *(["cells"] if self.bundle.dense else [])]
-        return Tokenized(*self.sessions["tokenizer"].run(names, feed))
+        return Tokenized(*self.sessions["tokenizer"].run(self.tokenizer_outputs, feed))
 
     def encode(self, tokens: np.ndarray, selection: Selection, cells: np.ndarray | None = None) -> np.ndarray:
         mask = selection.mask()

@@ -31,11 +31,10 @@ from msvit_edge.bundle.engine_folder import FOLDER, EngineDir, default_engine_di
 from msvit_edge.bundle.engine_manifest import Device, EngineManifest, SourceBundle
 from msvit_edge.calibration.facts import PRECISIONS, PrecisionFacts
 from msvit_edge.calibration.images import default_data, load_images
-from msvit_edge.calibration.precision import PrecisionGraphs, open_graphs
+from msvit_edge.calibration.precision import PrecisionGraphs, fewest_images, open_graphs
 from msvit_edge.calibration.precision import precision_graphs as make_precision_graphs
 from msvit_edge.calibration.tokens import DEFAULT_IMAGES as DEFAULT_CALIB_IMAGES
 from msvit_edge.calibration.tokens import LATENCY_ONLY_IMAGES
-from msvit_edge.calibration.tokens import MIN_IMAGES as MIN_CALIB_IMAGES
 from msvit_edge.engines import open_pipeline
 from msvit_edge.engines.tensorrt import build_engines, timing_cache_file
 from msvit_edge.errors import MsvitEdgeError, require
@@ -163,8 +162,8 @@ def calibration_images(bundle: Bundle, cfg: BuildConfig) -> np.ndarray:
     """
     latency_only = bundle.record.latency_only
     n = cfg.calib_images or (LATENCY_ONLY_IMAGES if latency_only else DEFAULT_CALIB_IMAGES)
-    too_few = f"--calib-images must be >= {MIN_CALIB_IMAGES} (every bucket needs calibration images), got {n}"
-    require({too_few: latency_only or n >= MIN_CALIB_IMAGES})  # before loading any image
+    fewest = fewest_images(latency_only)  # the precision pass's rule, checked before any image is loaded
+    require({f"--calib-images must be >= {fewest} (every bucket needs calibration images), got {n}": n >= fewest})
     images, _ = load_images(bundle, cfg.calib, n)
     spread = ", token counts spread over every bucket (a latency-only bundle)" if latency_only else ""
     log.info(f"calibration: {len(images)} images of {cfg.calib or default_data(bundle)} (training split){spread}")

@@ -123,7 +123,7 @@ def _built(engine) -> tuple[Path, int, str]:
     from msvit_edge.bundle import validation  # lazy: numpy (CLI startup)
     from msvit_edge.measure.sources import engine_bytes  # lazy: numpy and Pillow (CLI startup)
 
-    v, random = engine.manifest["validation"]["batched"]["logits"], bool(engine.bundle.manifest.get("latency_only"))
+    v, random = engine.manifest["validation"]["batched"]["logits"], engine.bundle.record.latency_only
     is_dense = engine.bundle.dense
     held = validation.criterion(validation.tolerance(engine.precision, is_dense), random, is_dense)
     if random:

@@ -88,7 +88,7 @@ class Bundle:
             )
         self.record = BundleManifest.from_dict(document.content, document.path)
         self.id = document.sha256  # the bundle's identity: the sha256 of its manifest, as read
-        missing = [f for name, entry in self.record.graphs.items() for f in self._files(name, entry)]
+        missing = [f for name in self.record.graphs for f in self.graph_files(name)]
         missing = [f.name for f in missing if not f.is_file()]
         if missing:
             raise MsvitEdgeError(f"bundle is missing {', '.join(missing)}", self.path)
@@ -103,8 +103,10 @@ class Bundle:
     def graph(self, name: str) -> Path:
         return self.path / f"{name}.onnx"
 
-    def _files(self, name: str, entry: Graph) -> list[Path]:
-        return [self.graph(name), *([self.path / entry.data] if entry.data else [])]
+    def graph_files(self, name: str) -> list[Path]:
+        """The graph's file and, for a model over 2 GB, its weights beside it."""
+        data = self.record.graphs[name].data
+        return [self.graph(name), *([self.path / data] if data else [])]
 
     @property
     def plan(self) -> BucketPlan:

@@ -200,9 +200,7 @@ def _place_router(tmp: Path, bundle: Bundle, names: list[str] | None) -> None:
 def _files(source: Bundle | EngineDir, bundle: Bundle) -> list[Path]:
     """Every file opening ``source`` reads: the bundle's manifest and graphs, and an engine folder's manifest and the
     files it runs (the precision graphs, under the bundle)."""
-    files = [bundle.path / "manifest.json"]
-    for name, entry in bundle.record.graphs.items():
-        files += [bundle.graph(name), *([bundle.path / entry.data] if entry.data else [])]
+    files = [bundle.path / "manifest.json", *(f for name in bundle.record.graphs for f in bundle.graph_files(name))]
     if isinstance(source, EngineDir):
         runs = source.record.files.keys() if source.record.files is not None else source.record.graphs.values()
         files += [source.path / "manifest.json", *(source.path / f for f in runs)]

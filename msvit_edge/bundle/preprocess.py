@@ -16,6 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,13 +39,14 @@ def resize_rule(size: int) -> dict:
     return {"method": PHOTO_RESIZE, "size": size, "npz": NPZ_RESIZE, "idx": IDX_RESIZE}
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
+def load_image(path: str | Path | BinaryIO, size: int, name: str | None = None) -> np.ndarray:
     """An image file of any size and mode -> uint8 RGB [size, size, 3], as training loaded an ImageFolder.
 
     16-bit images are scaled to 8 bits, transparent pixels become black, EXIF rotation is applied; then the
-    ``PHOTO_RESIZE`` rule.
+    ``PHOTO_RESIZE`` rule. ``path`` may be an open binary file (bytes from a request), which errors call ``name``.
     """
-    image = ImageOps.fit(open_rgb(Path(path)), (size, size), Image.Resampling.BICUBIC)
+    source = path if hasattr(path, "read") else Path(path)
+    image = ImageOps.fit(open_rgb(source, name), (size, size), Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -55,16 +57,17 @@ def load_images(paths: Sequence[str | Path], rule: dict) -> np.ndarray:
     return np.stack([load_image(p, int(rule["size"])) for p in paths])
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Fully decodes an image file to 8-bit RGB; raises MsvitEdgeError naming the file if PIL cannot."""
+def open_rgb(path: Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """Fully decodes an image file to 8-bit RGB; raises MsvitEdgeError naming the file (or ``name``) if PIL cannot."""
+    where = name or path
     try:
         with Image.open(path) as image:
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
     except UnidentifiedImageError as err:
-        raise MsvitEdgeError("not a readable image (unknown or damaged format)", path) from err
+        raise MsvitEdgeError("not a readable image (unknown or damaged format)", where) from err
     except _PIL_ERRORS as err:
-        raise MsvitEdgeError(f"corrupt image ({err})", path) from err
+        raise MsvitEdgeError(f"corrupt image ({err})", where) from err
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

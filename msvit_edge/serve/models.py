@@ -13,8 +13,8 @@ present in the batch). A request whose images cannot be read gets its own error;
 from __future__ import annotations
 
 import importlib
+import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -150,16 +150,9 @@ class Router:
 
 
 def decode(data: bytes, size: int, name: str) -> np.ndarray:
-    """An encoded image file -> uint8 RGB [size, size, 3] by ``load_image``, as training loaded image files. It reads
-    from an in-memory file (memfd) because it takes a path; errors name the request's input, not that file."""
-    fd = os.memfd_create("msvit-image")
-    try:
-        os.write(fd, data)
-        return load_image(f"/proc/self/fd/{fd}", size)
-    except MsvitEdgeError as e:
-        raise MsvitEdgeError(str(e).removeprefix(f"{e.path}: "), name) from None
-    finally:
-        os.close(fd)
+    """An encoded image file -> uint8 RGB [size, size, 3] by ``load_image``, as training loaded image files; errors
+    name the request's input."""
+    return load_image(io.BytesIO(data), size, name)
 
 
 class OrtStage:

@@ -20,7 +20,6 @@ stream, one after another.
 from __future__ import annotations
 
 import ctypes
-import json
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -184,9 +183,7 @@ class TensorRTPipeline(Pipeline):
 
     def _why_no_vit(self) -> str:
         """The build's reason for skipping vit.plan (``build_engines``' ``skipped``), or the likely one."""
-        facts = self.source.path / "tensorrt.json"
-        skipped = json.loads(facts.read_text()).get("skipped", {}) if facts.is_file() else {}
-        return skipped.get(
+        return self.source.build_facts.get("skipped", {}).get(
             COMPARISON, "built without one (an older build, or a bundle without vit.onnx): rebuild with --force"
         )
 

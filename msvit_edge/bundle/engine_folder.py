@@ -94,6 +94,13 @@ class EngineDir:
         return self.record.buckets
 
     @property
+    def build_facts(self) -> dict:
+        """What a TensorRT build recorded (``tensorrt.json``: engines, profiles, skipped graphs); {} without it
+        (engines built by hand with trtexec, or another backend)."""
+        path = self.path / "tensorrt.json"
+        return load_json(path, "no tensorrt.json").content if path.is_file() else {}
+
+    @property
     def threshold(self) -> float:
         return self.bundle.threshold
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from msvit_edge.bundle.engine_folder import EngineDir, open_source
 from msvit_edge.bundle.reader import Bundle
 from msvit_edge.errors import MsvitEdgeError
-from msvit_edge.io import FolderKind, atomic_dir, load_json
+from msvit_edge.io import FolderKind, atomic_dir
 from msvit_edge.serve.config import RouterSpec, parse, router_config, stage_config
 
 KIND = "msvit-edge-triton-repo"
@@ -156,10 +156,7 @@ def _check_profiles(source: EngineDir, bundle: Bundle) -> None:
     """Encoder model ``_b<i>`` selects profile i: where the build recorded the engines' profiles (``tensorrt.json``),
     profile i must span bucket i's tokens and name only the graph's inputs, or a bucket's calls would run in another
     bucket's profile (TensorRT refuses the shape, or runs it padded to the wrong range)."""
-    facts = source.path / "tensorrt.json"
-    if not facts.is_file():  # engines built by hand (trtexec): nothing to hold the repository to
-        return
-    engines = load_json(facts, "no tensorrt.json").content.get("engines", {})
+    engines, facts = source.build_facts.get("engines", {}), source.path / "tensorrt.json"  # none: built by trtexec
     for stage in ("encoder", "encoder_masked"):
         profiles, names = engines.get(stage, {}).get("profiles"), {t.name for t in bundle.record.graphs[stage].inputs}
         buckets = bundle.plan.buckets

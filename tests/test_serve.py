@@ -368,7 +368,10 @@ def test_sigterm_under_load_answers_what_was_queued_and_exits_0_with_nothing_lef
         client.join(30)
     refusals = [e for _, e in outcomes if e is not None]
     assert len(refusals) == len(clients)  # each client stopped at its first refusal, none hung
-    assert all("StatusCode.UNAVAILABLE" in e for e in refusals), refusals  # "Server is stopping", not a failure
+    # Triton's two shutdown refusals, by when a request lands: "Server is stopping" while it drains, then "has no
+    # available versions" once the model is unloaded; which one a client meets is timing, neither is a failure
+    stopping = ("StatusCode.UNAVAILABLE", "has no available versions")
+    assert all(any(s in e for s in stopping) for e in refusals), refusals
     assert any(after and e is None for after, e in outcomes)  # queued at the signal, answered after it
     assert _gone(server_pid, 5)
     assert set(Path("/dev/shm").glob("msvit_*")) <= shm, "shared memory left"
